@@ -1,0 +1,1 @@
+"""MQTT -> TimescaleDB ingest: owns the database schema and the wire contract's decoding."""

@@ -1,0 +1,215 @@
+"""The ingest wire contract, version 1: MQTT topics and payloads (docs/wire-format.md).
+
+The one place that builds topics and encodes/decodes payloads; the gateway, the fleet
+simulator and ingest all use it.  Payloads are JSON (msgspec: typed and fast).
+A reading's ``id`` is a stable identity derived from device, kind, device time and
+sequence number, so a re-sent reading is stored once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from datetime import datetime
+from typing import Annotated, Literal
+
+import msgspec
+
+from device_profiles.model import Component, Condition, Kind
+
+TOPIC_ROOT = "homevitals/v1"
+SCHEMA_READINGS = "homevitals.readings/1"
+SCHEMA_STATUS = "homevitals.status/1"
+SCHEMA_EVENT = "homevitals.event/1"
+MAX_PAYLOAD_BYTES = 256 * 1024
+MAX_READINGS_PER_MESSAGE = 1000
+# Bumped only if the identity recipe changes; part of the hashed input.
+IDENTITY_VERSION = "hv-id-1"
+_ID_NAMESPACE = uuid.UUID("6f3c1c84-5d0e-4a53-9b8e-6a4f7c2b9d11")
+
+GatewayId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+UtcTime = Annotated[datetime, msgspec.Meta(tz=True)]
+
+
+def readings_topic(gateway_id: str) -> str:
+    return f"{TOPIC_ROOT}/gw/{gateway_id}/readings"
+
+
+def status_topic(gateway_id: str) -> str:
+    return f"{TOPIC_ROOT}/gw/{gateway_id}/status"
+
+
+def events_topic(gateway_id: str) -> str:
+    return f"{TOPIC_ROOT}/gw/{gateway_id}/events"
+
+
+def gateway_topic_filter(gateway_id: str) -> str:
+    """Everything one gateway may publish to (its ACL pattern)."""
+    return f"{TOPIC_ROOT}/gw/{gateway_id}/#"
+
+
+READINGS_SUBSCRIPTION = f"{TOPIC_ROOT}/gw/+/readings"
+EVENTS_SUBSCRIPTION = f"{TOPIC_ROOT}/gw/+/events"
+STATUS_SUBSCRIPTION = f"{TOPIC_ROOT}/gw/+/status"
+
+
+def shared(group: str, topic_filter: str) -> str:
+    """MQTT 5 shared subscription: workers in one group split the messages."""
+    return f"$share/{group}/{topic_filter}"
+
+
+def gateway_of_topic(topic: str) -> str | None:
+    parts = topic.split("/")
+    if len(parts) == 5 and f"{parts[0]}/{parts[1]}" == TOPIC_ROOT and parts[2] == "gw":
+        return parts[3]
+    return None
+
+
+def reading_id(device_id: str, kind: Kind | str, device_time: str, sequence: int | None) -> str:
+    """Stable reading identity (a name-based UUID over a versioned field list).
+
+    ``device_time`` is the device-reported local time as ISO text: what the device itself
+    says, not the corrected UTC, so a later skew estimate cannot change the identity.
+    """
+    key = "\x1f".join(
+        (IDENTITY_VERSION, device_id, str(kind), device_time, "" if sequence is None else str(sequence))
+    )
+    digest = hashlib.sha256(key.encode()).digest()
+    return str(uuid.UUID(bytes=digest[:16], version=5))
+
+
+class Original(msgspec.Struct, frozen=True, array_like=True):
+    """The device's own value and unit (provenance), e.g. [0.00105, "kg/L"]."""
+
+    value: float | None
+    unit: str
+
+
+class Reading(msgspec.Struct, frozen=True, omit_defaults=True, forbid_unknown_fields=True):
+    id: str
+    device: str  # device identity: BLE address or serial, as paired
+    kind: Kind
+    time: UtcTime  # UTC, corrected for clock skew and offset
+    values: dict[Component, float]  # canonical units (see docs/wire-format.md)
+    device_time: str | None = None  # as the device reported it (local, ISO, no zone)
+    seq: int | None = None
+    skew_s: float | None = None  # device clock minus gateway clock, when measured
+    conditions: list[Condition] = []
+    original: dict[Component, Original] = {}
+    details: dict[str, int | float | str | bool | None] = {}
+
+
+class ReadingsBatch(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    schema: Literal["homevitals.readings/1"]
+    gateway: GatewayId
+    sent_at: UtcTime
+    readings: list[Reading]
+
+
+class GatewayStatus(msgspec.Struct, frozen=True, omit_defaults=True):
+    schema: Literal["homevitals.status/1"]
+    gateway: str
+    state: Literal["online", "offline"]
+    at: datetime | None = None
+    outbox_depth: int | None = None
+    version: str | None = None
+
+
+class DeviceEvent(msgspec.Struct, frozen=True, omit_defaults=True, tag_field="event"):
+    """Base of the events a gateway reports (pairing, battery, sync)."""
+
+    device: str
+    at: UtcTime
+
+
+class DevicePaired(DeviceEvent, frozen=True, tag="paired"):
+    profile: str
+    name: str | None = None
+    manufacturer: str | None = None
+    model: str | None = None
+    serial: str | None = None
+
+
+class DeviceUnpaired(DeviceEvent, frozen=True, tag="unpaired"):
+    pass
+
+
+class DeviceSynced(DeviceEvent, frozen=True, tag="synced"):
+    readings: int = 0
+    battery_percent: int | None = None
+    skew_s: float | None = None
+    error: str | None = None
+
+
+Event = DevicePaired | DeviceUnpaired | DeviceSynced
+
+
+class EventsMessage(msgspec.Struct, frozen=True):
+    schema: Literal["homevitals.event/1"]
+    gateway: str
+    events: list[Event]
+
+
+_encoder = msgspec.json.Encoder()
+_batch_decoder = msgspec.json.Decoder(ReadingsBatch)
+_events_decoder = msgspec.json.Decoder(EventsMessage)
+_status_decoder = msgspec.json.Decoder(GatewayStatus)
+
+
+class WireError(ValueError):
+    """A payload that does not follow the contract; ``reason`` goes to the dead letters."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+def encode(message: ReadingsBatch | EventsMessage | GatewayStatus) -> bytes:
+    return _encoder.encode(message)
+
+
+def _check_size(payload: bytes) -> None:
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise WireError(f"oversized payload: {len(payload)} bytes > {MAX_PAYLOAD_BYTES}")
+
+
+def decode_batch(payload: bytes) -> ReadingsBatch:
+    _check_size(payload)
+    try:
+        batch = _batch_decoder.decode(payload)
+    except msgspec.DecodeError as exc:
+        raise WireError(f"invalid readings payload: {exc}") from exc
+    if len(batch.readings) > MAX_READINGS_PER_MESSAGE:
+        raise WireError(f"too many readings: {len(batch.readings)} > {MAX_READINGS_PER_MESSAGE}")
+    return batch
+
+
+def decode_events(payload: bytes) -> EventsMessage:
+    _check_size(payload)
+    try:
+        return _events_decoder.decode(payload)
+    except msgspec.DecodeError as exc:
+        raise WireError(f"invalid events payload: {exc}") from exc
+
+
+def decode_status(payload: bytes) -> GatewayStatus:
+    _check_size(payload)
+    try:
+        return _status_decoder.decode(payload)
+    except msgspec.DecodeError as exc:
+        raise WireError(f"invalid status payload: {exc}") from exc
+
+
+def json_schema() -> dict[str, object]:
+    """JSON Schema of the three payloads (kept in ingest/wire_schema.json)."""
+    _, components = msgspec.json.schema_components((ReadingsBatch, EventsMessage, GatewayStatus))
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "HomeVitals MQTT wire contract v1",
+        "$defs": components,
+        "oneOf": [
+            {"$ref": "#/$defs/ReadingsBatch"},
+            {"$ref": "#/$defs/EventsMessage"},
+            {"$ref": "#/$defs/GatewayStatus"},
+        ],
+    }
