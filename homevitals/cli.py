@@ -1,0 +1,73 @@
+"""The ``homevitals`` command: one entry point for every role."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import sys
+from typing import Any
+
+import click
+
+from homevitals.config import load_settings
+
+
+class LazyGroup(click.Group):
+    """Sub-commands imported only when used, so ``homevitals --help`` stays fast and a
+    component's dependencies load only for that component."""
+
+    def __init__(self, *args: Any, lazy: dict[str, tuple[str, str]] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = lazy or {}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.lazy:
+            module_name, attr = self.lazy[cmd_name]
+            command = getattr(importlib.import_module(module_name), attr)
+            assert isinstance(command, click.Command)
+            return command
+        return super().get_command(ctx, cmd_name)
+
+
+def echo_json(data: object) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+@click.group(
+    cls=LazyGroup,
+    lazy={
+        "services": ("homevitals.cli_services", "services"),
+        "ingest": ("homevitals.cli_ingest", "ingest"),
+        "deadletters": ("homevitals.cli_ingest", "deadletters"),
+        "status": ("homevitals.cli_ingest", "status"),
+        "decode": ("homevitals.cli_decode", "decode"),
+        "patients": ("homevitals.cli_ingest", "patients"),
+    },
+)
+@click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
+@click.version_option(package_name="homevitals")
+def cli(verbose: int) -> None:
+    """HomeVitals: remote patient monitoring from home BLE devices to the clinician.
+
+    Settings come from HOMEVITALS_* environment variables (HOMEVITALS_DATABASE_URL,
+    HOMEVITALS_MQTT_URL, HOMEVITALS_STATE_DIR, ...) and an optional homevitals.toml.
+    """
+    level = logging.WARNING - 10 * min(verbose, 2) if verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def main() -> None:
+    try:
+        cli(standalone_mode=True)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+def settings_endpoints() -> Any:
+    from homevitals.services.manager import endpoints
+
+    return endpoints(load_settings())

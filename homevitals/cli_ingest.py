@@ -1,0 +1,119 @@
+"""``homevitals ingest``, ``status``, ``deadletters``, ``patients`` and ``import``."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from homevitals.cli import echo_json, settings_endpoints
+
+
+@click.group()
+def ingest() -> None:
+    """The MQTT -> TimescaleDB ingest service."""
+
+
+@ingest.command("run")
+@click.option("--group", default="ingest", show_default=True, help="Shared-subscription group.")
+@click.option("--batch", "max_batch", default=500, show_default=True, help="Max messages per DB batch.")
+@click.option("--max-wait", default=0.05, show_default=True, help="Max seconds to fill a batch.")
+@click.option("--duration", type=float, default=None, help="Stop after this many seconds.")
+@click.option("--metrics-port", type=int, default=None, help="Serve Prometheus metrics here.")
+def run(group: str, max_batch: int, max_wait: float, duration: float | None, metrics_port: int | None) -> None:
+    """Consume gateway messages (MQTT 5 shared subscription) and store readings exactly once.
+
+    Start several to share the load; each acknowledges a message only after its
+    readings are committed.
+    """
+    from ingest.service import IngestConfig, run_worker
+
+    found = settings_endpoints()
+    if metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        start_http_server(metrics_port, addr="127.0.0.1")
+    totals = run_worker(
+        IngestConfig(found.database_url, found.mqtt_url, group=group, max_batch_messages=max_batch, max_wait_s=max_wait),
+        duration_s=duration,
+    )
+    click.echo(f"ingest stopped: {totals}")
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def status(as_json: bool) -> None:
+    """Readings ingested per kind, dead letters, devices, gateways and flags."""
+    from ingest.status import ingest_counts
+
+    counts = ingest_counts(settings_endpoints().database_url)
+    if as_json:
+        echo_json(counts)
+        return
+    click.echo("readings:     " + ", ".join(f"{k} {v}" for k, v in counts["readings"].items()))
+    click.echo(f"unattributed: {counts['unattributed']}")
+    click.echo(f"dead letters: {counts['dead_letters']['open']} open ({counts['dead_letters']['total']} total)")
+    click.echo(f"devices:      {counts['devices']}; gateways {counts['gateways']}")
+    click.echo("flags:        " + (", ".join(f"{k} {v}" for k, v in counts["flags"].items()) or "none"))
+
+
+@click.group()
+def deadletters() -> None:
+    """Inspect and re-process messages that could not be ingested."""
+
+
+@deadletters.command("list")
+@click.option("--limit", default=50, show_default=True)
+@click.option("--all", "include_all", is_flag=True, help="Include already re-processed ones.")
+@click.option("--json", "as_json", is_flag=True)
+def list_cmd(limit: int, include_all: bool, as_json: bool) -> None:
+    """List dead letters, newest first, with their reasons."""
+    import dataclasses
+
+    import psycopg
+
+    from ingest.deadletters import list_dead_letters
+
+    with psycopg.connect(settings_endpoints().database_url) as conn:
+        rows = list_dead_letters(conn, limit, include_all)
+    if as_json:
+        echo_json([dataclasses.asdict(r) for r in rows])
+        return
+    for r in rows:
+        click.echo(f"{r.id:6d} {r.received_at:%Y-%m-%d %H:%M:%S} {r.topic} {r.reason}")
+
+
+@deadletters.command("reprocess")
+@click.argument("ids", nargs=-1, type=int)
+@click.option("--all", "everything", is_flag=True, help="Every open dead letter.")
+def reprocess_cmd(ids: tuple[int, ...], everything: bool) -> None:
+    """Run dead letters through ingest again (after a fix); failures stay parked."""
+    import psycopg
+
+    from ingest.deadletters import reprocess
+    from ingest.registry import BindingCache
+
+    if not ids and not everything:
+        click.echo("error: give dead-letter ids or --all", err=True)
+        sys.exit(2)
+    with psycopg.connect(settings_endpoints().database_url, autocommit=True) as conn:
+        done, again = reprocess(conn, BindingCache(), ids=list(ids) if ids else None)
+    click.echo(f"re-processed {done}; rejected again {again}")
+
+
+@click.group()
+def patients() -> None:
+    """Enrol patients and bind gateways (operator tools; the API does the same)."""
+
+
+@patients.command("add")
+@click.argument("external_id")
+@click.option("--gateway", "gateways", multiple=True, help="Gateway id to bind to this patient.")
+@click.option("--timezone", default="America/New_York", show_default=True)
+@click.option("--name", default=None, help="'Given Family'.")
+def add_patient(external_id: str, gateways: tuple[str, ...], timezone: str, name: str | None) -> None:
+    """Create (or update) a patient and attach gateways; their devices get bound."""
+    from ingest.patients import enroll_patient
+
+    patient_id = enroll_patient(settings_endpoints().database_url, external_id, list(gateways), timezone, name)
+    click.echo(f"patient {external_id} = id {patient_id}")

@@ -1,0 +1,63 @@
+"""``homevitals services``: the project-local PostgreSQL+TimescaleDB and Mosquitto."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from homevitals.cli import echo_json
+from homevitals.config import load_settings
+from homevitals.services.errors import ServiceError
+
+
+@click.group()
+def services() -> None:
+    """Start, stop and inspect the project-local database and broker."""
+
+
+@services.command()
+def up() -> None:
+    """Create (first time) and start PostgreSQL+TimescaleDB and Mosquitto; migrate the schema.
+
+    Idempotent.  Services named by HOMEVITALS_DATABASE_URL / HOMEVITALS_MQTT_URL are used
+    as they are and not started.
+    """
+    from homevitals.services.manager import up as services_up
+
+    try:
+        found = services_up(load_settings())
+    except ServiceError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    click.echo(f"database:    {found.database_url}")
+    click.echo(f"timescaledb: {found.timescaledb_version} ({found.timescaledb_edition} edition)")
+    click.echo(f"mqtt:        {found.mqtt_url}")
+
+
+@services.command()
+def down() -> None:
+    """Stop exactly the local services this project started."""
+    from homevitals.services.manager import down as services_down
+
+    stopped = services_down(load_settings())
+    click.echo("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+
+
+@services.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def status(as_json: bool) -> None:
+    """Report whether the local services run, their ports and the TimescaleDB edition."""
+    from homevitals.services.manager import status as services_status
+
+    report = services_status(load_settings())
+    if as_json:
+        echo_json(report)
+        return
+    for name, info in report.items():
+        assert isinstance(info, dict)
+        state = "running" if info.get("running") else ("external" if not info.get("local") else "stopped")
+        extra = ""
+        if info.get("timescaledb_edition"):
+            extra = f" timescaledb {info['timescaledb_version']} ({info['timescaledb_edition']})"
+        click.echo(f"{name:11s} {state} port={info.get('port', '-')} pid={info.get('pid', '-')}{extra}")

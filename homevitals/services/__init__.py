@@ -1,0 +1,1 @@
+"""Project-local PostgreSQL+TimescaleDB and Mosquitto, started and stopped by the project."""

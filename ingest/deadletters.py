@@ -1,0 +1,79 @@
+"""Listing and re-processing dead letters (after a fix, or once a device is paired)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+
+from ingest.pipeline import Message, process
+from ingest.registry import BindingCache
+
+UNKNOWN_DEVICE_PREFIX = "unknown device"
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    id: int
+    received_at: datetime
+    topic: str
+    gateway_id: str | None
+    device_id: str | None
+    reason: str
+    size: int
+
+
+def list_dead_letters(
+    conn: psycopg.Connection[Any], limit: int = 50, include_reprocessed: bool = False
+) -> list[DeadLetter]:
+    where = "" if include_reprocessed else "WHERE reprocessed_at IS NULL"
+    rows = conn.execute(
+        "SELECT id, received_at, topic, gateway_id, device_id, reason, length(payload)"  # noqa: S608
+        f" FROM dead_letters {where} ORDER BY id DESC LIMIT %s",
+        (limit,),
+    ).fetchall()
+    return [DeadLetter(*row) for row in rows]
+
+
+def reprocess(
+    conn: psycopg.Connection[Any],
+    cache: BindingCache,
+    ids: list[int] | None = None,
+    devices: list[str] | None = None,
+    reason_prefix: str | None = None,
+) -> tuple[int, int]:
+    """Run parked payloads through ingest again; returns (reprocessed, still rejected).
+
+    Each old row is marked reprocessed (never deleted); what fails again becomes a new
+    dead letter with the current reason.
+    """
+    clauses = ["reprocessed_at IS NULL"]
+    params: list[object] = []
+    if ids is not None:
+        clauses.append("id = ANY(%s)")
+        params.append(ids)
+    if devices is not None:
+        clauses.append("device_id = ANY(%s)")
+        params.append(devices)
+    if reason_prefix is not None:
+        clauses.append("starts_with(reason, %s)")
+        params.append(reason_prefix)
+    with conn.transaction():
+        rows = conn.execute(
+            "SELECT id, topic, payload FROM dead_letters WHERE "  # noqa: S608
+            + " AND ".join(clauses)
+            + " ORDER BY id FOR UPDATE SKIP LOCKED",
+            params,
+        ).fetchall()
+        if not rows:
+            return 0, 0
+        result, _ = process(conn, [Message(str(t), bytes(p)) for _, t, p in rows], cache)
+        conn.execute(
+            "UPDATE dead_letters SET reprocessed_at = now(),"
+            " outcome = CASE WHEN %s THEN 'reprocessed; some rejected again' ELSE 'ingested' END"
+            " WHERE id = ANY(%s)",
+            (result.dead_letters > 0, [r[0] for r in rows]),
+        )
+    return len(rows), result.dead_letters

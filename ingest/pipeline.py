@@ -1,0 +1,95 @@
+"""Messages -> decoded, validated, written: the broker-independent core of ingest."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+
+from ingest.columns import Located, Rejected, validate
+from ingest.registry import BindingCache, apply_event, apply_status, attribute_pending
+from ingest.wire import (
+    WireError,
+    decode_batch,
+    decode_events,
+    decode_status,
+    gateway_of_topic,
+)
+from ingest.writer import WriteResult, write_split
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    topic: str
+    payload: bytes
+
+
+def _reject(message: Message, gateway: str | None, reason: str) -> Rejected:
+    return Rejected(message.topic, gateway, None, message.payload, reason)
+
+
+def process(
+    conn: psycopg.Connection[Any],
+    messages: Sequence[Message],
+    cache: BindingCache,
+    now: datetime | None = None,
+) -> tuple[WriteResult, list[str]]:
+    """Decode, validate and write ``messages`` in one transaction.
+
+    Returns the write result and the devices whose binding changed (the caller
+    re-processes their parked dead letters).
+    """
+    now = now or datetime.now(UTC)
+    located: list[Located] = []
+    rejected: list[Rejected] = []
+    changed: list[str] = []
+    with conn.transaction():
+        for message in messages:
+            gateway = gateway_of_topic(message.topic)
+            if gateway is None:
+                rejected.append(_reject(message, None, f"topic {message.topic!r} is not in the contract"))
+                continue
+            channel = message.topic.rsplit("/", 1)[1]
+            try:
+                if channel == "readings":
+                    batch = decode_batch(message.payload)
+                    if batch.gateway != gateway:
+                        raise WireError(
+                            f"payload gateway {batch.gateway!r} does not match topic gateway {gateway!r}"
+                        )
+                    located.extend(
+                        Located(r, gateway, message.topic, message.payload, i)
+                        for i, r in enumerate(batch.readings)
+                    )
+                elif channel == "events":
+                    events = decode_events(message.payload)
+                    if events.gateway != gateway:
+                        raise WireError(
+                            f"payload gateway {events.gateway!r} does not match topic gateway {gateway!r}"
+                        )
+                    _ensure_gateway(conn, gateway)
+                    for event in events.events:
+                        changed.extend(apply_event(conn, gateway, event))
+                elif channel == "status":
+                    apply_status(conn, gateway, decode_status(message.payload))
+                else:
+                    raise WireError(f"unknown channel {channel!r}")
+            except WireError as exc:
+                rejected.append(_reject(message, gateway, exc.reason))
+        cache.refresh(conn, force=bool(changed))
+        split = validate(located, cache.devices, now)
+        result = write_split(conn, split, cache, rejected)
+        if changed:
+            attribute_pending(conn, changed)
+    return result, changed
+
+
+def _ensure_gateway(conn: psycopg.Connection[Any], gateway: str) -> None:
+    conn.execute(
+        "INSERT INTO gateways (id, last_seen) VALUES (%s, now())"
+        " ON CONFLICT (id) DO UPDATE SET last_seen = now()",
+        (gateway,),
+    )

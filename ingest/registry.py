@@ -1,0 +1,161 @@
+"""Devices, gateways and device->patient bindings: the ingest side of pairing.
+
+Readings are attributed to the patient whose binding covers the measurement time.  A
+device's first binding starts at -infinity (its stored history is the new owner's);
+re-assigning a device ends the old binding at that moment.  Readings that arrived
+before any binding existed keep ``patient_id`` NULL until :func:`attribute_pending`.
+"""
+
+from __future__ import annotations
+
+import bisect
+import time
+from dataclasses import dataclass
+from datetime import datetime
+
+import psycopg
+
+from ingest.wire import DevicePaired, DeviceSynced, DeviceUnpaired, Event, GatewayStatus
+
+READING_TABLES = ("glucose", "blood_pressure", "body_readings")
+
+
+@dataclass(frozen=True, slots=True)
+class Binding:
+    lower: float  # epoch seconds, -inf for open
+    upper: float
+    patient_id: int
+
+
+class BindingCache:
+    """Known devices and their bindings, refreshed from the database when stale."""
+
+    def __init__(self, max_age_s: float = 5.0) -> None:
+        self.max_age_s = max_age_s
+        self._loaded_at = -1.0
+        self.devices: set[str] = set()
+        self._bindings: dict[str, list[Binding]] = {}
+
+    def invalidate(self) -> None:
+        self._loaded_at = -1.0
+
+    def refresh(self, conn: psycopg.Connection[tuple[object, ...]], force: bool = False) -> None:
+        if not force and time.monotonic() - self._loaded_at < self.max_age_s:
+            return
+        self.devices = {str(row[0]) for row in conn.execute("SELECT id FROM devices")}
+        bindings: dict[str, list[Binding]] = {}
+        rows = conn.execute(
+            "SELECT device_id, patient_id,"
+            " coalesce(extract(epoch FROM lower(valid)), '-Infinity')::float8,"
+            " coalesce(extract(epoch FROM upper(valid)), 'Infinity')::float8"
+            " FROM device_bindings ORDER BY device_id, lower(valid) NULLS FIRST"
+        )
+        for device, patient, lower, upper in rows:
+            bindings.setdefault(str(device), []).append(
+                Binding(float(lower), float(upper), int(patient))  # type: ignore[call-overload]
+            )
+        self._bindings = bindings
+        self._loaded_at = time.monotonic()
+
+    def patient_at(self, device: str, when: datetime) -> int | None:
+        spans = self._bindings.get(device)
+        if not spans:
+            return None
+        t = when.timestamp()
+        i = bisect.bisect_right([b.lower for b in spans], t) - 1
+        if i >= 0 and spans[i].lower <= t < spans[i].upper:
+            return spans[i].patient_id
+        return None
+
+
+def apply_event(
+    conn: psycopg.Connection[tuple[object, ...]], gateway: str, event: Event
+) -> list[str]:
+    """Record a gateway's device event; returns device ids whose binding changed."""
+    if isinstance(event, DevicePaired):
+        conn.execute(
+            "INSERT INTO devices (id, gateway_id, profile, name, manufacturer, model, serial)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s)"
+            " ON CONFLICT (id) DO UPDATE SET gateway_id = EXCLUDED.gateway_id,"
+            " profile = EXCLUDED.profile, name = coalesce(EXCLUDED.name, devices.name),"
+            " manufacturer = coalesce(EXCLUDED.manufacturer, devices.manufacturer),"
+            " model = coalesce(EXCLUDED.model, devices.model),"
+            " serial = coalesce(EXCLUDED.serial, devices.serial)",
+            (event.device, gateway, event.profile, event.name, event.manufacturer, event.model,
+             event.serial),
+        )  # fmt: skip
+        row = conn.execute("SELECT patient_id FROM gateways WHERE id = %s", (gateway,)).fetchone()
+        if row is not None and row[0] is not None:
+            bind_device(conn, event.device, int(row[0]), event.at)  # type: ignore[call-overload]
+            return [event.device]
+        return []
+    if isinstance(event, DeviceUnpaired):
+        conn.execute(
+            "UPDATE device_bindings SET valid = tstzrange(lower(valid), %s)"
+            " WHERE device_id = %s AND upper_inf(valid) AND lower(valid) IS DISTINCT FROM %s",
+            (event.at, event.device, event.at),
+        )
+        return [event.device]
+    if isinstance(event, DeviceSynced):
+        conn.execute(
+            "UPDATE devices SET last_sync = greatest(last_sync, %s),"
+            " battery_percent = coalesce(%s, battery_percent),"
+            " clock_skew_s = coalesce(%s, clock_skew_s), last_error = %s WHERE id = %s",
+            (event.at, event.battery_percent, event.skew_s, event.error, event.device),
+        )
+    return []
+
+
+def bind_device(
+    conn: psycopg.Connection[tuple[object, ...]], device: str, patient_id: int, at: datetime
+) -> None:
+    """Bind ``device`` to ``patient_id`` from ``at`` (from -infinity for a first binding),
+    ending another patient's open binding."""
+    current = conn.execute(
+        "SELECT id, patient_id FROM device_bindings WHERE device_id = %s AND upper_inf(valid)"
+        " FOR UPDATE",
+        (device,),
+    ).fetchone()
+    if current is not None and current[1] == patient_id:
+        return
+    if current is not None:
+        conn.execute(
+            "UPDATE device_bindings SET valid = tstzrange(lower(valid), %s) WHERE id = %s",
+            (at, current[0]),
+        )
+    had_any = conn.execute(
+        "SELECT 1 FROM device_bindings WHERE device_id = %s LIMIT 1", (device,)
+    ).fetchone()
+    conn.execute(
+        "INSERT INTO device_bindings (device_id, patient_id, valid)"
+        " VALUES (%s, %s, tstzrange(%s, NULL))",
+        (device, patient_id, at if had_any else None),
+    )
+
+
+def attribute_pending(conn: psycopg.Connection[tuple[object, ...]], devices: list[str] | None = None) -> int:
+    """Give unattributed readings the patient whose binding covers them."""
+    total = 0
+    for table in READING_TABLES:
+        query = (
+            f"UPDATE {table} r SET patient_id = b.patient_id FROM device_bindings b"  # noqa: S608
+            " WHERE r.patient_id IS NULL AND b.device_id = r.device_id AND b.valid @> r.time"
+        )
+        params: tuple[object, ...] = ()
+        if devices is not None:
+            query += " AND r.device_id = ANY(%s)"
+            params = (devices,)
+        cur = conn.execute(query.encode(), params)
+        total += cur.rowcount
+    return total
+
+
+def apply_status(conn: psycopg.Connection[tuple[object, ...]], gateway: str, status: GatewayStatus) -> None:
+    conn.execute(
+        "INSERT INTO gateways (id, last_seen, state, outbox_depth, version)"
+        " VALUES (%s, coalesce(%s, now()), %s, %s, %s)"
+        " ON CONFLICT (id) DO UPDATE SET last_seen = EXCLUDED.last_seen, state = EXCLUDED.state,"
+        " outbox_depth = coalesce(EXCLUDED.outbox_depth, gateways.outbox_depth),"
+        " version = coalesce(EXCLUDED.version, gateways.version)",
+        (gateway, status.at, status.state, status.outbox_depth, status.version),
+    )

@@ -1,0 +1,218 @@
+"""``homevitals ingest run``: MQTT 5 shared-subscription worker writing to TimescaleDB.
+
+Messages are acknowledged (PUBACK) only after the transaction holding their readings
+committed, so a worker killed mid-batch loses nothing: the broker re-delivers and the
+unique reading identity makes the second write a no-op.  Receive Maximum bounds the
+unacknowledged messages the broker hands us, which is the backpressure when the
+database is slow.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import signal
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import psycopg
+from paho.mqtt.properties import Properties
+from paho.mqtt.packettypes import PacketTypes
+
+from ingest import metrics
+from ingest.deadletters import UNKNOWN_DEVICE_PREFIX, reprocess
+from ingest.migrations import migrate
+from ingest.mqtt_url import parse_mqtt_url
+from ingest.pipeline import Message, process
+from ingest.registry import BindingCache
+from ingest.wire import (
+    EVENTS_SUBSCRIPTION,
+    READINGS_SUBSCRIPTION,
+    STATUS_SUBSCRIPTION,
+    shared,
+)
+
+log = logging.getLogger("homevitals.ingest")
+
+
+@dataclass(frozen=True, slots=True)
+class IngestConfig:
+    database_url: str
+    mqtt_url: str
+    group: str = "ingest"
+    client_id: str | None = None
+    max_batch_messages: int = 500
+    max_wait_s: float = 0.05
+    receive_maximum: int = 2000
+    session_expiry_s: int = 7 * 24 * 3600
+
+
+@dataclass(frozen=True, slots=True)
+class _Inbound:
+    mid: int
+    qos: int
+    message: Message
+
+
+class IngestWorker:
+    def __init__(self, config: IngestConfig) -> None:
+        self.config = config
+        self.inbox: queue.Queue[_Inbound] = queue.Queue()
+        self.stopping = threading.Event()
+        self.connected = threading.Event()
+        self.cache = BindingCache()
+        self.totals: dict[str, int] = {"messages": 0, "readings": 0, "dead_letters": 0}
+        client_id = config.client_id or f"hv-ingest-{uuid.uuid4().hex[:8]}"
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=mqtt.MQTTv5,
+            manual_ack=True,
+        )
+        target = parse_mqtt_url(config.mqtt_url)
+        self._target = target
+        if target.username:
+            self.client.username_pw_set(target.username, target.password)
+        if target.tls:
+            self.client.tls_set()
+        self.client.on_connect = self._on_connect
+        self.client.on_message = self._on_message
+        self.client.on_disconnect = self._on_disconnect
+        self.client.reconnect_delay_set(min_delay=1, max_delay=30)
+
+    # paho callbacks run on the network thread: keep them tiny.
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        if reason.is_failure:
+            log.error("broker refused the connection: %s", reason)
+            return
+        group = self.config.group
+        options = mqtt.SubscribeOptions(qos=1)
+        client.subscribe(
+            [
+                (shared(group, READINGS_SUBSCRIPTION), options),
+                (shared(group, EVENTS_SUBSCRIPTION), options),
+                (shared(group, STATUS_SUBSCRIPTION), options),
+            ]
+        )
+        self.connected.set()
+        log.info("connected to %s:%s, subscribed as group %r", self._target.host, self._target.port, group)
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        self.connected.clear()
+        if not self.stopping.is_set():
+            log.warning("disconnected from broker: %s (reconnecting)", reason)
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        self.inbox.put(_Inbound(msg.mid, msg.qos, Message(msg.topic, bytes(msg.payload))))
+        metrics.LAG.inc()
+
+    def start(self) -> None:
+        migrate(self.config.database_url)
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = self.config.session_expiry_s
+        props.ReceiveMaximum = self.config.receive_maximum
+        self.client.connect_async(
+            self._target.host, self._target.port, keepalive=30, clean_start=False, properties=props
+        )
+        self.client.loop_start()
+
+    def _collect(self) -> list[_Inbound]:
+        try:
+            first = self.inbox.get(timeout=0.2)
+        except queue.Empty:
+            return []
+        batch = [first]
+        deadline = time.monotonic() + self.config.max_wait_s
+        while len(batch) < self.config.max_batch_messages:
+            remaining = deadline - time.monotonic()
+            try:
+                batch.append(self.inbox.get(timeout=max(remaining, 0)) if remaining > 0 else self.inbox.get_nowait())
+            except queue.Empty:
+                break
+        return batch
+
+    def _write(self, conn: psycopg.Connection[Any], batch: list[_Inbound]) -> None:
+        started = time.perf_counter()
+        result, changed = process(conn, [b.message for b in batch], self.cache)
+        if changed:
+            self.cache.invalidate()
+            parked, again = reprocess(conn, self.cache, devices=changed, reason_prefix=UNKNOWN_DEVICE_PREFIX)
+            if parked:
+                log.info("re-processed %d parked readings of newly paired devices (%d rejected again)", parked, again)
+        for inbound in batch:  # only now: the readings are committed
+            self.client.ack(inbound.mid, inbound.qos)
+        elapsed = time.perf_counter() - started
+        metrics.BATCH_SECONDS.observe(elapsed)
+        metrics.BATCH_MESSAGES.observe(len(batch))
+        metrics.MESSAGES.inc(len(batch))
+        metrics.LAG.dec(len(batch))
+        metrics.DEAD_LETTERS.inc(result.dead_letters)
+        for table, n in result.inserted.items():
+            metrics.READINGS.labels(table).inc(n)
+        for table, n in result.duplicates.items():
+            metrics.DUPLICATES.labels(table).inc(n)
+        self.totals["messages"] += len(batch)
+        self.totals["readings"] += sum(result.inserted.values())
+        self.totals["dead_letters"] += result.dead_letters
+        if result.dead_letters:
+            log.warning("batch of %d messages: %d dead letters", len(batch), result.dead_letters)
+
+    def run(self, duration_s: float | None = None, idle_exit_s: float | None = None) -> None:
+        """Consume until stopped (signal, ``duration_s`` elapsed, or idle for ``idle_exit_s``)."""
+        self.start()
+        deadline = None if duration_s is None else time.monotonic() + duration_s
+        last_activity = time.monotonic()
+        conn: psycopg.Connection[Any] | None = None
+        try:
+            while True:
+                if self.stopping.is_set() and self.inbox.empty():
+                    break
+                if deadline is not None and time.monotonic() > deadline:
+                    self.stopping.set()
+                if idle_exit_s is not None and time.monotonic() - last_activity > idle_exit_s:
+                    self.stopping.set()
+                batch = self._collect()
+                if not batch:
+                    continue
+                last_activity = time.monotonic()
+                while True:
+                    try:
+                        if conn is None or conn.closed:
+                            conn = psycopg.connect(self.config.database_url, autocommit=True)
+                        self._write(conn, batch)
+                        break
+                    except psycopg.OperationalError as exc:
+                        # Database down or restarting: keep the batch (unacked) and retry.
+                        log.warning("database unavailable (%s); retrying the batch", exc)
+                        if conn is not None:
+                            conn.close()
+                        conn = None
+                        time.sleep(1.0)
+        finally:
+            self.client.disconnect()
+            self.client.loop_stop()
+            if conn is not None:
+                conn.close()
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+
+def run_worker(config: IngestConfig, duration_s: float | None = None, idle_exit_s: float | None = None) -> dict[str, int]:
+    worker = IngestWorker(config)
+
+    def _graceful(signum: int, frame: object) -> None:
+        log.info("signal %d: flushing and acknowledging, then stopping", signum)
+        worker.stop()
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _graceful)
+        signal.signal(signal.SIGINT, _graceful)
+    worker.run(duration_s=duration_s, idle_exit_s=idle_exit_s)
+    log.info("stopped at %s: %s", datetime.now(UTC).isoformat(), worker.totals)
+    return worker.totals

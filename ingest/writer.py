@@ -1,0 +1,167 @@
+"""One transaction per batch: readings by COPY, dead letters, activity marks, NOTIFY.
+
+Fast path: binary COPY straight into the hypertable inside a savepoint.  If the batch
+holds a reading already stored (a re-send after a lost PUBACK, a redelivery after a
+worker died), the unique index rejects the COPY; the savepoint is rolled back and
+that table's rows go through a temporary staging table with
+``INSERT ... ON CONFLICT DO NOTHING``.  Duplicates are rare, so nearly every batch
+costs one COPY per table.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import orjson
+import psycopg
+from psycopg import sql
+
+from ingest.columns import (
+    BODY_COLUMNS,
+    BP_COLUMNS,
+    GLUCOSE_COLUMNS,
+    Located,
+    Rejected,
+    Split,
+    body_rows,
+    bp_rows,
+    glucose_rows,
+)
+from ingest.registry import BindingCache
+
+NOTIFY_CHANNEL = "hv_readings"
+
+_TYPES: dict[str, list[str]] = {
+    "glucose": ["timestamptz", "uuid", "text", "int8", "text", "float8", "text[]", "int4",
+                "text", "float8", "float8", "text", "text"],
+    "blood_pressure": ["timestamptz", "uuid", "text", "int8", "float8", "float8", "float8",
+                       "float8", "text[]", "text", "float8", "text", "int2", "text"],
+    "body_readings": ["timestamptz", "uuid", "text", "int8", "text", "jsonb", "text[]", "text",
+                      "float8", "text"],
+}  # fmt: skip
+_COLUMNS: dict[str, tuple[str, ...]] = {
+    "glucose": GLUCOSE_COLUMNS,
+    "blood_pressure": BP_COLUMNS,
+    "body_readings": BODY_COLUMNS,
+}
+_ROWS: dict[str, Callable[[list[Located], list[int | None]], list[tuple[Any, ...]]]] = {
+    "glucose": glucose_rows,
+    "blood_pressure": bp_rows,
+    "body_readings": body_rows,
+}
+_UUID_COLUMN = 1
+_JSONB_TABLE_COLUMN = ("body_readings", 5)
+
+
+@dataclass(slots=True)
+class WriteResult:
+    inserted: dict[str, int] = field(default_factory=dict)
+    duplicates: dict[str, int] = field(default_factory=dict)
+    dead_letters: int = 0
+    deduplicated_batches: int = 0
+    patients: set[int] = field(default_factory=set)
+
+
+def _prepare(table: str, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    out = []
+    json_col = _JSONB_TABLE_COLUMN[1] if table == _JSONB_TABLE_COLUMN[0] else -1
+    for row in rows:
+        values = list(row)
+        values[_UUID_COLUMN] = uuid.UUID(values[_UUID_COLUMN])
+        if json_col >= 0:
+            values[json_col] = orjson.dumps(values[json_col]).decode()
+        out.append(tuple(values))
+    return out
+
+
+def _copy(cur: psycopg.Cursor[Any], target: sql.Composable, table: str, rows: Sequence[tuple[Any, ...]]) -> None:
+    columns = sql.SQL(", ").join(sql.Identifier(c) for c in _COLUMNS[table])
+    statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(target, columns)
+    with cur.copy(statement) as copy:
+        copy.set_types(_TYPES[table])
+        for row in rows:
+            copy.write_row(row)
+
+
+def _write_table(cur: psycopg.Cursor[Any], table: str, rows: list[tuple[Any, ...]], result: WriteResult) -> None:
+    try:
+        with cur.connection.transaction():
+            _copy(cur, sql.Identifier(table), table, rows)
+        result.inserted[table] = result.inserted.get(table, 0) + len(rows)
+        return
+    except psycopg.errors.UniqueViolation:
+        pass
+    result.deduplicated_batches += 1
+    staging = sql.Identifier(f"staging_{table}")
+    cur.execute(
+        sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS").format(
+            staging, sql.Identifier(table)
+        )
+    )
+    _copy(cur, staging, table, rows)
+    columns = sql.SQL(", ").join(sql.Identifier(c) for c in _COLUMNS[table])
+    cur.execute(
+        sql.SQL(
+            "INSERT INTO {} ({cols}) SELECT DISTINCT ON (reading_id, time) {cols} FROM {}"
+            " ON CONFLICT (reading_id, time) DO NOTHING"
+        ).format(sql.Identifier(table), staging, cols=columns)
+    )
+    inserted = max(cur.rowcount, 0)
+    cur.execute(sql.SQL("TRUNCATE {}").format(staging))
+    result.inserted[table] = result.inserted.get(table, 0) + inserted
+    result.duplicates[table] = result.duplicates.get(table, 0) + len(rows) - inserted
+
+
+def write_dead_letters(cur: psycopg.Cursor[Any], rejected: Sequence[Rejected]) -> None:
+    if not rejected:
+        return
+    with cur.copy(
+        "COPY dead_letters (topic, gateway_id, device_id, payload, reason, reading_index)"
+        " FROM STDIN (FORMAT BINARY)"
+    ) as copy:
+        copy.set_types(["text", "text", "text", "bytea", "text", "int4"])
+        for r in rejected:
+            copy.write_row((r.topic, r.gateway, r.device, r.payload, r.reason, r.index))
+
+
+def write_split(
+    conn: psycopg.Connection[Any],
+    split: Split,
+    bindings: BindingCache,
+    extra_rejected: Sequence[Rejected] = (),
+) -> WriteResult:
+    """Write a validated batch in the caller's transaction (the caller commits)."""
+    result = WriteResult()
+    latest: dict[int, datetime] = {}
+    with conn.cursor() as cur:
+        for table, located in split.by_table.items():
+            patients = [bindings.patient_at(loc.reading.device, loc.reading.time) for loc in located]
+            for loc, patient in zip(located, patients, strict=True):
+                if patient is not None:
+                    seen = latest.get(patient)
+                    if seen is None or loc.reading.time > seen:
+                        latest[patient] = loc.reading.time
+            rows = _prepare(table, _ROWS[table](located, patients))
+            _write_table(cur, table, rows, result)
+        rejected = [*split.rejected, *extra_rejected]
+        write_dead_letters(cur, rejected)
+        result.dead_letters = len(rejected)
+        if latest:
+            ids = sorted(latest)
+            cur.execute(
+                "INSERT INTO patient_activity (patient_id, last_reading_at, last_ingest_at)"
+                " SELECT p, t, now() FROM unnest(%s::int8[], %s::timestamptz[]) AS u(p, t)"
+                " ON CONFLICT (patient_id) DO UPDATE SET last_ingest_at = now(),"
+                " last_reading_at = greatest(patient_activity.last_reading_at,"
+                " EXCLUDED.last_reading_at)",
+                (ids, [latest[i] for i in ids]),
+            )
+            cur.execute(
+                "SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, ",".join(str(i) for i in ids))
+            )
+            result.patients.update(ids)
+    return result

@@ -1,0 +1,87 @@
+"""Session fixtures: the project's real PostgreSQL+TimescaleDB and Mosquitto.
+
+They run in their own state directory (``.homevitals/pytest``) on free ports, so a
+test run never touches the demo's services nor a system PostgreSQL/Mosquitto.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from homevitals.services.mosquitto import LocalMosquitto
+from homevitals.services.postgres import LocalPostgres
+from homevitals.services.system import free_port
+
+REPO = Path(__file__).resolve().parent.parent
+TEST_STATE = REPO / ".homevitals" / "pytest"
+
+
+@pytest.fixture(scope="session")
+def services_state_dir() -> Path:
+    # Stop whatever a previous, interrupted run left, then start clean.
+    if TEST_STATE.exists():
+        LocalMosquitto(TEST_STATE, 0).stop()
+        LocalPostgres(TEST_STATE, 0).stop()
+        shutil.rmtree(TEST_STATE)
+    TEST_STATE.mkdir(parents=True)
+    return TEST_STATE
+
+
+@pytest.fixture(scope="session")
+def local_mosquitto(services_state_dir: Path) -> Iterator[LocalMosquitto]:
+    broker = LocalMosquitto(services_state_dir, free_port())
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture(scope="session")
+def mosquitto_control(local_mosquitto: LocalMosquitto) -> LocalMosquitto:
+    """The broker itself, for tests that stop and restart it."""
+    return local_mosquitto
+
+
+@pytest.fixture(scope="session")
+def mqtt_url(local_mosquitto: LocalMosquitto) -> str:
+    """An account that may read and write everything under homevitals/."""
+    return local_mosquitto.admin_url
+
+
+@pytest.fixture(scope="session")
+def ingest_mqtt_url(local_mosquitto: LocalMosquitto) -> str:
+    """The ingest service account (read-only on gateway topics)."""
+    return local_mosquitto.url
+
+
+@pytest.fixture(scope="session")
+def gateway_mqtt_url(local_mosquitto: LocalMosquitto) -> Callable[[str], str]:
+    """Provision per-gateway credentials (username = gateway id) and return its URL."""
+
+    def provision(gateway_id: str) -> str:
+        password = local_mosquitto.password_for(gateway_id)
+        local_mosquitto.set_user(gateway_id, password)
+        return local_mosquitto.url_for(gateway_id, password)
+
+    return provision
+
+
+@pytest.fixture(scope="session")
+def local_postgres(services_state_dir: Path) -> Iterator[LocalPostgres]:
+    cluster = LocalPostgres(services_state_dir, free_port())
+    cluster.start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def database_url(local_postgres: LocalPostgres) -> str:
+    """A fresh database with the schema migrated."""
+    from ingest.migrations import migrate
+
+    url = local_postgres.create_database("hv_test")
+    migrate(url)
+    return url

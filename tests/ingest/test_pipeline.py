@@ -1,0 +1,135 @@
+"""Ingest core against the real database: exactly-once writes, dead letters, attribution."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+import pytest
+
+from device_profiles.model import Component, Condition, Kind
+from ingest import wire
+from ingest.deadletters import UNKNOWN_DEVICE_PREFIX, reprocess
+from ingest.patients import enroll_patient
+from ingest.pipeline import Message, process
+from ingest.registry import BindingCache
+
+pytestmark = pytest.mark.services
+T0 = datetime(2026, 11, 1, 8, 0, tzinfo=UTC)
+
+
+def glucose_reading(device: str, seq: int, mgdl: float, when: datetime) -> wire.Reading:
+    local = when.replace(tzinfo=None).isoformat()
+    return wire.Reading(
+        id=wire.reading_id(device, Kind.GLUCOSE, local, seq),
+        device=device,
+        kind=Kind.GLUCOSE,
+        time=when,
+        values={Component.GLUCOSE: mgdl},
+        device_time=local,
+        seq=seq,
+    )
+
+
+def readings_message(gateway: str, readings: list[wire.Reading]) -> Message:
+    batch = wire.ReadingsBatch(wire.SCHEMA_READINGS, gateway, datetime.now(UTC), readings)
+    return Message(wire.readings_topic(gateway), wire.encode(batch))
+
+
+def paired_message(gateway: str, device: str) -> Message:
+    event = wire.DevicePaired(device=device, at=T0 - timedelta(days=1), profile="glucose-meter")
+    return Message(wire.events_topic(gateway), wire.encode(wire.EventsMessage(wire.SCHEMA_EVENT, gateway, [event])))
+
+
+@pytest.fixture()
+def conn(database_url: str) -> Any:
+    with psycopg.connect(database_url, autocommit=True) as connection:
+        yield connection
+
+
+def count(conn: Any, sql: str, *params: object) -> int:
+    row = conn.execute(sql, params).fetchone()
+    return int(row[0])
+
+
+def test_resent_batch_is_stored_once_and_attributed(conn: Any, database_url: str) -> None:
+    gw, dev = "gw-pipe-1", "dev-pipe-1"
+    enroll_patient(database_url, "pt-pipe-1", [gw])
+    cache = BindingCache()
+    process(conn, [paired_message(gw, dev)], cache)
+    readings = [glucose_reading(dev, i, 90 + i, T0 + timedelta(hours=i)) for i in range(20)]
+    first, _ = process(conn, [readings_message(gw, readings)], cache)
+    assert first.inserted == {"glucose": 20}
+    # A redelivery of the same message plus one new reading: the fallback path dedups.
+    extra = glucose_reading(dev, 20, 150, T0 + timedelta(hours=20))
+    second, _ = process(conn, [readings_message(gw, [*readings, extra])], cache)
+    assert second.inserted == {"glucose": 1}
+    assert second.duplicates == {"glucose": 20}
+    assert count(conn, "SELECT count(*) FROM glucose WHERE device_id = %s", dev) == 21
+    assert count(
+        conn,
+        "SELECT count(*) FROM glucose g JOIN patients p ON p.id = g.patient_id"
+        " WHERE g.device_id = %s AND p.external_id = 'pt-pipe-1'",
+        dev,
+    ) == 21
+
+
+def test_malformed_and_implausible_are_dead_lettered(conn: Any, database_url: str) -> None:
+    gw, dev = "gw-pipe-2", "dev-pipe-2"
+    enroll_patient(database_url, "pt-pipe-2", [gw])
+    cache = BindingCache()
+    process(conn, [paired_message(gw, dev)], cache)
+    good = glucose_reading(dev, 1, 100, T0)
+    impossible = glucose_reading(dev, 2, 5000, T0 + timedelta(minutes=5))
+    before = count(conn, "SELECT count(*) FROM dead_letters")
+    messages = [
+        Message(wire.readings_topic(gw), b"{not json"),
+        Message(wire.readings_topic(gw), b'{"schema": "homevitals.readings/9", "gateway": "x"}'),
+        Message(wire.readings_topic(gw), b"x" * (wire.MAX_PAYLOAD_BYTES + 1)),
+        # A payload naming another gateway than the topic it was published on.
+        Message(wire.readings_topic(gw), readings_message("gw-other", [good]).payload),
+        readings_message(gw, [good, impossible]),
+    ]
+    result, _ = process(conn, messages, cache)
+    assert result.inserted == {"glucose": 1}
+    rows = conn.execute(
+        "SELECT reason FROM dead_letters WHERE id > (SELECT coalesce(max(id), 0) FROM dead_letters) - %s ORDER BY id",
+        (5,),
+    ).fetchall()
+    reasons = " | ".join(r[0] for r in rows)
+    assert count(conn, "SELECT count(*) FROM dead_letters") - before == 5
+    assert "invalid readings payload" in reasons
+    assert "oversized payload" in reasons
+    assert "does not match topic gateway" in reasons
+    assert "implausible glucose 5000" in reasons
+
+
+def test_unknown_device_is_parked_then_ingested_when_paired(conn: Any, database_url: str) -> None:
+    gw, dev = "gw-pipe-3", "dev-pipe-3"
+    enroll_patient(database_url, "pt-pipe-3", [gw])
+    cache = BindingCache()
+    readings = [glucose_reading(dev, i, 100, T0 + timedelta(hours=i)) for i in range(3)]
+    result, _ = process(conn, [readings_message(gw, readings)], cache)
+    assert result.dead_letters == 3
+    _, changed = process(conn, [paired_message(gw, dev)], cache)
+    assert changed == [dev]
+    done, again = reprocess(conn, cache, devices=changed, reason_prefix=UNKNOWN_DEVICE_PREFIX)
+    assert (done, again) == (3, 0)
+    assert count(conn, "SELECT count(*) FROM glucose WHERE device_id = %s AND patient_id IS NOT NULL", dev) == 3
+
+
+def test_hi_result_without_number_is_kept_with_its_condition(conn: Any, database_url: str) -> None:
+    gw, dev = "gw-pipe-4", "dev-pipe-4"
+    enroll_patient(database_url, "pt-pipe-4", [gw])
+    cache = BindingCache()
+    process(conn, [paired_message(gw, dev)], cache)
+    local = T0.replace(tzinfo=None).isoformat()
+    hi = wire.Reading(
+        id=wire.reading_id(dev, Kind.GLUCOSE, local, 7), device=dev, kind=Kind.GLUCOSE, time=T0,
+        values={}, device_time=local, seq=7, conditions=[Condition.RESULT_ABOVE_RANGE],
+    )  # fmt: skip
+    result, _ = process(conn, [readings_message(gw, [hi])], cache)
+    assert result.inserted == {"glucose": 1}
+    row = conn.execute("SELECT mgdl, conditions FROM glucose WHERE device_id = %s", (dev,)).fetchone()
+    assert row == (None, ["result_above_range"])
