@@ -43,6 +43,7 @@ def reprocess(
     ids: list[int] | None = None,
     devices: list[str] | None = None,
     reason_prefix: str | None = None,
+    only_known_devices: bool = False,
 ) -> tuple[int, int]:
     """Run parked payloads through ingest again; returns (reprocessed, still rejected).
 
@@ -60,6 +61,8 @@ def reprocess(
     if reason_prefix is not None:
         clauses.append("starts_with(reason, %s)")
         params.append(reason_prefix)
+    if only_known_devices:
+        clauses.append("device_id IN (SELECT id FROM devices)")
     with conn.transaction():
         rows = conn.execute(
             "SELECT id, topic, payload FROM dead_letters WHERE "  # noqa: S608

@@ -79,7 +79,8 @@ def process(
                     raise WireError(f"unknown channel {channel!r}")
             except WireError as exc:
                 rejected.append(_reject(message, gateway, exc.reason))
-        cache.refresh(conn, force=bool(changed))
+        unknown = any(loc.reading.device not in cache.devices for loc in located)
+        cache.refresh(conn, force=bool(changed) or (unknown and cache.age_s() > 1.0))
         split = validate(located, cache.devices, now)
         result = write_split(conn, split, cache, rejected)
         if changed:

@@ -36,6 +36,9 @@ class BindingCache:
         self.devices: set[str] = set()
         self._bindings: dict[str, list[Binding]] = {}
 
+    def age_s(self) -> float:
+        return time.monotonic() - self._loaded_at
+
     def invalidate(self) -> None:
         self._loaded_at = -1.0
 

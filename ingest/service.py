@@ -29,7 +29,7 @@ from ingest.deadletters import UNKNOWN_DEVICE_PREFIX, reprocess
 from ingest.migrations import migrate
 from ingest.mqtt_url import parse_mqtt_url
 from ingest.pipeline import Message, process
-from ingest.registry import BindingCache
+from ingest.registry import BindingCache, attribute_pending
 from ingest.wire import (
     EVENTS_SUBSCRIPTION,
     READINGS_SUBSCRIPTION,
@@ -66,6 +66,7 @@ class IngestWorker:
         self.stopping = threading.Event()
         self.connected = threading.Event()
         self.cache = BindingCache()
+        self.housekeeping_every_s = 2.0
         self.totals: dict[str, int] = {"messages": 0, "readings": 0, "dead_letters": 0}
         client_id = config.client_id or f"hv-ingest-{uuid.uuid4().hex[:8]}"
         self.client = mqtt.Client(
@@ -162,11 +163,25 @@ class IngestWorker:
         if result.dead_letters:
             log.warning("batch of %d messages: %d dead letters", len(batch), result.dead_letters)
 
+    def housekeeping(self, conn: psycopg.Connection[Any]) -> None:
+        """Close the races between workers: readings parked as 'unknown device' or left
+        unattributed by a worker whose cache was a moment older than another worker's
+        pairing commit are picked up here."""
+        parked, again = reprocess(
+            conn, self.cache, reason_prefix=UNKNOWN_DEVICE_PREFIX, only_known_devices=True
+        )
+        if parked:
+            log.info("re-processed %d parked readings of now-known devices (%d rejected again)", parked, again)
+            self.totals["readings"] += parked - again
+        with conn.transaction():
+            attribute_pending(conn)
+
     def run(self, duration_s: float | None = None, idle_exit_s: float | None = None) -> None:
         """Consume until stopped (signal, ``duration_s`` elapsed, or idle for ``idle_exit_s``)."""
         self.start()
         deadline = None if duration_s is None else time.monotonic() + duration_s
         last_activity = time.monotonic()
+        next_housekeeping = time.monotonic() + self.housekeeping_every_s
         conn: psycopg.Connection[Any] | None = None
         try:
             while True:
@@ -176,6 +191,12 @@ class IngestWorker:
                     self.stopping.set()
                 if idle_exit_s is not None and time.monotonic() - last_activity > idle_exit_s:
                     self.stopping.set()
+                if time.monotonic() >= next_housekeeping and conn is not None:
+                    try:
+                        self.housekeeping(conn)
+                    except psycopg.OperationalError as exc:
+                        log.warning("housekeeping skipped: %s", exc)
+                    next_housekeeping = time.monotonic() + self.housekeeping_every_s
                 batch = self._collect()
                 if not batch:
                     continue
