@@ -97,7 +97,15 @@ def sync_results(conn: psycopg.Connection[Any], results: Iterable[RuleResult]) -
             row = conn.execute(
                 "INSERT INTO flags (patient_id, rule_id, severity, summary, evidence,"
                 " evidence_from, evidence_to) VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id",
-                (patient, result.rule_id, result.severity.value, _summary(result), evidence, start, end),
+                (
+                    patient,
+                    result.rule_id,
+                    result.severity.value,
+                    _summary(result),
+                    evidence,
+                    start,
+                    end,
+                ),
             ).fetchone()
             assert row is not None
             _event(conn, int(row[0]), SYSTEM_ACTOR, "raised", None, evidence)
@@ -128,7 +136,12 @@ def sync_results(conn: psycopg.Connection[Any], results: Iterable[RuleResult]) -
 
 
 def _event(
-    conn: psycopg.Connection[Any], flag_id: int, actor: str, action: str, note: str | None, evidence: str | None
+    conn: psycopg.Connection[Any],
+    flag_id: int,
+    actor: str,
+    action: str,
+    note: str | None,
+    evidence: str | None,
 ) -> None:
     conn.execute(
         "INSERT INTO flag_events (flag_id, actor, action, note, evidence) VALUES (%s, %s, %s, %s, %s)",
@@ -138,17 +151,21 @@ def _event(
 
 def get_flag(conn: psycopg.Connection[Any], flag_id: int) -> Flag:
     with conn.cursor(row_factory=class_row(Flag)) as cur:
-        flag = cur.execute(f"SELECT {FLAG_COLUMNS} FROM flags WHERE id = %s", (flag_id,)).fetchone()  # noqa: S608
+        flag = cur.execute(f"SELECT {FLAG_COLUMNS} FROM flags WHERE id = %s", (flag_id,)).fetchone()
     if flag is None:
         raise FlagNotFoundError(f"flag {flag_id} does not exist")
     return flag
 
 
-def acknowledge(conn: psycopg.Connection[Any], flag_id: int, clinician: str, note: str | None = None) -> Flag:
+def acknowledge(
+    conn: psycopg.Connection[Any], flag_id: int, clinician: str, note: str | None = None
+) -> Flag:
     with conn.transaction():
         flag = get_flag(conn, flag_id)
         if flag.status != FlagStatus.OPEN:
-            raise FlagTransitionError(f"flag {flag_id} is {flag.status}; only an open flag can be acknowledged")
+            raise FlagTransitionError(
+                f"flag {flag_id} is {flag.status}; only an open flag can be acknowledged"
+            )
         conn.execute(
             "UPDATE flags SET status = 'acknowledged', acknowledged_by = %s, acknowledged_at = now(),"
             " acknowledge_note = %s, updated_at = now() WHERE id = %s",
@@ -188,12 +205,17 @@ def list_flags(
 ) -> list[Flag]:
     """Flags ordered for triage: severity, then newest first."""
     clauses, params = ["true"], []
-    for column, values in (("patient_id", patients), ("status", statuses), ("severity", severities), ("rule_id", rules)):
+    for column, values in (
+        ("patient_id", patients),
+        ("status", statuses),
+        ("severity", severities),
+        ("rule_id", rules),
+    ):
         if values is not None:
             clauses.append(f"{column} = ANY(%s)")
             params.append(list(values))
     query = (
-        f"SELECT {FLAG_COLUMNS} FROM flags WHERE {' AND '.join(clauses)}"  # noqa: S608
+        f"SELECT {FLAG_COLUMNS} FROM flags WHERE {' AND '.join(clauses)}"
         " ORDER BY array_position(ARRAY['urgent','high','medium','low'], severity),"
         " opened_at DESC, id DESC LIMIT %s OFFSET %s"
     )

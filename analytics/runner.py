@@ -25,7 +25,9 @@ from analytics.targets import Targets, default_targets
 
 log = logging.getLogger("homevitals.analytics")
 
-NOTIFY_CHANNEL = "hv_readings"  # ingest.writer.NOTIFY_CHANNEL; analytics reads, never imports ingest
+NOTIFY_CHANNEL = (
+    "hv_readings"  # ingest.writer.NOTIFY_CHANNEL; analytics reads, never imports ingest
+)
 LAST_PASS_KEY = "last_full_pass"
 LAST_ADHERENCE_KEY = "last_adherence_pass"
 URGENT_RULES = tuple(r for r in RULES if r.kind is RuleKind.URGENT)
@@ -77,7 +79,7 @@ def evaluate_patients(
 
 def _state(conn: psycopg.Connection[Any], key: str) -> datetime | None:
     row = conn.execute("SELECT value FROM analytics_state WHERE key = %s", (key,)).fetchone()
-    return None if row is None else row[0]  # type: ignore[no-any-return]
+    return None if row is None else row[0]
 
 
 def _set_state(conn: psycopg.Connection[Any], key: str, value: datetime) -> None:
@@ -89,7 +91,9 @@ def _set_state(conn: psycopg.Connection[Any], key: str, value: datetime) -> None
 
 
 def full_pass(
-    conn: psycopg.Connection[Any], now: datetime | None = None, adherence_every: timedelta = timedelta(hours=1)
+    conn: psycopg.Connection[Any],
+    now: datetime | None = None,
+    adherence_every: timedelta = timedelta(hours=1),
 ) -> PassReport:
     """All rules for patients with new data since the last pass; everyone when the
     periodic adherence check is due."""
@@ -109,9 +113,11 @@ def full_pass(
     for i in range(0, len(patients), 500):  # bounded memory per chunk of patients
         part = evaluate_patients(conn, patients[i : i + 500], now)
         report = PassReport(
-            report.patients + part.patients, report.raised + part.raised,
-            report.updated + part.updated, report.cleared + part.cleared,
-        )  # fmt: skip
+            report.patients + part.patients,
+            report.raised + part.raised,
+            report.updated + part.updated,
+            report.cleared + part.cleared,
+        )
     with conn.transaction():
         _set_state(conn, LAST_PASS_KEY, now)
         if everyone:
@@ -144,16 +150,26 @@ def run(
                 if len(patients) > 1000:
                     break
             if patients:
-                urgent = evaluate_patients(conn, sorted(patients), datetime.now(UTC), urgent_only=True)
+                urgent = evaluate_patients(
+                    conn, sorted(patients), datetime.now(UTC), urgent_only=True
+                )
                 if urgent.raised:
-                    log.warning("urgent flags raised: %d (patients %s)", urgent.raised, sorted(patients)[:10])
-                total = PassReport(total.patients, total.raised + urgent.raised, total.updated, total.cleared)
+                    log.warning(
+                        "urgent flags raised: %d (patients %s)",
+                        urgent.raised,
+                        sorted(patients)[:10],
+                    )
+                total = PassReport(
+                    total.patients, total.raised + urgent.raised, total.updated, total.cleared
+                )
             if time.monotonic() >= next_full:
                 report = full_pass(conn)
                 log.info("full pass: %s", report)
                 total = PassReport(
-                    total.patients + report.patients, total.raised + report.raised,
-                    total.updated + report.updated, total.cleared + report.cleared,
-                )  # fmt: skip
+                    total.patients + report.patients,
+                    total.raised + report.raised,
+                    total.updated + report.updated,
+                    total.cleared + report.cleared,
+                )
                 next_full = time.monotonic() + interval_s
     return total

@@ -36,10 +36,20 @@ ORDER BY patient_id, time
 """
 
 GLUCOSE_COLUMNS = ["patient_id", "time", "mgdl", "result_above_range", "result_below_range"]
-BP_COLUMNS = ["patient_id", "time", "systolic", "diastolic", "pulse", "irregular_pulse", "body_movement"]
+BP_COLUMNS = [
+    "patient_id",
+    "time",
+    "systolic",
+    "diastolic",
+    "pulse",
+    "irregular_pulse",
+    "body_movement",
+]
 
 
-def _frame(conn: psycopg.Connection[Any], query: str, params: dict[str, Any], columns: list[str]) -> pd.DataFrame:
+def _frame(
+    conn: psycopg.Connection[Any], query: str, params: dict[str, Any], columns: list[str]
+) -> pd.DataFrame:
     with conn.cursor() as cur:
         cur.execute(query, params)
         rows = cur.fetchall()
@@ -55,7 +65,11 @@ def _frame(conn: psycopg.Connection[Any], query: str, params: dict[str, Any], co
 
 
 def glucose_frame(
-    conn: psycopg.Connection[Any], patients: Sequence[int], start: datetime, end: datetime, source: str
+    conn: psycopg.Connection[Any],
+    patients: Sequence[int],
+    start: datetime,
+    end: datetime,
+    source: str,
 ) -> pd.DataFrame:
     params = {"patients": list(patients), "start": start, "end": end, "source": source}
     return _frame(conn, GLUCOSE_QUERY, params, GLUCOSE_COLUMNS)

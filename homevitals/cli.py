@@ -17,7 +17,9 @@ class LazyGroup(click.Group):
     """Sub-commands imported only when used, so ``homevitals --help`` stays fast and a
     component's dependencies load only for that component."""
 
-    def __init__(self, *args: Any, lazy: dict[str, tuple[str, str]] | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, lazy: dict[str, tuple[str, str]] | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.lazy = lazy or {}
 

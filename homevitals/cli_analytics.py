@@ -43,7 +43,9 @@ def _parse_when(text: str | None, default: datetime) -> datetime:
 
 @analytics.command("summary")
 @click.option("--patient", required=True, help="Patient id used at import or enrollment.")
-@click.option("--from", "start", default=None, help="Start (ISO date/time, UTC); default 14 days ago.")
+@click.option(
+    "--from", "start", default=None, help="Start (ISO date/time, UTC); default 14 days ago."
+)
 @click.option("--to", "end", default=None, help="End (ISO date/time, UTC); default now.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def summary(patient: str, start: str | None, end: str | None, as_json: bool) -> None:

@@ -16,11 +16,15 @@ def ingest() -> None:
 
 @ingest.command("run")
 @click.option("--group", default="ingest", show_default=True, help="Shared-subscription group.")
-@click.option("--batch", "max_batch", default=500, show_default=True, help="Max messages per DB batch.")
+@click.option(
+    "--batch", "max_batch", default=500, show_default=True, help="Max messages per DB batch."
+)
 @click.option("--max-wait", default=0.05, show_default=True, help="Max seconds to fill a batch.")
 @click.option("--duration", type=float, default=None, help="Stop after this many seconds.")
 @click.option("--metrics-port", type=int, default=None, help="Serve Prometheus metrics here.")
-def run(group: str, max_batch: int, max_wait: float, duration: float | None, metrics_port: int | None) -> None:
+def run(
+    group: str, max_batch: int, max_wait: float, duration: float | None, metrics_port: int | None
+) -> None:
     """Consume gateway messages (MQTT 5 shared subscription) and store readings exactly once.
 
     Start several to share the load; each acknowledges a message only after its
@@ -34,7 +38,13 @@ def run(group: str, max_batch: int, max_wait: float, duration: float | None, met
 
         start_http_server(metrics_port, addr="127.0.0.1")
     totals = run_worker(
-        IngestConfig(found.database_url, found.mqtt_url, group=group, max_batch_messages=max_batch, max_wait_s=max_wait),
+        IngestConfig(
+            found.database_url,
+            found.mqtt_url,
+            group=group,
+            max_batch_messages=max_batch,
+            max_wait_s=max_wait,
+        ),
         duration_s=duration,
     )
     click.echo(f"ingest stopped: {totals}")
@@ -52,9 +62,13 @@ def status(as_json: bool) -> None:
         return
     click.echo("readings:     " + ", ".join(f"{k} {v}" for k, v in counts["readings"].items()))
     click.echo(f"unattributed: {counts['unattributed']}")
-    click.echo(f"dead letters: {counts['dead_letters']['open']} open ({counts['dead_letters']['total']} total)")
+    click.echo(
+        f"dead letters: {counts['dead_letters']['open']} open ({counts['dead_letters']['total']} total)"
+    )
     click.echo(f"devices:      {counts['devices']}; gateways {counts['gateways']}")
-    click.echo("flags:        " + (", ".join(f"{k} {v}" for k, v in counts["flags"].items()) or "none"))
+    click.echo(
+        "flags:        " + (", ".join(f"{k} {v}" for k, v in counts["flags"].items()) or "none")
+    )
 
 
 @click.group()
@@ -111,9 +125,13 @@ def patients() -> None:
 @click.option("--gateway", "gateways", multiple=True, help="Gateway id to bind to this patient.")
 @click.option("--timezone", default="America/New_York", show_default=True)
 @click.option("--name", default=None, help="'Given Family'.")
-def add_patient(external_id: str, gateways: tuple[str, ...], timezone: str, name: str | None) -> None:
+def add_patient(
+    external_id: str, gateways: tuple[str, ...], timezone: str, name: str | None
+) -> None:
     """Create (or update) a patient and attach gateways; their devices get bound."""
     from ingest.patients import enroll_patient
 
-    patient_id = enroll_patient(settings_endpoints().database_url, external_id, list(gateways), timezone, name)
+    patient_id = enroll_patient(
+        settings_endpoints().database_url, external_id, list(gateways), timezone, name
+    )
     click.echo(f"patient {external_id} = id {patient_id}")

@@ -56,8 +56,14 @@ def status(as_json: bool) -> None:
         return
     for name, info in report.items():
         assert isinstance(info, dict)
-        state = "running" if info.get("running") else ("external" if not info.get("local") else "stopped")
+        state = (
+            "running"
+            if info.get("running")
+            else ("external" if not info.get("local") else "stopped")
+        )
         extra = ""
         if info.get("timescaledb_edition"):
             extra = f" timescaledb {info['timescaledb_version']} ({info['timescaledb_edition']})"
-        click.echo(f"{name:11s} {state} port={info.get('port', '-')} pid={info.get('pid', '-')}{extra}")
+        click.echo(
+            f"{name:11s} {state} port={info.get('port', '-')} pid={info.get('pid', '-')}{extra}"
+        )

@@ -19,17 +19,48 @@ from ingest.wire import Reading
 
 HI_LO = frozenset({Condition.RESULT_ABOVE_RANGE, Condition.RESULT_BELOW_RANGE})
 GLUCOSE_COLUMNS = (
-    "time", "reading_id", "device_id", "patient_id", "source", "mgdl", "conditions",
-    "sequence", "device_time", "skew_s", "original_value", "original_unit", "gateway_id",
-)  # fmt: skip
+    "time",
+    "reading_id",
+    "device_id",
+    "patient_id",
+    "source",
+    "mgdl",
+    "conditions",
+    "sequence",
+    "device_time",
+    "skew_s",
+    "original_value",
+    "original_unit",
+    "gateway_id",
+)
 BP_COLUMNS = (
-    "time", "reading_id", "device_id", "patient_id", "systolic", "diastolic", "mean_arterial",
-    "pulse", "conditions", "device_time", "skew_s", "original_unit", "user_id", "gateway_id",
-)  # fmt: skip
+    "time",
+    "reading_id",
+    "device_id",
+    "patient_id",
+    "systolic",
+    "diastolic",
+    "mean_arterial",
+    "pulse",
+    "conditions",
+    "device_time",
+    "skew_s",
+    "original_unit",
+    "user_id",
+    "gateway_id",
+)
 BODY_COLUMNS = (
-    "time", "reading_id", "device_id", "patient_id", "kind", "components", "conditions",
-    "device_time", "skew_s", "gateway_id",
-)  # fmt: skip
+    "time",
+    "reading_id",
+    "device_id",
+    "patient_id",
+    "kind",
+    "components",
+    "conditions",
+    "device_time",
+    "skew_s",
+    "gateway_id",
+)
 
 TABLE_OF_KIND: dict[Kind, str] = {
     Kind.GLUCOSE: "glucose",
@@ -131,7 +162,9 @@ def validate(located: list[Located], known_devices: set[str], now: datetime) -> 
         if missing and not (
             reading.kind in (Kind.GLUCOSE, Kind.CGM) and HI_LO.intersection(reading.conditions)
         ):
-            reasons[i] = f"{reading.kind.value} reading without {', '.join(c.value for c in missing)}"
+            reasons[i] = (
+                f"{reading.kind.value} reading without {', '.join(c.value for c in missing)}"
+            )
         elif reading.device not in known_devices:
             reasons[i] = f"unknown device {reading.device!r} (not paired on any gateway)"
     for i, loc in enumerate(located):
@@ -163,11 +196,20 @@ def glucose_rows(rows: list[Located], patients: list[int | None]) -> list[tuple[
         original = r.original.get(Component.GLUCOSE)
         out.append(
             (
-                r.time, r.id, r.device, patient, "cgm" if r.kind is Kind.CGM else "smbg",
-                r.values.get(Component.GLUCOSE), _conditions(r), r.seq, r.device_time, r.skew_s,
+                r.time,
+                r.id,
+                r.device,
+                patient,
+                "cgm" if r.kind is Kind.CGM else "smbg",
+                r.values.get(Component.GLUCOSE),
+                _conditions(r),
+                r.seq,
+                r.device_time,
+                r.skew_s,
                 None if original is None else original.value,
-                None if original is None else original.unit, loc.gateway,
-            )  # fmt: skip
+                None if original is None else original.unit,
+                loc.gateway,
+            )
         )
     return out
 
@@ -180,13 +222,21 @@ def bp_rows(rows: list[Located], patients: list[int | None]) -> list[tuple[Any, 
         user = r.details.get("user_id")
         out.append(
             (
-                r.time, r.id, r.device, patient, r.values[Component.SYSTOLIC],
-                r.values[Component.DIASTOLIC], r.values.get(Component.MEAN_ARTERIAL),
-                r.values.get(Component.PULSE), _conditions(r), r.device_time, r.skew_s,
+                r.time,
+                r.id,
+                r.device,
+                patient,
+                r.values[Component.SYSTOLIC],
+                r.values[Component.DIASTOLIC],
+                r.values.get(Component.MEAN_ARTERIAL),
+                r.values.get(Component.PULSE),
+                _conditions(r),
+                r.device_time,
+                r.skew_s,
                 None if original is None else original.unit,
                 user if isinstance(user, int) and not isinstance(user, bool) else None,
                 loc.gateway,
-            )  # fmt: skip
+            )
         )
     return out
 
@@ -198,8 +248,16 @@ def body_rows(rows: list[Located], patients: list[int | None]) -> list[tuple[Any
         components = {c.value: v for c, v in r.values.items()}
         out.append(
             (
-                r.time, r.id, r.device, patient, r.kind.value, components, _conditions(r),
-                r.device_time, r.skew_s, loc.gateway,
-            )  # fmt: skip
+                r.time,
+                r.id,
+                r.device,
+                patient,
+                r.kind.value,
+                components,
+                _conditions(r),
+                r.device_time,
+                r.skew_s,
+                loc.gateway,
+            )
         )
     return out

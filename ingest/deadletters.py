@@ -30,7 +30,7 @@ def list_dead_letters(
 ) -> list[DeadLetter]:
     where = "" if include_reprocessed else "WHERE reprocessed_at IS NULL"
     rows = conn.execute(
-        "SELECT id, received_at, topic, gateway_id, device_id, reason, length(payload)"  # noqa: S608
+        "SELECT id, received_at, topic, gateway_id, device_id, reason, length(payload)"
         f" FROM dead_letters {where} ORDER BY id DESC LIMIT %s",
         (limit,),
     ).fetchall()
@@ -65,7 +65,7 @@ def reprocess(
         clauses.append("device_id IN (SELECT id FROM devices)")
     with conn.transaction():
         rows = conn.execute(
-            "SELECT id, topic, payload FROM dead_letters WHERE "  # noqa: S608
+            "SELECT id, topic, payload FROM dead_letters WHERE "
             + " AND ".join(clauses)
             + " ORDER BY id FOR UPDATE SKIP LOCKED",
             params,

@@ -42,7 +42,8 @@ def attach_gateway(conn: psycopg.Connection[Any], gateway_id: str, patient_id: i
         (gateway_id, patient_id),
     )
     devices = [
-        str(r[0]) for r in conn.execute("SELECT id FROM devices WHERE gateway_id = %s", (gateway_id,))
+        str(r[0])
+        for r in conn.execute("SELECT id FROM devices WHERE gateway_id = %s", (gateway_id,))
     ]
     now = datetime.now(UTC)
     for device in devices:
@@ -53,7 +54,11 @@ def attach_gateway(conn: psycopg.Connection[Any], gateway_id: str, patient_id: i
 
 
 def enroll_patient(
-    url: str, external_id: str, gateways: list[str], timezone: str = "America/New_York", name: str | None = None
+    url: str,
+    external_id: str,
+    gateways: list[str],
+    timezone: str = "America/New_York",
+    name: str | None = None,
 ) -> int:
     with psycopg.connect(url, autocommit=True) as conn, conn.transaction():
         patient_id = upsert_patient(conn, external_id, timezone, name)

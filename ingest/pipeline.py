@@ -50,7 +50,9 @@ def process(
         for message in messages:
             gateway = gateway_of_topic(message.topic)
             if gateway is None:
-                rejected.append(_reject(message, None, f"topic {message.topic!r} is not in the contract"))
+                rejected.append(
+                    _reject(message, None, f"topic {message.topic!r} is not in the contract")
+                )
                 continue
             channel = message.topic.rsplit("/", 1)[1]
             try:

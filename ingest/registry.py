@@ -55,7 +55,7 @@ class BindingCache:
         )
         for device, patient, lower, upper in rows:
             bindings.setdefault(str(device), []).append(
-                Binding(float(lower), float(upper), int(patient))  # type: ignore[call-overload]
+                Binding(float(str(lower)), float(str(upper)), int(str(patient)))
             )
         self._bindings = bindings
         self._loaded_at = time.monotonic()
@@ -84,9 +84,16 @@ def apply_event(
             " manufacturer = coalesce(EXCLUDED.manufacturer, devices.manufacturer),"
             " model = coalesce(EXCLUDED.model, devices.model),"
             " serial = coalesce(EXCLUDED.serial, devices.serial)",
-            (event.device, gateway, event.profile, event.name, event.manufacturer, event.model,
-             event.serial),
-        )  # fmt: skip
+            (
+                event.device,
+                gateway,
+                event.profile,
+                event.name,
+                event.manufacturer,
+                event.model,
+                event.serial,
+            ),
+        )
         row = conn.execute("SELECT patient_id FROM gateways WHERE id = %s", (gateway,)).fetchone()
         if row is not None and row[0] is not None:
             bind_device(conn, event.device, int(row[0]), event.at)  # type: ignore[call-overload]
@@ -136,12 +143,14 @@ def bind_device(
     )
 
 
-def attribute_pending(conn: psycopg.Connection[tuple[object, ...]], devices: list[str] | None = None) -> int:
+def attribute_pending(
+    conn: psycopg.Connection[tuple[object, ...]], devices: list[str] | None = None
+) -> int:
     """Give unattributed readings the patient whose binding covers them."""
     total = 0
     for table in READING_TABLES:
         query = (
-            f"UPDATE {table} r SET patient_id = b.patient_id FROM device_bindings b"  # noqa: S608
+            f"UPDATE {table} r SET patient_id = b.patient_id FROM device_bindings b"
             " WHERE r.patient_id IS NULL AND b.device_id = r.device_id AND b.valid @> r.time"
         )
         params: tuple[object, ...] = ()
@@ -153,7 +162,9 @@ def attribute_pending(conn: psycopg.Connection[tuple[object, ...]], devices: lis
     return total
 
 
-def apply_status(conn: psycopg.Connection[tuple[object, ...]], gateway: str, status: GatewayStatus) -> None:
+def apply_status(
+    conn: psycopg.Connection[tuple[object, ...]], gateway: str, status: GatewayStatus
+) -> None:
     conn.execute(
         "INSERT INTO gateways (id, last_seen, state, outbox_depth, version)"
         " VALUES (%s, coalesce(%s, now()), %s, %s, %s)"

@@ -21,8 +21,10 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import psycopg
-from paho.mqtt.properties import Properties
+from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from ingest import metrics
 from ingest.deadletters import UNKNOWN_DEVICE_PREFIX, reprocess
@@ -70,7 +72,7 @@ class IngestWorker:
         self.totals: dict[str, int] = {"messages": 0, "readings": 0, "dead_letters": 0}
         client_id = config.client_id or f"hv-ingest-{uuid.uuid4().hex[:8]}"
         self.client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2,
+            CallbackAPIVersion.VERSION2,
             client_id=client_id,
             protocol=mqtt.MQTTv5,
             manual_ack=True,
@@ -87,12 +89,14 @@ class IngestWorker:
         self.client.reconnect_delay_set(min_delay=1, max_delay=30)
 
     # paho callbacks run on the network thread: keep them tiny.
-    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+    def _on_connect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any
+    ) -> None:
         if reason.is_failure:
             log.error("broker refused the connection: %s", reason)
             return
         group = self.config.group
-        options = mqtt.SubscribeOptions(qos=1)
+        options = SubscribeOptions(qos=1)
         client.subscribe(
             [
                 (shared(group, READINGS_SUBSCRIPTION), options),
@@ -101,9 +105,16 @@ class IngestWorker:
             ]
         )
         self.connected.set()
-        log.info("connected to %s:%s, subscribed as group %r", self._target.host, self._target.port, group)
+        log.info(
+            "connected to %s:%s, subscribed as group %r",
+            self._target.host,
+            self._target.port,
+            group,
+        )
 
-    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+    def _on_disconnect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any
+    ) -> None:
         self.connected.clear()
         if not self.stopping.is_set():
             log.warning("disconnected from broker: %s (reconnecting)", reason)
@@ -114,7 +125,7 @@ class IngestWorker:
 
     def start(self) -> None:
         migrate(self.config.database_url)
-        props = Properties(PacketTypes.CONNECT)
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = self.config.session_expiry_s
         props.ReceiveMaximum = self.config.receive_maximum
         self.client.connect_async(
@@ -132,7 +143,11 @@ class IngestWorker:
         while len(batch) < self.config.max_batch_messages:
             remaining = deadline - time.monotonic()
             try:
-                batch.append(self.inbox.get(timeout=max(remaining, 0)) if remaining > 0 else self.inbox.get_nowait())
+                batch.append(
+                    self.inbox.get(timeout=max(remaining, 0))
+                    if remaining > 0
+                    else self.inbox.get_nowait()
+                )
             except queue.Empty:
                 break
         return batch
@@ -142,9 +157,15 @@ class IngestWorker:
         result, changed = process(conn, [b.message for b in batch], self.cache)
         if changed:
             self.cache.invalidate()
-            parked, again = reprocess(conn, self.cache, devices=changed, reason_prefix=UNKNOWN_DEVICE_PREFIX)
+            parked, again = reprocess(
+                conn, self.cache, devices=changed, reason_prefix=UNKNOWN_DEVICE_PREFIX
+            )
             if parked:
-                log.info("re-processed %d parked readings of newly paired devices (%d rejected again)", parked, again)
+                log.info(
+                    "re-processed %d parked readings of newly paired devices (%d rejected again)",
+                    parked,
+                    again,
+                )
         for inbound in batch:  # only now: the readings are committed
             self.client.ack(inbound.mid, inbound.qos)
         elapsed = time.perf_counter() - started
@@ -171,7 +192,11 @@ class IngestWorker:
             conn, self.cache, reason_prefix=UNKNOWN_DEVICE_PREFIX, only_known_devices=True
         )
         if parked:
-            log.info("re-processed %d parked readings of now-known devices (%d rejected again)", parked, again)
+            log.info(
+                "re-processed %d parked readings of now-known devices (%d rejected again)",
+                parked,
+                again,
+            )
             self.totals["readings"] += parked - again
         with conn.transaction():
             attribute_pending(conn)
@@ -224,7 +249,9 @@ class IngestWorker:
         self.stopping.set()
 
 
-def run_worker(config: IngestConfig, duration_s: float | None = None, idle_exit_s: float | None = None) -> dict[str, int]:
+def run_worker(
+    config: IngestConfig, duration_s: float | None = None, idle_exit_s: float | None = None
+) -> dict[str, int]:
     worker = IngestWorker(config)
 
     def _graceful(signum: int, frame: object) -> None:

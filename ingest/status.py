@@ -9,11 +9,13 @@ import psycopg
 
 def ingest_counts(url: str) -> dict[str, Any]:
     with psycopg.connect(url) as conn:
-        glucose = dict(
+        glucose: dict[str, int] = dict(
             conn.execute("SELECT source, count(*) FROM glucose GROUP BY source").fetchall()
         )
         bp = conn.execute("SELECT count(*) FROM blood_pressure").fetchone()
-        body = dict(conn.execute("SELECT kind, count(*) FROM body_readings GROUP BY kind").fetchall())
+        body: dict[str, int] = dict(
+            conn.execute("SELECT kind, count(*) FROM body_readings GROUP BY kind").fetchall()
+        )
         dead = conn.execute(
             "SELECT count(*) FILTER (WHERE reprocessed_at IS NULL), count(*) FROM dead_letters"
         ).fetchone()
@@ -25,7 +27,7 @@ def ingest_counts(url: str) -> dict[str, Any]:
         gateways = conn.execute(
             "SELECT count(*), count(*) FILTER (WHERE state = 'online') FROM gateways"
         ).fetchone()
-        flags = dict(
+        flags: dict[str, int] = dict(
             conn.execute("SELECT status, count(*) FROM flags GROUP BY status").fetchall()
         )
     readings = {

@@ -11,16 +11,16 @@ from __future__ import annotations
 import hashlib
 import uuid
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 
 import msgspec
 
 from device_profiles.model import Component, Condition, Kind
 
 TOPIC_ROOT = "homevitals/v1"
-SCHEMA_READINGS = "homevitals.readings/1"
-SCHEMA_STATUS = "homevitals.status/1"
-SCHEMA_EVENT = "homevitals.event/1"
+SCHEMA_READINGS: Final = "homevitals.readings/1"
+SCHEMA_STATUS: Final = "homevitals.status/1"
+SCHEMA_EVENT: Final = "homevitals.event/1"
 MAX_PAYLOAD_BYTES = 256 * 1024
 MAX_READINGS_PER_MESSAGE = 1000
 # Bumped only if the identity recipe changes; part of the hashed input.
@@ -72,7 +72,13 @@ def reading_id(device_id: str, kind: Kind | str, device_time: str, sequence: int
     says, not the corrected UTC, so a later skew estimate cannot change the identity.
     """
     key = "\x1f".join(
-        (IDENTITY_VERSION, device_id, str(kind), device_time, "" if sequence is None else str(sequence))
+        (
+            IDENTITY_VERSION,
+            device_id,
+            str(kind),
+            device_time,
+            "" if sequence is None else str(sequence),
+        )
     )
     digest = hashlib.sha256(key.encode()).digest()
     return str(uuid.UUID(bytes=digest[:16], version=5))

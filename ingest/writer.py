@@ -36,13 +36,50 @@ from ingest.registry import BindingCache
 NOTIFY_CHANNEL = "hv_readings"
 
 _TYPES: dict[str, list[str]] = {
-    "glucose": ["timestamptz", "uuid", "text", "int8", "text", "float8", "text[]", "int4",
-                "text", "float8", "float8", "text", "text"],
-    "blood_pressure": ["timestamptz", "uuid", "text", "int8", "float8", "float8", "float8",
-                       "float8", "text[]", "text", "float8", "text", "int2", "text"],
-    "body_readings": ["timestamptz", "uuid", "text", "int8", "text", "jsonb", "text[]", "text",
-                      "float8", "text"],
-}  # fmt: skip
+    "glucose": [
+        "timestamptz",
+        "uuid",
+        "text",
+        "int8",
+        "text",
+        "float8",
+        "text[]",
+        "int4",
+        "text",
+        "float8",
+        "float8",
+        "text",
+        "text",
+    ],
+    "blood_pressure": [
+        "timestamptz",
+        "uuid",
+        "text",
+        "int8",
+        "float8",
+        "float8",
+        "float8",
+        "float8",
+        "text[]",
+        "text",
+        "float8",
+        "text",
+        "int2",
+        "text",
+    ],
+    "body_readings": [
+        "timestamptz",
+        "uuid",
+        "text",
+        "int8",
+        "text",
+        "jsonb",
+        "text[]",
+        "text",
+        "float8",
+        "text",
+    ],
+}
 _COLUMNS: dict[str, tuple[str, ...]] = {
     "glucose": GLUCOSE_COLUMNS,
     "blood_pressure": BP_COLUMNS,
@@ -78,7 +115,9 @@ def _prepare(table: str, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
     return out
 
 
-def _copy(cur: psycopg.Cursor[Any], target: sql.Composable, table: str, rows: Sequence[tuple[Any, ...]]) -> None:
+def _copy(
+    cur: psycopg.Cursor[Any], target: sql.Composable, table: str, rows: Sequence[tuple[Any, ...]]
+) -> None:
     columns = sql.SQL(", ").join(sql.Identifier(c) for c in _COLUMNS[table])
     statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(target, columns)
     with cur.copy(statement) as copy:
@@ -87,7 +126,9 @@ def _copy(cur: psycopg.Cursor[Any], target: sql.Composable, table: str, rows: Se
             copy.write_row(row)
 
 
-def _write_table(cur: psycopg.Cursor[Any], table: str, rows: list[tuple[Any, ...]], result: WriteResult) -> None:
+def _write_table(
+    cur: psycopg.Cursor[Any], table: str, rows: list[tuple[Any, ...]], result: WriteResult
+) -> None:
     try:
         with cur.connection.transaction():
             _copy(cur, sql.Identifier(table), table, rows)
@@ -98,9 +139,9 @@ def _write_table(cur: psycopg.Cursor[Any], table: str, rows: list[tuple[Any, ...
     result.deduplicated_batches += 1
     staging = sql.Identifier(f"staging_{table}")
     cur.execute(
-        sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS").format(
-            staging, sql.Identifier(table)
-        )
+        sql.SQL(
+            "CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+        ).format(staging, sql.Identifier(table))
     )
     _copy(cur, staging, table, rows)
     columns = sql.SQL(", ").join(sql.Identifier(c) for c in _COLUMNS[table])
@@ -139,7 +180,9 @@ def write_split(
     latest: dict[int, datetime] = {}
     with conn.cursor() as cur:
         for table, located in split.by_table.items():
-            patients = [bindings.patient_at(loc.reading.device, loc.reading.time) for loc in located]
+            patients = [
+                bindings.patient_at(loc.reading.device, loc.reading.time) for loc in located
+            ]
             for loc, patient in zip(located, patients, strict=True):
                 if patient is not None:
                     seen = latest.get(patient)
@@ -160,8 +203,6 @@ def write_split(
                 " EXCLUDED.last_reading_at)",
                 (ids, [latest[i] for i in ids]),
             )
-            cur.execute(
-                "SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, ",".join(str(i) for i in ids))
-            )
+            cur.execute("SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, ",".join(str(i) for i in ids)))
             result.patients.update(ids)
     return result

@@ -71,14 +71,23 @@ def status(settings: Settings) -> dict[str, object]:
     if settings.uses_local_database:
         pg = local_postgres(settings).status()
         report["postgresql"] = {
-            "local": True, "running": pg.running, "pid": pg.pid, "port": settings.pg_port,
-            "timescaledb_edition": pg.edition, "timescaledb_version": pg.timescaledb_version,
-        }  # fmt: skip
+            "local": True,
+            "running": pg.running,
+            "pid": pg.pid,
+            "port": settings.pg_port,
+            "timescaledb_edition": pg.edition,
+            "timescaledb_version": pg.timescaledb_version,
+        }
     else:
         report["postgresql"] = {"local": False, "url": "from HOMEVITALS_DATABASE_URL"}
     if settings.uses_local_broker:
         mq = local_mosquitto(settings).status()
-        report["mosquitto"] = {"local": True, "running": mq.running, "pid": mq.pid, "port": settings.mqtt_port}
+        report["mosquitto"] = {
+            "local": True,
+            "running": mq.running,
+            "pid": mq.pid,
+            "port": settings.mqtt_port,
+        }
     else:
         report["mosquitto"] = {"local": False, "url": "from HOMEVITALS_MQTT_URL"}
     return report

@@ -38,9 +38,7 @@ def hash_password(password: str, salt: bytes | None = None) -> str:
     """An entry in Mosquitto's password-file format ($7$: PBKDF2-SHA512)."""
     salt = salt if salt is not None else os.urandom(12)
     digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, _PBKDF2_ITERATIONS)
-    return "$7${}${}${}".format(
-        _PBKDF2_ITERATIONS, base64.b64encode(salt).decode(), base64.b64encode(digest).decode()
-    )
+    return f"$7${_PBKDF2_ITERATIONS}${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
 
 
 ACL = """\
@@ -179,12 +177,16 @@ class LocalMosquitto:
         chown_tree(self.base, self.user)
         proc = run_as(None, [str(binary), "-c", str(self.conf), "-d"])
         if proc.returncode != 0:
-            raise ServiceError(f"mosquitto did not start: {proc.stdout}{proc.stderr}", f"see {self.log}")
+            raise ServiceError(
+                f"mosquitto did not start: {proc.stdout}{proc.stderr}", f"see {self.log}"
+            )
         deadline = time.monotonic() + 15
         while not (self.pid() is not None and port_open("127.0.0.1", self.port)):
             if time.monotonic() > deadline:
                 tail = self.log.read_text()[-2000:] if self.log.is_file() else ""
-                raise ServiceError(f"mosquitto is not listening on {self.port}:\n{tail}", f"see {self.log}")
+                raise ServiceError(
+                    f"mosquitto is not listening on {self.port}:\n{tail}", f"see {self.log}"
+                )
             time.sleep(0.05)
 
     def stop(self) -> None:

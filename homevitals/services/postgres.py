@@ -39,7 +39,9 @@ def find_pg_bindir() -> Path:
     if not versions:
         raise ServiceError("PostgreSQL server is not installed", SETUP_HINT)
     for version in versions:
-        if (version / "lib" / "timescaledb.so").is_file() and (version / "bin" / "initdb").is_file():
+        if (version / "lib" / "timescaledb.so").is_file() and (
+            version / "bin" / "initdb"
+        ).is_file():
             return version / "bin"
     raise ServiceError(
         "TimescaleDB is not installed for PostgreSQL "
@@ -85,8 +87,7 @@ class LocalPostgres:
         # The superuser connects over the private socket with peer/trust-free scram.
         su_password = read_or_create_secret(self._secrets / "pg_superuser_password")
         return (
-            f"host=127.0.0.1 port={self.port} user=postgres dbname={dbname} "
-            f"password={su_password}"
+            f"host=127.0.0.1 port={self.port} user=postgres dbname={dbname} password={su_password}"
         )
 
     def _pg_ctl(self, *args: str) -> tuple[int, str]:
@@ -177,7 +178,9 @@ class LocalPostgres:
     def _bootstrap(self) -> None:
         """Application role and database, and the extension (checked to load)."""
         with psycopg.connect(self._superuser_conninfo(), autocommit=True) as conn:
-            exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (APP_ROLE,)).fetchone()
+            exists = conn.execute(
+                "SELECT 1 FROM pg_roles WHERE rolname = %s", (APP_ROLE,)
+            ).fetchone()
             if exists is None:
                 conn.execute(
                     psycopg.sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(

@@ -31,7 +31,9 @@ def service_user(name: str) -> str | None:
     return name
 
 
-def run_as(user: str | None, argv: Sequence[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+def run_as(
+    user: str | None, argv: Sequence[str], **kwargs: object
+) -> subprocess.CompletedProcess[str]:
     cmd = list(argv) if user is None else ["runuser", "-u", user, "--", *argv]
     return subprocess.run(cmd, text=True, capture_output=True, check=False, **kwargs)  # type: ignore[call-overload, no-any-return]
 

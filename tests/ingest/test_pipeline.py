@@ -39,7 +39,10 @@ def readings_message(gateway: str, readings: list[wire.Reading]) -> Message:
 
 def paired_message(gateway: str, device: str) -> Message:
     event = wire.DevicePaired(device=device, at=T0 - timedelta(days=1), profile="glucose-meter")
-    return Message(wire.events_topic(gateway), wire.encode(wire.EventsMessage(wire.SCHEMA_EVENT, gateway, [event])))
+    return Message(
+        wire.events_topic(gateway),
+        wire.encode(wire.EventsMessage(wire.SCHEMA_EVENT, gateway, [event])),
+    )
 
 
 @pytest.fixture()
@@ -67,12 +70,15 @@ def test_resent_batch_is_stored_once_and_attributed(conn: Any, database_url: str
     assert second.inserted == {"glucose": 1}
     assert second.duplicates == {"glucose": 20}
     assert count(conn, "SELECT count(*) FROM glucose WHERE device_id = %s", dev) == 21
-    assert count(
-        conn,
-        "SELECT count(*) FROM glucose g JOIN patients p ON p.id = g.patient_id"
-        " WHERE g.device_id = %s AND p.external_id = 'pt-pipe-1'",
-        dev,
-    ) == 21
+    assert (
+        count(
+            conn,
+            "SELECT count(*) FROM glucose g JOIN patients p ON p.id = g.patient_id"
+            " WHERE g.device_id = %s AND p.external_id = 'pt-pipe-1'",
+            dev,
+        )
+        == 21
+    )
 
 
 def test_malformed_and_implausible_are_dead_lettered(conn: Any, database_url: str) -> None:
@@ -116,7 +122,14 @@ def test_unknown_device_is_parked_then_ingested_when_paired(conn: Any, database_
     assert changed == [dev]
     done, again = reprocess(conn, cache, devices=changed, reason_prefix=UNKNOWN_DEVICE_PREFIX)
     assert (done, again) == (3, 0)
-    assert count(conn, "SELECT count(*) FROM glucose WHERE device_id = %s AND patient_id IS NOT NULL", dev) == 3
+    assert (
+        count(
+            conn,
+            "SELECT count(*) FROM glucose WHERE device_id = %s AND patient_id IS NOT NULL",
+            dev,
+        )
+        == 3
+    )
 
 
 def test_hi_result_without_number_is_kept_with_its_condition(conn: Any, database_url: str) -> None:
@@ -126,10 +139,18 @@ def test_hi_result_without_number_is_kept_with_its_condition(conn: Any, database
     process(conn, [paired_message(gw, dev)], cache)
     local = T0.replace(tzinfo=None).isoformat()
     hi = wire.Reading(
-        id=wire.reading_id(dev, Kind.GLUCOSE, local, 7), device=dev, kind=Kind.GLUCOSE, time=T0,
-        values={}, device_time=local, seq=7, conditions=[Condition.RESULT_ABOVE_RANGE],
-    )  # fmt: skip
+        id=wire.reading_id(dev, Kind.GLUCOSE, local, 7),
+        device=dev,
+        kind=Kind.GLUCOSE,
+        time=T0,
+        values={},
+        device_time=local,
+        seq=7,
+        conditions=[Condition.RESULT_ABOVE_RANGE],
+    )
     result, _ = process(conn, [readings_message(gw, [hi])], cache)
     assert result.inserted == {"glucose": 1}
-    row = conn.execute("SELECT mgdl, conditions FROM glucose WHERE device_id = %s", (dev,)).fetchone()
+    row = conn.execute(
+        "SELECT mgdl, conditions FROM glucose WHERE device_id = %s", (dev,)
+    ).fetchone()
     assert row == (None, ["result_above_range"])

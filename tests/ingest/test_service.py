@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 import paho.mqtt.client as mqtt
 import psycopg
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 
 from device_profiles.model import Component, Kind
 from ingest import wire
@@ -23,7 +24,7 @@ pytestmark = pytest.mark.services
 def publish_all(url: str, messages: list[tuple[str, bytes]]) -> None:
     """Publish with QoS 1 and wait for every PUBACK."""
     target = parse_mqtt_url(url)
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
     client.username_pw_set(target.username, target.password)
     client.connect(target.host, target.port)
     client.loop_start()
@@ -37,10 +38,14 @@ def publish_all(url: str, messages: list[tuple[str, bytes]]) -> None:
         client.loop_stop()
 
 
-def gateway_messages(gateway: str, device: str, n_batches: int, per_batch: int) -> list[tuple[str, bytes]]:
+def gateway_messages(
+    gateway: str, device: str, n_batches: int, per_batch: int
+) -> list[tuple[str, bytes]]:
     t0 = datetime(2026, 10, 1, tzinfo=UTC)
     paired = wire.EventsMessage(
-        wire.SCHEMA_EVENT, gateway, [wire.DevicePaired(device=device, at=t0, profile="glucose-meter")]
+        wire.SCHEMA_EVENT,
+        gateway,
+        [wire.DevicePaired(device=device, at=t0, profile="glucose-meter")],
     )
     out = [(wire.events_topic(gateway), wire.encode(paired))]
     seq = 0
@@ -51,9 +56,14 @@ def gateway_messages(gateway: str, device: str, n_batches: int, per_batch: int) 
             local = when.replace(tzinfo=None).isoformat()
             readings.append(
                 wire.Reading(
-                    id=wire.reading_id(device, Kind.CGM, local, seq), device=device, kind=Kind.CGM,
-                    time=when, values={Component.GLUCOSE: 80.0 + seq % 150}, device_time=local, seq=seq,
-                )  # fmt: skip
+                    id=wire.reading_id(device, Kind.CGM, local, seq),
+                    device=device,
+                    kind=Kind.CGM,
+                    time=when,
+                    values={Component.GLUCOSE: 80.0 + seq % 150},
+                    device_time=local,
+                    seq=seq,
+                )
             )
             seq += 1
         batch = wire.ReadingsBatch(wire.SCHEMA_READINGS, gateway, datetime.now(UTC), readings)
@@ -63,7 +73,9 @@ def gateway_messages(gateway: str, device: str, n_batches: int, per_batch: int) 
 
 def stored(url: str, device: str) -> int:
     with psycopg.connect(url) as conn:
-        row = conn.execute("SELECT count(*) FROM glucose WHERE device_id = %s", (device,)).fetchone()
+        row = conn.execute(
+            "SELECT count(*) FROM glucose WHERE device_id = %s", (device,)
+        ).fetchone()
     return int(row[0]) if row else 0
 
 
@@ -82,10 +94,16 @@ def test_two_workers_share_the_stream_without_loss_or_duplicates(
     gateway, device = "gw-svc-1", "dev-svc-1"
     enroll_patient(database_url, "pt-svc-1", [gateway])
     workers = [
-        IngestWorker(IngestConfig(database_url, ingest_mqtt_url, group="svc-test", client_id=f"w{i}", max_wait_s=0.01))
+        IngestWorker(
+            IngestConfig(
+                database_url, ingest_mqtt_url, group="svc-test", client_id=f"w{i}", max_wait_s=0.01
+            )
+        )
         for i in range(2)
     ]
-    threads = [threading.Thread(target=w.run, kwargs={"duration_s": 60}, daemon=True) for w in workers]
+    threads = [
+        threading.Thread(target=w.run, kwargs={"duration_s": 60}, daemon=True) for w in workers
+    ]
     for t in threads:
         t.start()
     assert all(w.connected.wait(10) for w in workers)
@@ -109,7 +127,9 @@ def test_gateway_cannot_publish_under_another_gateway(
 ) -> None:
     """The broker's ACL drops it; nothing reaches ingest."""
     enroll_patient(database_url, "pt-svc-2", ["gw-svc-2"])
-    worker = IngestWorker(IngestConfig(database_url, ingest_mqtt_url, group="acl-test", max_wait_s=0.01))
+    worker = IngestWorker(
+        IngestConfig(database_url, ingest_mqtt_url, group="acl-test", max_wait_s=0.01)
+    )
     thread = threading.Thread(target=worker.run, kwargs={"duration_s": 30}, daemon=True)
     thread.start()
     assert worker.connected.wait(10)

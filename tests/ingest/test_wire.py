@@ -15,16 +15,25 @@ from ingest import wire
 
 SCHEMA_FILE = Path(wire.__file__).with_name("wire_schema.json")
 
-components = st.dictionaries(st.sampled_from(list(Component)), st.floats(0, 1000, allow_nan=False), max_size=4)
+components = st.dictionaries(
+    st.sampled_from(list(Component)), st.floats(0, 1000, allow_nan=False), max_size=4
+)
 readings = st.builds(
     lambda device, kind, when, values, seq, conditions: wire.Reading(
         id=wire.reading_id(device, kind, when.replace(tzinfo=None).isoformat(), seq),
-        device=device, kind=kind, time=when, values=values,
-        device_time=when.replace(tzinfo=None).isoformat(), seq=seq, conditions=conditions,
-    ),  # fmt: skip
+        device=device,
+        kind=kind,
+        time=when,
+        values=values,
+        device_time=when.replace(tzinfo=None).isoformat(),
+        seq=seq,
+        conditions=conditions,
+    ),
     st.text(min_size=1, max_size=20),
     st.sampled_from(list(Kind)),
-    st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)),
+    st.datetimes(
+        min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)
+    ),
     components,
     st.none() | st.integers(0, 65535),
     st.lists(st.sampled_from(list(Condition)), max_size=3, unique=True),
@@ -54,8 +63,14 @@ def test_identity_is_stable_and_distinguishes_fields() -> None:
     ("payload", "reason"),
     [
         (b"[", "invalid readings payload"),
-        (b'{"schema":"homevitals.readings/2","gateway":"g","sent_at":"2026-01-01T00:00:00Z","readings":[]}', "invalid readings payload"),
-        (b'{"schema":"homevitals.readings/1","gateway":"g","sent_at":"2026-01-01T00:00:00","readings":[]}', "invalid readings payload"),
+        (
+            b'{"schema":"homevitals.readings/2","gateway":"g","sent_at":"2026-01-01T00:00:00Z","readings":[]}',
+            "invalid readings payload",
+        ),
+        (
+            b'{"schema":"homevitals.readings/1","gateway":"g","sent_at":"2026-01-01T00:00:00","readings":[]}',
+            "invalid readings payload",
+        ),
         (b" " * (wire.MAX_PAYLOAD_BYTES + 1), "oversized payload"),
     ],
 )
@@ -67,7 +82,13 @@ def test_bad_payloads_say_why(payload: bytes, reason: str) -> None:
 def test_too_many_readings_rejected() -> None:
     now = datetime(2026, 1, 1, tzinfo=UTC)
     items = [
-        wire.Reading(id=str(i), device="d", kind=Kind.GLUCOSE, time=now + timedelta(seconds=i), values={Component.GLUCOSE: 100.0})
+        wire.Reading(
+            id=str(i),
+            device="d",
+            kind=Kind.GLUCOSE,
+            time=now + timedelta(seconds=i),
+            values={Component.GLUCOSE: 100.0},
+        )
         for i in range(wire.MAX_READINGS_PER_MESSAGE + 1)
     ]
     payload = wire.encode(wire.ReadingsBatch(wire.SCHEMA_READINGS, "g", now, items))
@@ -79,7 +100,10 @@ def test_topics() -> None:
     assert wire.readings_topic("gw-1") == "homevitals/v1/gw/gw-1/readings"
     assert wire.gateway_of_topic("homevitals/v1/gw/gw-1/events") == "gw-1"
     assert wire.gateway_of_topic("homevitals/v2/gw/gw-1/events") is None
-    assert wire.shared("ingest", wire.READINGS_SUBSCRIPTION) == "$share/ingest/homevitals/v1/gw/+/readings"
+    assert (
+        wire.shared("ingest", wire.READINGS_SUBSCRIPTION)
+        == "$share/ingest/homevitals/v1/gw/+/readings"
+    )
 
 
 def test_schema_file_matches_the_code() -> None:
