@@ -1,17 +1,20 @@
-"""Decoded wire batches -> validated columns per table, ready for COPY.
+"""Decoded wire batches -> validated rows per table, ready for COPY.
 
-Validation runs on numpy arrays across the whole batch (one mask per limit), so the cost
-per reading is a few vector operations, not Python branches.
+Readings of many messages are flattened into parallel lists (no object per reading);
+validation runs as numpy masks over whole columns, and Python touches each reading only
+to pull its values out once and to build its COPY row.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
 import numpy as np
+import orjson
 
 from device_profiles.model import Component, Condition, Kind
 from ingest.validation import EARLIEST, FUTURE_TOLERANCE, PLAUSIBLE, REQUIRED
@@ -73,14 +76,31 @@ TABLE_OF_KIND: dict[Kind, str] = {
 
 
 @dataclass(slots=True)
-class Located:
-    """A reading with where it came from (for dead letters and attribution)."""
+class Origin:
+    """The message a run of readings came from (for dead letters and gateway columns)."""
 
-    reading: Reading
-    gateway: str
     topic: str
-    payload: bytes
-    index: int
+    gateway: str
+
+
+@dataclass(slots=True)
+class Flat:
+    """Readings of many messages, flattened: parallel lists, no object per reading."""
+
+    readings: list[Reading] = field(default_factory=list)
+    origin: list[int] = field(default_factory=list)  # index into ``origins``
+    position: list[int] = field(default_factory=list)  # index within its message
+    origins: list[Origin] = field(default_factory=list)
+
+    def add(self, origin: Origin, readings: list[Reading]) -> None:
+        k = len(self.origins)
+        self.origins.append(origin)
+        self.readings.extend(readings)
+        self.origin.extend([k] * len(readings))
+        self.position.extend(range(len(readings)))
+
+    def gateway(self, i: int) -> str:
+        return self.origins[self.origin[i]].gateway
 
 
 @dataclass(slots=True)
@@ -95,15 +115,11 @@ class Rejected:
 
 @dataclass(slots=True)
 class Split:
-    """Valid readings grouped by table, plus the rejects."""
+    """Valid readings (indices into ``flat``) grouped by table, plus the rejects."""
 
-    by_table: dict[str, list[Located]] = field(default_factory=dict)
+    flat: Flat
+    by_table: dict[str, list[int]] = field(default_factory=dict)
     rejected: list[Rejected] = field(default_factory=list)
-
-
-def _value(reading: Reading, component: Component) -> float:
-    value = reading.values.get(component)
-    return np.nan if value is None else float(value)
 
 
 _single_encoder = msgspec.json.Encoder()
@@ -121,79 +137,99 @@ def reading_payload(gateway: str, reading: Reading) -> bytes:
     )
 
 
-def validate(located: list[Located], known_devices: set[str], now: datetime) -> Split:
-    """Check every reading; vectorized over the batch."""
-    split = Split()
-    if not located:
+BoolArray = np.ndarray[Any, np.dtype[np.bool_]]
+
+
+def validate(flat: Flat, known_devices: set[str], now: datetime) -> Split:
+    """Check every reading: one pass to columns, then vector checks per column."""
+    split = Split(flat)
+    readings = flat.readings
+    n = len(readings)
+    if n == 0:
         return split
-    n = len(located)
     reasons: list[str | None] = [None] * n
 
-    def reject(mask: np.ndarray[Any, np.dtype[np.bool_]], why: list[str] | str) -> None:
+    def reject(mask: BoolArray, why: Callable[[int], str]) -> None:
         for i in np.flatnonzero(mask):
             if reasons[i] is None:
-                reasons[i] = why if isinstance(why, str) else why[i]
+                reasons[i] = why(int(i))
 
-    times = np.array([loc.reading.time.timestamp() for loc in located], dtype=np.float64)
-    reject(times < EARLIEST.timestamp(), "time before 2000-01-01: device clock unset")
+    times = np.fromiter((r.time.timestamp() for r in readings), np.float64, n)
+    reject(times < EARLIEST.timestamp(), lambda i: "time before 2000-01-01: device clock unset")
     reject(
         times > (now + FUTURE_TOLERANCE).timestamp(),
-        [f"time {loc.reading.time.isoformat()} is in the future" for loc in located],
+        lambda i: f"time {readings[i].time.isoformat()} is in the future",
     )
-    for component, (low, high) in PLAUSIBLE.items():
-        values = np.array([_value(loc.reading, component) for loc in located], dtype=np.float64)
-        present = ~np.isnan(values)
-        bad = present & ((values < low) | (values > high))
+    # Columns of the components actually present (usually one or four per reading).
+    where: dict[Component, list[int]] = {}
+    values: dict[Component, list[float]] = {}
+    for i, r in enumerate(readings):
+        for component, value in r.values.items():
+            where.setdefault(component, []).append(i)
+            values.setdefault(component, []).append(value)
+    present: dict[Component, BoolArray] = {}
+    for component, idx in where.items():
+        rows = np.asarray(idx)
+        column = np.asarray(values[component], dtype=np.float64)
+        mask = np.zeros(n, dtype=bool)
+        mask[rows] = True
+        present[component] = mask
+        low, high = PLAUSIBLE[component]
+        bad = ~((column >= low) & (column <= high))  # NaN is bad too
         if bad.any():
+            full = np.full(n, np.nan)
+            full[rows] = column
             reject(
-                bad,
-                [
-                    f"implausible {component.value} {values[i]:g} (allowed {low:g}..{high:g})"
-                    if bad[i]
-                    else ""
-                    for i in range(n)
-                ],
+                np.isin(np.arange(n), rows[bad]),
+                lambda i, c=component, f=full, lo=low, hi=high: (
+                    f"implausible {c.value} {f[i]:g} (allowed {lo:g}..{hi:g})"
+                ),
             )
-    for i, loc in enumerate(located):
-        if reasons[i] is not None:
-            continue
-        reading = loc.reading
-        missing = [c for c in REQUIRED[reading.kind] if c not in reading.values]
-        if missing and not (
-            reading.kind in (Kind.GLUCOSE, Kind.CGM) and HI_LO.intersection(reading.conditions)
-        ):
-            reasons[i] = (
-                f"{reading.kind.value} reading without {', '.join(c.value for c in missing)}"
-            )
-        elif reading.device not in known_devices:
-            reasons[i] = f"unknown device {reading.device!r} (not paired on any gateway)"
-    for i, loc in enumerate(located):
+    kinds = np.fromiter((KIND_CODE[r.kind] for r in readings), np.int8, n)
+    no_value_ok = np.fromiter(
+        (bool(r.conditions) and not HI_LO.isdisjoint(r.conditions) for r in readings), bool, n
+    )
+    for kind, required in REQUIRED.items():
+        of_kind = kinds == KIND_CODE[kind]
+        for component in required:
+            has = present.get(component, np.zeros(n, dtype=bool))
+            missing = of_kind & ~has
+            if kind in (Kind.GLUCOSE, Kind.CGM):
+                missing &= ~no_value_ok
+            reject(missing, lambda i, k=kind, c=component: f"{k.value} reading without {c.value}")
+    unknown = np.fromiter((r.device not in known_devices for r in readings), bool, n)
+    reject(
+        unknown,
+        lambda i: f"unknown device {readings[i].device!r} (not paired on any gateway)",
+    )
+    for i in range(n):
         reason = reasons[i]
         if reason is None:
-            split.by_table.setdefault(TABLE_OF_KIND[loc.reading.kind], []).append(loc)
+            split.by_table.setdefault(TABLE_OF_KIND[readings[i].kind], []).append(i)
         else:
+            origin = flat.origins[flat.origin[i]]
             split.rejected.append(
                 Rejected(
-                    loc.topic,
-                    loc.gateway,
-                    loc.reading.device,
-                    reading_payload(loc.gateway, loc.reading),
+                    origin.topic,
+                    origin.gateway,
+                    readings[i].device,
+                    reading_payload(origin.gateway, readings[i]),
                     reason,
-                    loc.index,
+                    flat.position[i],
                 )
             )
     return split
 
 
-def _conditions(reading: Reading) -> list[str]:
-    return [c.value for c in reading.conditions]
+KIND_CODE: dict[Kind, int] = {kind: code for code, kind in enumerate(Kind)}
 
 
-def glucose_rows(rows: list[Located], patients: list[int | None]) -> list[tuple[Any, ...]]:
+def glucose_rows(flat: Flat, idx: list[int], patients: list[int | None]) -> list[tuple[Any, ...]]:
     out = []
-    for loc, patient in zip(rows, patients, strict=True):
-        r = loc.reading
-        original = r.original.get(Component.GLUCOSE)
+    readings = flat.readings
+    for i, patient in zip(idx, patients, strict=True):
+        r = readings[i]
+        original = r.original.get(Component.GLUCOSE) if r.original else None
         out.append(
             (
                 r.time,
@@ -202,23 +238,24 @@ def glucose_rows(rows: list[Located], patients: list[int | None]) -> list[tuple[
                 patient,
                 "cgm" if r.kind is Kind.CGM else "smbg",
                 r.values.get(Component.GLUCOSE),
-                _conditions(r),
+                r.conditions,
                 r.seq,
                 r.device_time,
                 r.skew_s,
                 None if original is None else original.value,
                 None if original is None else original.unit,
-                loc.gateway,
+                flat.gateway(i),
             )
         )
     return out
 
 
-def bp_rows(rows: list[Located], patients: list[int | None]) -> list[tuple[Any, ...]]:
+def bp_rows(flat: Flat, idx: list[int], patients: list[int | None]) -> list[tuple[Any, ...]]:
     out = []
-    for loc, patient in zip(rows, patients, strict=True):
-        r = loc.reading
-        original = r.original.get(Component.SYSTOLIC)
+    readings = flat.readings
+    for i, patient in zip(idx, patients, strict=True):
+        r = readings[i]
+        original = r.original.get(Component.SYSTOLIC) if r.original else None
         user = r.details.get("user_id")
         out.append(
             (
@@ -230,22 +267,22 @@ def bp_rows(rows: list[Located], patients: list[int | None]) -> list[tuple[Any, 
                 r.values[Component.DIASTOLIC],
                 r.values.get(Component.MEAN_ARTERIAL),
                 r.values.get(Component.PULSE),
-                _conditions(r),
+                r.conditions,
                 r.device_time,
                 r.skew_s,
                 None if original is None else original.unit,
                 user if isinstance(user, int) and not isinstance(user, bool) else None,
-                loc.gateway,
+                flat.gateway(i),
             )
         )
     return out
 
 
-def body_rows(rows: list[Located], patients: list[int | None]) -> list[tuple[Any, ...]]:
+def body_rows(flat: Flat, idx: list[int], patients: list[int | None]) -> list[tuple[Any, ...]]:
     out = []
-    for loc, patient in zip(rows, patients, strict=True):
-        r = loc.reading
-        components = {c.value: v for c, v in r.values.items()}
+    readings = flat.readings
+    for i, patient in zip(idx, patients, strict=True):
+        r = readings[i]
         out.append(
             (
                 r.time,
@@ -253,11 +290,11 @@ def body_rows(rows: list[Located], patients: list[int | None]) -> list[tuple[Any
                 r.device,
                 patient,
                 r.kind.value,
-                components,
-                _conditions(r),
+                orjson.dumps({c.value: v for c, v in r.values.items()}).decode(),
+                r.conditions,
                 r.device_time,
                 r.skew_s,
-                loc.gateway,
+                flat.gateway(i),
             )
         )
     return out

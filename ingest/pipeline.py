@@ -9,7 +9,7 @@ from typing import Any
 
 import psycopg
 
-from ingest.columns import Located, Rejected, validate
+from ingest.columns import Flat, Origin, Rejected, validate
 from ingest.registry import BindingCache, apply_event, apply_status, attribute_pending
 from ingest.wire import (
     WireError,
@@ -43,7 +43,7 @@ def process(
     re-processes their parked dead letters).
     """
     now = now or datetime.now(UTC)
-    located: list[Located] = []
+    flat = Flat()
     rejected: list[Rejected] = []
     changed: list[str] = []
     with conn.transaction():
@@ -62,10 +62,7 @@ def process(
                         raise WireError(
                             f"payload gateway {batch.gateway!r} does not match topic gateway {gateway!r}"
                         )
-                    located.extend(
-                        Located(r, gateway, message.topic, message.payload, i)
-                        for i, r in enumerate(batch.readings)
-                    )
+                    flat.add(Origin(message.topic, gateway), batch.readings)
                 elif channel == "events":
                     events = decode_events(message.payload)
                     if events.gateway != gateway:
@@ -81,9 +78,9 @@ def process(
                     raise WireError(f"unknown channel {channel!r}")
             except WireError as exc:
                 rejected.append(_reject(message, gateway, exc.reason))
-        unknown = any(loc.reading.device not in cache.devices for loc in located)
+        unknown = not cache.devices.issuperset({r.device for r in flat.readings})
         cache.refresh(conn, force=bool(changed) or (unknown and cache.age_s() > 1.0))
-        split = validate(located, cache.devices, now)
+        split = validate(flat, cache.devices, now)
         result = write_split(conn, split, cache, rejected)
         if changed:
             attribute_pending(conn, changed)

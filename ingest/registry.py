@@ -9,13 +9,15 @@ before any binding existed keep ``patient_id`` NULL until :func:`attribute_pendi
 from __future__ import annotations
 
 import bisect
+import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 import psycopg
 
-from ingest.wire import DevicePaired, DeviceSynced, DeviceUnpaired, Event, GatewayStatus
+from ingest.wire import DevicePaired, DeviceSynced, DeviceUnpaired, Event, GatewayStatus, Reading
 
 READING_TABLES = ("glucose", "blood_pressure", "body_readings")
 
@@ -65,10 +67,23 @@ class BindingCache:
         if not spans:
             return None
         t = when.timestamp()
-        i = bisect.bisect_right([b.lower for b in spans], t) - 1
+        i = bisect.bisect_right(spans, t, key=lambda b: b.lower) - 1
         if i >= 0 and spans[i].lower <= t < spans[i].upper:
             return spans[i].patient_id
         return None
+
+    def patients_for(self, readings: Sequence[Reading]) -> list[int | None]:
+        """The patient of each reading; devices with one open-ended binding (nearly all)
+        skip the interval search."""
+        always: dict[str, int | None] = {}
+        for device, spans in self._bindings.items():
+            if len(spans) == 1 and spans[0].lower == -math.inf and spans[0].upper == math.inf:
+                always[device] = spans[0].patient_id
+        out: list[int | None] = []
+        for r in readings:
+            patient = always.get(r.device, -1)
+            out.append(self.patient_at(r.device, r.time) if patient == -1 else patient)
+        return out
 
 
 def apply_event(

@@ -15,6 +15,7 @@ import signal
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -69,6 +70,8 @@ class IngestWorker:
         self.connected = threading.Event()
         self.cache = BindingCache()
         self.housekeeping_every_s = 2.0
+        # Called after each commit with the committed messages (benchmarks, tests).
+        self.on_commit: Callable[[list[Message]], None] | None = None
         self.totals: dict[str, int] = {"messages": 0, "readings": 0, "dead_letters": 0}
         client_id = config.client_id or f"hv-ingest-{uuid.uuid4().hex[:8]}"
         self.client = mqtt.Client(
@@ -168,6 +171,8 @@ class IngestWorker:
                 )
         for inbound in batch:  # only now: the readings are committed
             self.client.ack(inbound.mid, inbound.qos)
+        if self.on_commit is not None:
+            self.on_commit([b.message for b in batch])
         elapsed = time.perf_counter() - started
         metrics.BATCH_SECONDS.observe(elapsed)
         metrics.BATCH_MESSAGES.observe(len(batch))

@@ -10,21 +10,21 @@ costs one COPY per table.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import orjson
 import psycopg
-from psycopg import sql
+from psycopg import postgres, sql
+from psycopg.adapt import Dumper
+from psycopg.pq import Format
 
 from ingest.columns import (
     BODY_COLUMNS,
     BP_COLUMNS,
     GLUCOSE_COLUMNS,
-    Located,
+    Flat,
     Rejected,
     Split,
     body_rows,
@@ -85,13 +85,11 @@ _COLUMNS: dict[str, tuple[str, ...]] = {
     "blood_pressure": BP_COLUMNS,
     "body_readings": BODY_COLUMNS,
 }
-_ROWS: dict[str, Callable[[list[Located], list[int | None]], list[tuple[Any, ...]]]] = {
+_ROWS: dict[str, Callable[[Flat, list[int], list[int | None]], list[tuple[Any, ...]]]] = {
     "glucose": glucose_rows,
     "blood_pressure": bp_rows,
     "body_readings": body_rows,
 }
-_UUID_COLUMN = 1
-_JSONB_TABLE_COLUMN = ("body_readings", 5)
 
 
 @dataclass(slots=True)
@@ -103,16 +101,24 @@ class WriteResult:
     patients: set[int] = field(default_factory=set)
 
 
-def _prepare(table: str, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-    out = []
-    json_col = _JSONB_TABLE_COLUMN[1] if table == _JSONB_TABLE_COLUMN[0] else -1
-    for row in rows:
-        values = list(row)
-        values[_UUID_COLUMN] = uuid.UUID(values[_UUID_COLUMN])
-        if json_col >= 0:
-            values[json_col] = orjson.dumps(values[json_col]).decode()
-        out.append(tuple(values))
-    return out
+class _UuidTextBinaryDumper(Dumper):
+    """Binary COPY of a uuid column from its text form: the wire carries ids as text and
+    building ``uuid.UUID`` objects only to take their bytes cost more than the COPY."""
+
+    format = Format.BINARY
+    oid = postgres.types["uuid"].oid
+
+    def dump(self, obj: Any) -> bytes:
+        return bytes.fromhex(obj.replace("-", "")) if isinstance(obj, str) else bytes(obj.bytes)
+
+
+def register_dumpers(conn: psycopg.Connection[Any]) -> None:
+    """Applied to each ingest connection (not globally)."""
+    conn.adapters.register_dumper(_UuidText, _UuidTextBinaryDumper)
+
+
+class _UuidText(str):
+    """Marker type the dumper is registered under (COPY selects dumpers by column oid)."""
 
 
 def _copy(
@@ -177,18 +183,19 @@ def write_split(
 ) -> WriteResult:
     """Write a validated batch in the caller's transaction (the caller commits)."""
     result = WriteResult()
+    register_dumpers(conn)
     latest: dict[int, datetime] = {}
     with conn.cursor() as cur:
+        readings = split.flat.readings
         for table, located in split.by_table.items():
-            patients = [
-                bindings.patient_at(loc.reading.device, loc.reading.time) for loc in located
-            ]
-            for loc, patient in zip(located, patients, strict=True):
+            patients = bindings.patients_for([readings[i] for i in located])
+            for i, patient in zip(located, patients, strict=True):
                 if patient is not None:
+                    when = readings[i].time
                     seen = latest.get(patient)
-                    if seen is None or loc.reading.time > seen:
-                        latest[patient] = loc.reading.time
-            rows = _prepare(table, _ROWS[table](located, patients))
+                    if seen is None or when > seen:
+                        latest[patient] = when
+            rows = _ROWS[table](split.flat, located, patients)
             _write_table(cur, table, rows, result)
         rejected = [*split.rejected, *extra_rejected]
         write_dead_letters(cur, rejected)

@@ -6,6 +6,7 @@ test run never touches the demo's services nor a system PostgreSQL/Mosquitto.
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,21 +15,31 @@ import pytest
 
 from homevitals.services.mosquitto import LocalMosquitto
 from homevitals.services.postgres import LocalPostgres
-from homevitals.services.system import free_port
+from homevitals.services.system import free_port, pid_alive
 
 REPO = Path(__file__).resolve().parent.parent
-TEST_STATE = REPO / ".homevitals" / "pytest"
+TEST_STATE_ROOT = REPO / ".homevitals" / "pytest"
+
+
+def _clean_stale_runs() -> None:
+    """Stop and remove what interrupted earlier runs left (their pytest pid is gone)."""
+    if not TEST_STATE_ROOT.is_dir():
+        return
+    for run in TEST_STATE_ROOT.iterdir():
+        if run.name.isdigit() and not pid_alive(int(run.name)):
+            LocalMosquitto(run, 0).stop()
+            LocalPostgres(run, 0).stop()
+            shutil.rmtree(run, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
-def services_state_dir() -> Path:
-    # Stop whatever a previous, interrupted run left, then start clean.
-    if TEST_STATE.exists():
-        LocalMosquitto(TEST_STATE, 0).stop()
-        LocalPostgres(TEST_STATE, 0).stop()
-        shutil.rmtree(TEST_STATE)
-    TEST_STATE.mkdir(parents=True)
-    return TEST_STATE
+def services_state_dir() -> Iterator[Path]:
+    """A state directory of this test run alone (concurrent runs don't collide)."""
+    _clean_stale_runs()
+    state = TEST_STATE_ROOT / str(os.getpid())
+    state.mkdir(parents=True)
+    yield state
+    shutil.rmtree(state, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

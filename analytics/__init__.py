@@ -1,0 +1,1 @@
+"""Clinical analytics: glucose and blood-pressure metrics, trends, targets and review rules."""

@@ -1,0 +1,287 @@
+"""Ingest throughput and latency on this machine, against two baselines from the same run.
+
+    .venv/bin/python benchmarks/bench_ingest.py [--readings 300000] [--per-message 100]
+
+Runs its own PostgreSQL+TimescaleDB and Mosquitto (``.homevitals/bench``, free ports).
+Figures printed:
+  raw COPY ceiling  - binary COPY of the same rows from memory into the hypertable
+  naive subscriber  - one reading per message, one INSERT + commit per message
+  homevitals ingest - the real worker (manual acks, batching, COPY), publisher in
+                      another process; readings/s from first publish to last commit
+  latency           - publish -> commit p50/p99 at half the measured maximum rate
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import shutil
+import sys
+import threading
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import paho.mqtt.client as mqtt
+import psycopg
+from paho.mqtt.enums import CallbackAPIVersion
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from device_profiles.model import Component, Kind
+from homevitals.services.mosquitto import LocalMosquitto
+from homevitals.services.postgres import LocalPostgres
+from homevitals.services.system import free_port
+from ingest import wire
+from ingest.columns import GLUCOSE_COLUMNS
+from ingest.migrations import migrate
+from ingest.mqtt_url import parse_mqtt_url
+from ingest.patients import enroll_patient
+from ingest.pipeline import Message
+from ingest.service import IngestConfig, IngestWorker
+
+STATE = Path(__file__).resolve().parent.parent / ".homevitals" / "bench"
+GATEWAY = "gw-bench"
+DEVICES = 10
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def make_readings(n: int, offset: int = 0) -> list[wire.Reading]:
+    out = []
+    for i in range(offset, offset + n):
+        device = f"bench-dev-{i % DEVICES}"
+        seq = i // DEVICES
+        when = T0 + timedelta(minutes=5 * seq)
+        local = when.replace(tzinfo=None).isoformat()
+        out.append(
+            wire.Reading(
+                id=wire.reading_id(device, Kind.CGM, local, seq),
+                device=device,
+                kind=Kind.CGM,
+                time=when,
+                values={Component.GLUCOSE: float(70 + (i * 7) % 200)},
+                device_time=local,
+                seq=seq,
+            )
+        )
+    return out
+
+
+def encode_batches(readings: list[wire.Reading], per_message: int) -> list[bytes]:
+    return [
+        wire.encode(
+            wire.ReadingsBatch(
+                wire.SCHEMA_READINGS, GATEWAY, datetime.now(UTC), readings[i : i + per_message]
+            )
+        )
+        for i in range(0, len(readings), per_message)
+    ]
+
+
+def publisher(url: str, payloads: list[bytes], rate: float | None, times: Any, start: Any) -> None:
+    """Runs in its own process: publish QoS 1, optionally paced, recording publish times."""
+    target = parse_mqtt_url(url)
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client.username_pw_set(target.username, target.password)
+    client.max_inflight_messages_set(1000)
+    client.connect(target.host, target.port)
+    client.loop_start()
+    start.wait()
+    t0 = time.perf_counter()
+    infos = []
+    for i, payload in enumerate(payloads):
+        if rate is not None:
+            delay = t0 + i / rate - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+        times[i] = time.time()
+        infos.append(client.publish(wire.readings_topic(GATEWAY), payload, qos=1))
+    for info in infos:
+        info.wait_for_publish(60)
+    client.disconnect()
+    client.loop_stop()
+
+
+def raw_copy(url: str, readings: list[wire.Reading]) -> float:
+    from ingest.columns import Flat, Origin, glucose_rows
+
+    flat = Flat()
+    flat.add(Origin("", GATEWAY), readings)
+    rows = [
+        (row[0], uuid.UUID(row[1]), *row[2:])
+        for row in glucose_rows(flat, list(range(len(readings))), [1] * len(readings))
+    ]
+    types = ["timestamptz", "uuid", "text", "int8", "text", "float8", "text[]", "int4",
+             "text", "float8", "float8", "text", "text"]  # fmt: skip
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("TRUNCATE glucose")
+        started = time.perf_counter()
+        with conn.cursor() as cur, conn.transaction():
+            columns = ", ".join(GLUCOSE_COLUMNS)
+            with cur.copy(f"COPY glucose ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
+                copy.set_types(types)
+                for row in rows:
+                    copy.write_row(row)
+        elapsed = time.perf_counter() - started
+        conn.execute("TRUNCATE glucose")
+    return len(rows) / elapsed
+
+
+def naive(url: str, mqtt_admin: str, gateway_url: str, n: int) -> float:
+    """One reading per message; one INSERT and one commit per message."""
+    readings = make_readings(n, offset=10_000_000)
+    payloads = encode_batches(readings, 1)
+    done = threading.Event()
+    count = [0]
+    conn = psycopg.connect(url, autocommit=False)
+    target = parse_mqtt_url(mqtt_admin)
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client.username_pw_set(target.username, target.password)
+
+    def on_message(c: Any, u: Any, msg: Any) -> None:
+        batch = wire.decode_batch(msg.payload)
+        for r in batch.readings:
+            conn.execute(
+                "INSERT INTO glucose (time, reading_id, device_id, source, mgdl, sequence, device_time)"
+                " VALUES (%s, %s, %s, 'cgm', %s, %s, %s) ON CONFLICT DO NOTHING",
+                (r.time, r.id, r.device, r.values[Component.GLUCOSE], r.seq, r.device_time),
+            )
+        conn.commit()
+        count[0] += 1
+        if count[0] == len(payloads):
+            done.set()
+
+    client.on_message = on_message
+    client.connect(target.host, target.port)
+    client.subscribe(wire.readings_topic(GATEWAY), qos=1)
+    client.loop_start()
+    time.sleep(0.5)
+    times = mp.Array("d", len(payloads))
+    start = mp.Event()
+    proc = mp.Process(target=publisher, args=(gateway_url, payloads, None, times, start))
+    proc.start()
+    time.sleep(0.5)
+    started = time.perf_counter()
+    start.set()
+    done.wait(600)
+    elapsed = time.perf_counter() - started
+    proc.join()
+    client.disconnect()
+    client.loop_stop()
+    conn.close()
+    return n / elapsed
+
+
+def pipeline(
+    url: str,
+    ingest_url: str,
+    gateway_url: str,
+    readings: list[wire.Reading],
+    per_message: int,
+    rate: float | None,
+) -> tuple[float, np.ndarray[Any, np.dtype[np.float64]]]:
+    payloads = encode_batches(readings, per_message)
+    index = {p: i for i, p in enumerate(payloads)}
+    commit_times = np.zeros(len(payloads))
+    done = threading.Event()
+    committed = [0]
+
+    def on_commit(messages: list[Message]) -> None:
+        now = time.time()
+        for m in messages:
+            i = index.get(m.payload)
+            if i is not None:
+                commit_times[i] = now
+                committed[0] += 1
+        if committed[0] >= len(payloads):
+            done.set()
+
+    worker = IngestWorker(
+        IngestConfig(url, ingest_url, group=f"bench-{uuid.uuid4().hex[:6]}", max_batch_messages=500)
+    )
+    worker.on_commit = on_commit
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    worker.connected.wait(10)
+    time.sleep(0.5)
+    times = mp.Array("d", len(payloads))
+    start = mp.Event()
+    proc = mp.Process(target=publisher, args=(gateway_url, payloads, rate, times, start))
+    proc.start()
+    time.sleep(0.5)
+    started = time.time()
+    start.set()
+    done.wait(900)
+    elapsed = max(commit_times) - started
+    proc.join()
+    worker.stop()
+    thread.join(30)
+    latencies = commit_times - np.frombuffer(times.get_obj())
+    return len(readings) / elapsed, latencies
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--readings", type=int, default=300_000)
+    parser.add_argument("--per-message", type=int, default=100)
+    parser.add_argument("--naive-readings", type=int, default=3_000)
+    args = parser.parse_args()
+
+    if STATE.exists():
+        LocalMosquitto(STATE, 0).stop()
+        LocalPostgres(STATE, 0).stop()
+        shutil.rmtree(STATE)
+    STATE.mkdir(parents=True)
+    pg, broker = LocalPostgres(STATE, free_port()), LocalMosquitto(STATE, free_port())
+    pg.start()
+    broker.start()
+    try:
+        url = pg.create_database("bench")
+        migrate(url)
+        enroll_patient(url, "pt-bench", [GATEWAY])
+        gateway_url = broker.url_for(GATEWAY, "bench-secret")
+        broker.set_user(GATEWAY, "bench-secret")
+        with psycopg.connect(url, autocommit=True) as conn:
+            for d in range(DEVICES):
+                conn.execute(
+                    "INSERT INTO devices (id, gateway_id) VALUES (%s, %s)",
+                    (f"bench-dev-{d}", GATEWAY),
+                )
+        readings = make_readings(args.readings)
+        print(
+            f"readings: {len(readings):,} CGM rows, {args.per_message} per message, {DEVICES} devices"
+        )
+
+        ceiling = raw_copy(url, readings)
+        print(f"raw COPY ceiling:      {ceiling:12,.0f} rows/s")
+        slow = naive(url, broker.admin_url, gateway_url, args.naive_readings)
+        print(
+            f"naive subscriber:      {slow:12,.0f} readings/s  ({args.naive_readings:,} readings)"
+        )
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("TRUNCATE glucose")
+        rate, _ = pipeline(url, broker.url, gateway_url, readings, args.per_message, None)
+        print(f"homevitals ingest:     {rate:12,.0f} readings/s  (publish -> commit, 1 worker)")
+        print(f"  vs naive:            {rate / slow:12.1f} x   (goal >= 50 x)")
+        print(f"  vs raw COPY:         {100 * rate / ceiling:12.1f} %   (goal >= 60 %)")
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("TRUNCATE glucose")
+        half = rate / 2 / args.per_message  # messages/s
+        n_lat = min(len(readings), int(rate / 2 * 10))  # ~10 s at half rate
+        _, lat = pipeline(url, broker.url, gateway_url, readings[:n_lat], args.per_message, half)
+        p50, p99 = np.percentile(lat * 1000, [50, 99])
+        print(
+            f"latency at {rate / 2:,.0f} readings/s: p50 {p50:.0f} ms, p99 {p99:.0f} ms  (goal p99 < 1000 ms)"
+        )
+    finally:
+        broker.stop()
+        pg.stop()
+
+
+if __name__ == "__main__":
+    main()
