@@ -49,6 +49,9 @@ class Component(enum.StrEnum):
     TEMPERATURE = "temperature"  # degC
     CGM_TREND = "cgm_trend"  # (mg/dL)/min
     CGM_QUALITY = "cgm_quality"  # %
+    # Intermediate Cuff Pressure (0x2A36): the live cuff pressure while inflating, never
+    # a blood pressure reading, so it gets its own component instead of SYSTOLIC.
+    CUFF_PRESSURE = "cuff_pressure"  # mmHg
 
 
 class Condition(enum.StrEnum):
@@ -75,6 +78,51 @@ class Condition(enum.StrEnum):
     PULSE_ABOVE_RANGE = "pulse_above_range"
     PULSE_BELOW_RANGE = "pulse_below_range"
     IMPROPER_POSITION = "improper_position"
+    # CGM Sensor Status Annunciation (CGMS §3.2.1.5); battery low, sensor malfunction,
+    # general device fault, temperature and device-range bits reuse the members above.
+    SESSION_STOPPED = "session_stopped"
+    SENSOR_TYPE_INCORRECT = "sensor_type_incorrect"
+    DEVICE_SPECIFIC_ALERT = "device_specific_alert"
+    TIME_SYNC_REQUIRED = "time_sync_required"
+    CALIBRATION_NOT_ALLOWED = "calibration_not_allowed"
+    CALIBRATION_RECOMMENDED = "calibration_recommended"
+    CALIBRATION_REQUIRED = "calibration_required"
+    BELOW_PATIENT_LOW = "below_patient_low"
+    ABOVE_PATIENT_HIGH = "above_patient_high"
+    BELOW_HYPO = "below_hypo"
+    ABOVE_HYPER = "above_hyper"
+    RATE_OF_DECREASE_EXCEEDED = "rate_of_decrease_exceeded"
+    RATE_OF_INCREASE_EXCEEDED = "rate_of_increase_exceeded"
+    # Weight Measurement: weight 0xFFFF "measurement unsuccessful"
+    MEASUREMENT_UNSUCCESSFUL = "measurement_unsuccessful"
+    # PLX Spot-Check Measurement Status (GSS §3.172) and Device and Sensor Status
+    DEVICE_CLOCK_NOT_SET = "device_clock_not_set"
+    MEASUREMENT_ONGOING = "measurement_ongoing"
+    EARLY_ESTIMATED_DATA = "early_estimated_data"
+    VALIDATED_DATA = "validated_data"
+    FULLY_QUALIFIED_DATA = "fully_qualified_data"
+    DATA_FROM_STORAGE = "data_from_storage"
+    DEMONSTRATION_DATA = "demonstration_data"
+    TESTING_DATA = "testing_data"
+    CALIBRATION_ONGOING = "calibration_ongoing"
+    MEASUREMENT_UNAVAILABLE = "measurement_unavailable"
+    QUESTIONABLE_MEASUREMENT = "questionable_measurement"
+    INVALID_MEASUREMENT = "invalid_measurement"
+    EXTENDED_DISPLAY_UPDATE_ONGOING = "extended_display_update_ongoing"
+    EQUIPMENT_MALFUNCTION = "equipment_malfunction"
+    SIGNAL_PROCESSING_IRREGULARITY = "signal_processing_irregularity"
+    INADEQUATE_SIGNAL = "inadequate_signal"
+    POOR_SIGNAL = "poor_signal"
+    LOW_PERFUSION = "low_perfusion"
+    ERRATIC_SIGNAL = "erratic_signal"
+    NONPULSATILE_SIGNAL = "nonpulsatile_signal"
+    QUESTIONABLE_PULSE = "questionable_pulse"
+    SIGNAL_ANALYSIS_ONGOING = "signal_analysis_ongoing"
+    SENSOR_INTERFERENCE = "sensor_interference"
+    SENSOR_UNCONNECTED = "sensor_unconnected"
+    UNKNOWN_SENSOR = "unknown_sensor"
+    SENSOR_DISPLACED = "sensor_displaced"
+    SENSOR_DISCONNECTED = "sensor_disconnected"
 
 
 class SpecialValue(enum.StrEnum):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from datetime import UTC, datetime
 from typing import Any
 
@@ -181,9 +182,7 @@ def validate(flat: Flat, known_devices: set[str], now: datetime) -> Split:
             full[rows] = column
             reject(
                 np.isin(np.arange(n), rows[bad]),
-                lambda i, c=component, f=full, lo=low, hi=high: (
-                    f"implausible {c.value} {f[i]:g} (allowed {lo:g}..{hi:g})"
-                ),
+                partial(_implausible, component.value, full, low, high),
             )
     kinds = np.fromiter((KIND_CODE[r.kind] for r in readings), np.int8, n)
     no_value_ok = np.fromiter(
@@ -196,7 +195,8 @@ def validate(flat: Flat, known_devices: set[str], now: datetime) -> Split:
             missing = of_kind & ~has
             if kind in (Kind.GLUCOSE, Kind.CGM):
                 missing &= ~no_value_ok
-            reject(missing, lambda i, k=kind, c=component: f"{k.value} reading without {c.value}")
+            reason = f"{kind.value} reading without {component.value}"
+            reject(missing, partial(_same, reason))
     unknown = np.fromiter((r.device not in known_devices for r in readings), bool, n)
     reject(
         unknown,
@@ -222,6 +222,16 @@ def validate(flat: Flat, known_devices: set[str], now: datetime) -> Split:
 
 
 KIND_CODE: dict[Kind, int] = {kind: code for code, kind in enumerate(Kind)}
+
+
+def _implausible(
+    name: str, column: np.ndarray[Any, np.dtype[np.float64]], low: float, high: float, i: int
+) -> str:
+    return f"implausible {name} {column[i]:g} (allowed {low:g}..{high:g})"
+
+
+def _same(reason: str, i: int) -> str:
+    return reason
 
 
 def glucose_rows(flat: Flat, idx: list[int], patients: list[int | None]) -> list[tuple[Any, ...]]:
