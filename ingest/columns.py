@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import partial
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import msgspec
@@ -195,8 +195,7 @@ def validate(flat: Flat, known_devices: set[str], now: datetime) -> Split:
             missing = of_kind & ~has
             if kind in (Kind.GLUCOSE, Kind.CGM):
                 missing &= ~no_value_ok
-            reason = f"{kind.value} reading without {component.value}"
-            reject(missing, partial(_same, reason))
+            reject(missing, partial(_same, f"{kind.value} reading without {component.value}"))
     unknown = np.fromiter((r.device not in known_devices for r in readings), bool, n)
     reject(
         unknown,
