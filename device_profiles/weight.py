@@ -1,0 +1,176 @@
+"""Weight Scale Service (0x181D): Weight Measurement (0x2A9D).
+
+References: Weight Scale Service v1.0 §3.1; GSS §3.241 Weight Measurement.
+
+Layout: flags u8 (b0 imperial, b1 time stamp, b2 user id, b3 BMI and height), weight
+u16 (0.005 kg or 0.01 lb), [time stamp 7], [user id u8, 255 unknown], [BMI u16 0.1
+kg/m², height u16 0.001 m or 0.1 in].
+
+* Canonical units: kg (``lb × KG_PER_LB``) and m (``in × 0.0254``); the device values
+  are kept as ``original_*`` (UCUM ``kg``/``[lb_av]``, ``m``/``[in_i]``);
+  ``details["units"]`` is the :class:`WeightUnits` system.
+* Weight 0xFFFF is "measurement unsuccessful": the weight Quantity has no value
+  (``special=SpecialValue.NAN``) and ``Condition.MEASUREMENT_UNSUCCESSFUL`` is set.
+* ``details["user_id"]``: id, None for 255 "unknown user", absent when not sent.
+* Reserved flag bits b4-b7 are ignored; trailing bytes are rejected unless one is set.
+"""
+
+from __future__ import annotations
+
+import enum
+from decimal import Decimal
+from struct import Struct
+
+from device_profiles._wire import U8, U16, check_end, need
+from device_profiles.date_time import DATE_TIME_SIZE, encode_date_time, parse_date_time
+from device_profiles.errors import UnrepresentableValueError
+from device_profiles.model import (
+    KG_PER_LB,
+    Component,
+    Condition,
+    DetailValue,
+    Kind,
+    Measurement,
+    Quantity,
+    SpecialValue,
+)
+
+__all__ = ["WeightUnits", "encode_weight_measurement", "parse_weight_measurement"]
+
+NAME = "Weight Measurement (0x2A9D)"
+UNSUCCESSFUL = 0xFFFF
+UNKNOWN_USER = 0xFF
+M_PER_IN = Decimal("0.0254")
+_BMI_HEIGHT = Struct("<HH")
+
+_F_IMPERIAL = 0x01
+_F_TIME = 0x02
+_F_USER = 0x04
+_F_BMI_HEIGHT = 0x08
+_F_RFU = 0xF0
+
+
+class WeightUnits(enum.StrEnum):
+    SI = "SI"  # kg, m
+    IMPERIAL = "imperial"  # lb, in
+
+
+# (resolution, UCUM unit) of weight and height per unit system.
+_WEIGHT = {
+    WeightUnits.SI: (Decimal("0.005"), "kg"),
+    WeightUnits.IMPERIAL: (Decimal("0.01"), "[lb_av]"),
+}
+_HEIGHT = {
+    WeightUnits.SI: (Decimal("0.001"), "m"),
+    WeightUnits.IMPERIAL: (Decimal("0.1"), "[in_i]"),
+}
+_BMI_RESOLUTION = Decimal("0.1")
+
+
+def _weight(raw: int, units: WeightUnits) -> Quantity:
+    resolution, unit = _WEIGHT[units]
+    if raw == UNSUCCESSFUL:
+        return Quantity(None, "kg", None, unit, SpecialValue.NAN)
+    original = raw * resolution
+    canonical = float(original) if units is WeightUnits.SI else float(original) * KG_PER_LB
+    return Quantity(canonical, "kg", float(original), unit)
+
+
+def _height(raw: int, units: WeightUnits) -> Quantity:
+    resolution, unit = _HEIGHT[units]
+    original = raw * resolution
+    canonical = original if units is WeightUnits.SI else original * M_PER_IN
+    return Quantity(float(canonical), "m", float(original), unit)
+
+
+def parse_weight_measurement(data: bytes) -> Measurement:
+    """Decode a Weight Measurement indication (GSS §3.241)."""
+    need(NAME, data, 0, 3, "flags_weight")
+    flags = data[0]
+    units = WeightUnits.IMPERIAL if flags & _F_IMPERIAL else WeightUnits.SI
+    raw_weight = U16.unpack_from(data, 1)[0]
+    values = {Component.WEIGHT: _weight(raw_weight, units)}
+    details: dict[str, DetailValue] = {"units": units}
+    offset = 3
+    device_time = None
+    if flags & _F_TIME:
+        device_time = parse_date_time(data, offset, characteristic=NAME, field="time_stamp")
+        offset += DATE_TIME_SIZE
+    if flags & _F_USER:
+        need(NAME, data, offset, 1, "user_id")
+        details["user_id"] = None if data[offset] == UNKNOWN_USER else data[offset]
+        offset += 1
+    if flags & _F_BMI_HEIGHT:
+        need(NAME, data, offset, 4, "bmi_height")
+        bmi, height = _BMI_HEIGHT.unpack_from(data, offset)
+        offset += 4
+        values[Component.BMI] = Quantity(
+            float(bmi * _BMI_RESOLUTION), "kg/m2", float(bmi * _BMI_RESOLUTION), "kg/m2"
+        )
+        values[Component.HEIGHT] = _height(height, units)
+    check_end(NAME, data, offset, rfu_flags=bool(flags & _F_RFU))
+    conditions = (
+        frozenset({Condition.MEASUREMENT_UNSUCCESSFUL})
+        if raw_weight == UNSUCCESSFUL
+        else frozenset()
+    )
+    return Measurement(
+        kind=Kind.WEIGHT,
+        values=values,
+        device_time=device_time,
+        conditions=conditions,
+        details=details,
+    )
+
+
+def _raw(q: Quantity | None, resolution: Decimal, what: str, limit: int = 0xFFFF) -> int:
+    if q is None or q.original_value is None:
+        raise UnrepresentableValueError(f"{NAME}: missing {what}")
+    scaled = Decimal(repr(q.original_value)) / resolution
+    if scaled != scaled.to_integral_value() or not 0 <= scaled < limit:
+        raise UnrepresentableValueError(
+            f"{NAME}: {what} {q.original_value} is not a multiple of {resolution} in range"
+        )
+    return int(scaled)
+
+
+def encode_weight_measurement(m: Measurement) -> bytes:
+    """Inverse of :func:`parse_weight_measurement`."""
+    if m.kind is not Kind.WEIGHT:
+        raise UnrepresentableValueError(f"{NAME}: kind {m.kind} is not weight")
+    try:
+        units = WeightUnits(str(m.details.get("units", WeightUnits.SI)))
+    except ValueError:
+        raise UnrepresentableValueError(f"{NAME}: units {m.details.get('units')!r}") from None
+    flags = _F_IMPERIAL if units is WeightUnits.IMPERIAL else 0
+    weight = m.values.get(Component.WEIGHT)
+    if m.conditions - {Condition.MEASUREMENT_UNSUCCESSFUL}:
+        raise UnrepresentableValueError(f"{NAME}: cannot encode {sorted(m.conditions)}")
+    unsuccessful = Condition.MEASUREMENT_UNSUCCESSFUL in m.conditions
+    if unsuccessful != (weight is not None and weight.special is not None):
+        raise UnrepresentableValueError(f"{NAME}: MEASUREMENT_UNSUCCESSFUL iff weight has no value")
+    raw_weight = UNSUCCESSFUL if unsuccessful else _raw(weight, _WEIGHT[units][0], "weight")
+    parts = [b"", U16.pack(raw_weight)]
+    if m.device_time is not None:
+        flags |= _F_TIME
+        parts.append(encode_date_time(m.device_time))
+    if "user_id" in m.details:
+        user = m.details["user_id"]
+        user = UNKNOWN_USER if user is None else user
+        if not isinstance(user, int) or isinstance(user, bool) or not 0 <= user <= UNKNOWN_USER:
+            raise UnrepresentableValueError(f"{NAME}: user id {user!r} not in 0..254 or None")
+        flags |= _F_USER
+        parts.append(U8.pack(user))
+    bmi, height = m.values.get(Component.BMI), m.values.get(Component.HEIGHT)
+    if (bmi is None) != (height is None):
+        raise UnrepresentableValueError(f"{NAME}: BMI and height come together")
+    if bmi is not None:
+        flags |= _F_BMI_HEIGHT
+        parts.append(
+            _BMI_HEIGHT.pack(
+                _raw(bmi, _BMI_RESOLUTION, "BMI", 0x10000),
+                _raw(height, _HEIGHT[units][0], "height", 0x10000),
+            )
+        )
+    parts[0] = U8.pack(flags)
+    return b"".join(parts)
