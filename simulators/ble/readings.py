@@ -1,0 +1,195 @@
+"""Readings a simulated device holds in memory, and their JSON-lines file format.
+
+One JSON object per line; blank lines and lines starting with ``#`` are ignored::
+
+    {"device_time": "2026-11-20T07:30:00", "mg_dl": 112, "sequence": 1}
+    {"device_time": "2026-11-20T12:05:00", "mmol_l": 9.4, "conditions": ["battery_low"]}
+    {"device_time": "2026-11-20T07:31:00", "systolic": 131, "diastolic": 84, "pulse": 71}
+
+Glucose: ``mg_dl`` or ``mmol_l`` (or neither, for a status-only record), optional
+``sequence`` (the meter numbers records without one), ``sample_type`` /
+``sample_location`` (``device_profiles.glucose`` names), ``time_offset_minutes``.
+Blood pressure: ``systolic``, ``diastolic`` (mmHg), optional ``mean_arterial``,
+``pulse``, ``user_id``.  Both: ``device_time`` is the device's own local clock reading
+(ISO, no zone), ``conditions`` are :class:`device_profiles.model.Condition` values.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from device_profiles.model import Condition, Kind
+
+__all__ = [
+    "Reading",
+    "ReadingFormatError",
+    "dump_readings",
+    "load_readings",
+    "parse_lines",
+    "reading_from_json",
+]
+
+
+class ReadingFormatError(ValueError):
+    """A readings line that is not a valid reading."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """One stored reading, before the device encodes it."""
+
+    kind: Kind
+    device_time: datetime | None
+    mg_dl: float | None = None
+    mmol_l: float | None = None
+    systolic: float | None = None
+    diastolic: float | None = None
+    mean_arterial: float | None = None
+    pulse: float | None = None
+    user_id: int | None = None
+    sequence: int | None = None
+    time_offset_minutes: int | None = None
+    sample_type: str | None = None
+    sample_location: str | None = None
+    conditions: frozenset[Condition] = frozenset()
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"kind": self.kind.value}
+        for key in (
+            "mg_dl",
+            "mmol_l",
+            "systolic",
+            "diastolic",
+            "mean_arterial",
+            "pulse",
+            "user_id",
+            "sequence",
+            "time_offset_minutes",
+            "sample_type",
+            "sample_location",
+        ):
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = value
+        if self.device_time is not None:
+            out["device_time"] = self.device_time.isoformat()
+        if self.conditions:
+            out["conditions"] = sorted(c.value for c in self.conditions)
+        return out
+
+
+_GLUCOSE_KEYS = {"mg_dl", "mmol_l", "sample_type", "sample_location", "sequence"}
+_BP_KEYS = {"systolic", "diastolic", "mean_arterial", "pulse", "user_id"}
+
+
+def _number(obj: Mapping[str, Any], key: str) -> float | None:
+    value = obj.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ReadingFormatError(f"{key} must be a number, got {value!r}")
+    return float(value) if isinstance(value, float) else value
+
+
+def _int(obj: Mapping[str, Any], key: str) -> int | None:
+    value = obj.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ReadingFormatError(f"{key} must be an integer, got {value!r}")
+    return value
+
+
+def _str(obj: Mapping[str, Any], key: str) -> str | None:
+    value = obj.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ReadingFormatError(f"{key} must be a string, got {value!r}")
+    return value
+
+
+def reading_from_json(obj: Mapping[str, Any]) -> Reading:
+    """Validate one decoded JSON object into a :class:`Reading`."""
+    kind_text = _str(obj, "kind")
+    if kind_text is not None:
+        try:
+            kind = Kind(kind_text)
+        except ValueError:
+            raise ReadingFormatError(f"unknown kind {kind_text!r}") from None
+    elif _BP_KEYS & obj.keys():
+        kind = Kind.BLOOD_PRESSURE
+    elif _GLUCOSE_KEYS & obj.keys():
+        kind = Kind.GLUCOSE
+    else:
+        raise ReadingFormatError(f"cannot tell the kind of reading: {dict(obj)!r}")
+    if kind not in (Kind.GLUCOSE, Kind.BLOOD_PRESSURE):
+        raise ReadingFormatError(f"simulated devices hold glucose or blood pressure, not {kind}")
+    time_text = _str(obj, "device_time")
+    try:
+        device_time = datetime.fromisoformat(time_text) if time_text else None
+    except ValueError:
+        raise ReadingFormatError(f"device_time {time_text!r} is not ISO 8601") from None
+    if device_time is not None and device_time.tzinfo is not None:
+        raise ReadingFormatError("device_time is the device's local clock: give it without zone")
+    raw_conditions = obj.get("conditions", [])
+    if not isinstance(raw_conditions, list):
+        raise ReadingFormatError("conditions must be a list")
+    try:
+        conditions = frozenset(Condition(c) for c in raw_conditions)
+    except ValueError as e:
+        raise ReadingFormatError(str(e)) from None
+    reading = Reading(
+        kind=kind,
+        device_time=device_time,
+        mg_dl=_number(obj, "mg_dl"),
+        mmol_l=_number(obj, "mmol_l"),
+        systolic=_number(obj, "systolic"),
+        diastolic=_number(obj, "diastolic"),
+        mean_arterial=_number(obj, "mean_arterial"),
+        pulse=_number(obj, "pulse"),
+        user_id=_int(obj, "user_id"),
+        sequence=_int(obj, "sequence"),
+        time_offset_minutes=_int(obj, "time_offset_minutes"),
+        sample_type=_str(obj, "sample_type"),
+        sample_location=_str(obj, "sample_location"),
+        conditions=conditions,
+    )
+    if kind is Kind.BLOOD_PRESSURE and (reading.systolic is None or reading.diastolic is None):
+        raise ReadingFormatError("a blood pressure reading needs systolic and diastolic")
+    if reading.sequence is not None and not 0 <= reading.sequence <= 0xFFFF:
+        raise ReadingFormatError(f"sequence {reading.sequence} is not a u16")
+    return reading
+
+
+def parse_lines(lines: Iterable[str], source: str = "<readings>") -> list[Reading]:
+    out: list[Reading] = []
+    for n, line in enumerate(lines, 1):
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        try:
+            obj = json.loads(text)
+            if not isinstance(obj, dict):
+                raise ReadingFormatError("each line must be a JSON object")
+            out.append(reading_from_json(obj))
+        except (ValueError, ReadingFormatError) as e:
+            raise ReadingFormatError(f"{source}:{n}: {e}") from None
+    return out
+
+
+def load_readings(path: Path) -> list[Reading]:
+    """Read a JSON-lines readings file."""
+    with path.open(encoding="utf-8") as f:
+        return parse_lines(f, str(path))
+
+
+def dump_readings(readings: Iterable[Reading], path: Path) -> None:
+    with path.open("w", encoding="utf-8") as f:
+        for r in readings:
+            f.write(json.dumps(r.to_json()) + "\n")

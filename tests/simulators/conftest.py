@@ -1,0 +1,89 @@
+"""BLE test bed fixtures: a private D-Bus + patched bluezoo, and simulated devices.
+
+``DBUS_SYSTEM_BUS_ADDRESS`` is set in ``os.environ`` before any test touches bleak: bleak
+connects its BlueZ manager (once per event loop) to whatever that variable says.  Each
+test keeps its bleak use inside one ``asyncio.run``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from datetime import datetime
+
+import pytest
+
+from device_profiles.model import Kind
+from simulators.ble import DeviceFleet, DeviceProcess, DeviceSpec, Reading
+from simulators.ble.testing import Central, bp_readings, glucose_readings
+from simulators.testbed import Testbed, TestbedInfo, env_for
+
+DEVICE_ADAPTERS = 8
+
+
+# The session's devices, by role.  Tests that change a device's state own it alone.
+SPECS: dict[str, DeviceSpec] = {
+    "reader": DeviceSpec("glucose-meter", "hci1", readings=glucose_readings(10)),
+    "deleter": DeviceSpec(
+        "glucose-meter", "hci2", readings=glucose_readings(10), enforce_bonding=False
+    ),
+    "aborter": DeviceSpec(
+        "glucose-meter",
+        "hci3",
+        readings=glucose_readings(200),
+        record_interval_s=0.01,
+        enforce_bonding=False,
+    ),
+    "cuff": DeviceSpec("bp-cuff-unsent-only", "hci4", readings=bp_readings(3)),
+    "settable": DeviceSpec(
+        "glucose-meter-ignores-filter", "hci5", readings=glucose_readings(5), clock_skew_s=3600
+    ),
+    "pairing": DeviceSpec("glucose-meter", "hci6", readings=glucose_readings(2)),
+    "standard_cuff": DeviceSpec("bp-cuff", "hci7", readings=bp_readings(1), enforce_bonding=False),
+    "month13": DeviceSpec(
+        "glucose-meter-month13",
+        "hci8",
+        readings=(
+            Reading(Kind.GLUCOSE, datetime(2026, 12, 5, 8, 0), mg_dl=100.0),  # sent truncated
+            Reading(Kind.GLUCOSE, datetime(2027, 1, 5, 8, 0), mg_dl=101.0),  # month 13
+            Reading(Kind.GLUCOSE, datetime(2027, 2, 5, 8, 0), mg_dl=102.0),
+        ),
+        malformed=True,
+        enforce_bonding=False,
+    ),
+}
+
+
+@pytest.fixture(scope="session")
+def ble_testbed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestbedInfo]:
+    if shutil.which("dbus-daemon") is None:
+        pytest.skip("dbus-daemon not installed (Debian package dbus)")
+    state = tmp_path_factory.mktemp("ble")
+    previous = os.environ.get("DBUS_SYSTEM_BUS_ADDRESS")
+    with Testbed(state, DEVICE_ADAPTERS) as bed:
+        os.environ.update(env_for(bed.info))
+        try:
+            yield bed.info
+        finally:
+            if previous is None:
+                os.environ.pop("DBUS_SYSTEM_BUS_ADDRESS", None)
+            else:
+                os.environ["DBUS_SYSTEM_BUS_ADDRESS"] = previous
+
+
+@pytest.fixture(scope="session")
+def ble_fleet(ble_testbed: TestbedInfo) -> Iterator[DeviceFleet]:
+    with DeviceFleet(ble_testbed) as fleet:
+        fleet.start_many(list(SPECS.values()))
+        yield fleet
+
+
+@pytest.fixture(scope="session")
+def ble_devices(ble_fleet: DeviceFleet) -> dict[str, DeviceProcess]:
+    return {role: ble_fleet.devices[spec.adapter] for role, spec in SPECS.items()}
+
+
+@pytest.fixture
+def central(ble_testbed: TestbedInfo, ble_devices: dict[str, DeviceProcess]) -> Central:
+    return Central(ble_testbed)
