@@ -48,6 +48,7 @@ def echo_json(data: object) -> None:
         "status": ("homevitals.cli_ingest", "status"),
         "decode": ("homevitals.cli_decode", "decode"),
         "patients": ("homevitals.cli_ingest", "patients"),
+        "simulate": ("homevitals.cli_simulate", "simulate"),
     },
 )
 @click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")

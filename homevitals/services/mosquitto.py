@@ -153,6 +153,20 @@ class LocalMosquitto:
         self._write_users(users)
         self.reload()
 
+    def set_users(self, accounts: dict[str, str]) -> None:
+        """Add or replace many credentials with one rewrite and one reload."""
+        users = self._read_users()
+        for username, password in accounts.items():
+            users[username] = hash_password(password)
+        self._write_users(users)
+        self.reload()
+
+    def provision_gateway(self, gateway_id: str) -> str:
+        """Credentials for a gateway (username = gateway id); returns its broker URL."""
+        password = self.password_for(gateway_id)
+        self.set_user(gateway_id, password)
+        return self.url_for(gateway_id, password)
+
     def remove_user(self, username: str) -> None:
         users = self._read_users()
         if users.pop(username, None) is not None:
