@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import stats  # no scipy-stubs in the venv
+from scipy import stats
 
 from analytics.metrics._frame import (
     FloatArray,

@@ -29,7 +29,7 @@ from datetime import date, timedelta
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy import signal  # no stubs in the venv
+from scipy import signal
 
 from device_profiles.model import MGDL_PER_MMOLL
 from simulators.patients.adherence import AdherencePlan
