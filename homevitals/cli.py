@@ -49,6 +49,10 @@ def echo_json(data: object) -> None:
         "decode": ("homevitals.cli_decode", "decode"),
         "patients": ("homevitals.cli_ingest", "patients"),
         "simulate": ("homevitals.cli_simulate", "simulate"),
+        "gateway": ("gateway.cli", "gateway"),
+        "api": ("homevitals.cli_api", "api"),
+        "demo": ("homevitals.demo", "demo"),
+        "analytics": ("homevitals.cli_analytics", "analytics"),
     },
 )
 @click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")

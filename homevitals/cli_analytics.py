@@ -53,7 +53,7 @@ def summary(patient: str, start: str | None, end: str | None, as_json: bool) -> 
     import psycopg
 
     from analytics.store import resolve_patient
-    from analytics.summary import bp_summary, glucose_summary, to_jsonable
+    from analytics.summary import bp_summary, glucose_summary
 
     now = datetime.now(UTC)
     until = _parse_when(end, now)
@@ -70,8 +70,8 @@ def summary(patient: str, start: str | None, end: str | None, as_json: bool) -> 
             "patient": patient,
             "from": since.isoformat(),
             "to": until.isoformat(),
-            "glucose": to_jsonable(glucose_summary(conn, patient_id, since, until)),
-            "blood_pressure": to_jsonable(bp_summary(conn, patient_id, since, until)),
+            "glucose": glucose_summary(conn, patient_id, since, until).model_dump(mode="json"),
+            "blood_pressure": bp_summary(conn, patient_id, since, until).model_dump(mode="json"),
         }
     if as_json:
         echo_json(report)

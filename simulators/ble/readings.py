@@ -23,10 +23,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from device_profiles.model import Condition, Kind
+from device_profiles.model import Component, Condition, Kind, Measurement
 
 __all__ = [
     "Reading",
+    "reading_from_measurement",
     "ReadingFormatError",
     "dump_readings",
     "load_readings",
@@ -193,3 +194,36 @@ def dump_readings(readings: Iterable[Reading], path: Path) -> None:
     with path.open("w", encoding="utf-8") as f:
         for r in readings:
             f.write(json.dumps(r.to_json()) + "\n")
+
+
+def reading_from_measurement(m: Measurement) -> Reading:
+    """A simulated patient's measurement as a device's stored record (meter or cuff)."""
+    if m.kind in (Kind.GLUCOSE, Kind.CGM):
+        q = m.values.get(Component.GLUCOSE)
+        mmol = q is not None and q.original_unit == "mmol/L"
+        sample_type = m.details.get("sample_type")
+        location = m.details.get("sample_location")
+        return Reading(
+            kind=Kind.GLUCOSE,
+            device_time=m.device_time,
+            mg_dl=None if q is None or mmol else q.original_value,
+            mmol_l=q.original_value if q is not None and mmol else None,
+            sequence=m.sequence,
+            time_offset_minutes=m.time_offset_minutes,
+            sample_type=sample_type if isinstance(sample_type, str) else None,
+            sample_location=location if isinstance(location, str) else None,
+            conditions=m.conditions,
+        )
+    if m.kind is Kind.BLOOD_PRESSURE:
+        user = m.details.get("user_id")
+        return Reading(
+            kind=Kind.BLOOD_PRESSURE,
+            device_time=m.device_time,
+            systolic=m.value(Component.SYSTOLIC),
+            diastolic=m.value(Component.DIASTOLIC),
+            mean_arterial=m.value(Component.MEAN_ARTERIAL),
+            pulse=m.value(Component.PULSE),
+            user_id=user if isinstance(user, int) and not isinstance(user, bool) else None,
+            conditions=m.conditions,
+        )
+    raise ReadingFormatError(f"no simulated device stores {m.kind.value} readings")

@@ -1,0 +1,402 @@
+"""``homevitals demo``: the whole pipeline on simulated devices, end to end.
+
+Services -> BLE test bed -> simulated meters and cuffs holding three patients' last weeks
+-> one gateway per home pairs and syncs them -> MQTT -> ingest -> TimescaleDB ->
+analytics -> API and dashboard.  Then each patient "measures" live: a severe low and a
+hypertensive crisis arrive through the same path and raise urgent flags in seconds.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import IO, Any
+from zoneinfo import ZoneInfo
+
+import click
+import psycopg
+from rich.console import Console
+from rich.table import Table
+
+from homevitals.config import Settings, load_settings
+
+CLINIC_TZ = "America/New_York"
+CLINICIAN = "dr.demo"
+console = Console(highlight=False)
+
+
+@dataclass(frozen=True, slots=True)
+class DemoPatient:
+    external_id: str
+    name: str
+    scenario: str
+    days: int
+    live_glucose: float | None = None  # a fingerstick taken during the demo
+    live_bp: tuple[float, float, float] | None = None  # systolic, diastolic, pulse
+
+
+PATIENTS = (
+    DemoPatient("demo-001", "Ana Alvarez", "severe_hypo", 30, live_glucose=48.0),
+    DemoPatient("demo-002", "Ben Brooks", "hypertensive_crisis", 30, live_bp=(192.0, 124.0, 96.0)),
+    DemoPatient("demo-003", "Cleo Chen", "rising_fasting", 35),
+)
+
+
+@dataclass(slots=True)
+class Home:
+    """One patient's home: a gateway and the devices paired to it."""
+
+    patient: DemoPatient
+    gateway_id: str
+    adapter: str
+    devices: list[tuple[str, str, int]] = field(default_factory=list)  # adapter, kind, records
+
+
+class Processes:
+    """Child processes of the demo, each logging to its own file; stopped together."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.running: dict[str, subprocess.Popen[bytes]] = {}
+        self._logs: list[IO[bytes]] = []
+
+    def start(self, name: str, argv: list[str], env: dict[str, str]) -> None:
+        log = (self.log_dir / f"{name}.log").open("ab")
+        self._logs.append(log)
+        self.running[name] = subprocess.Popen(
+            argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+
+    def run(self, name: str, argv: list[str], env: dict[str, str], timeout: float) -> int:
+        with (self.log_dir / f"{name}.log").open("ab") as log:
+            return subprocess.run(
+                argv, stdout=log, stderr=subprocess.STDOUT, env=env, timeout=timeout, check=False
+            ).returncode
+
+    def check(self) -> None:
+        for name, proc in self.running.items():
+            if proc.poll() is not None:
+                raise click.ClickException(
+                    f"{name} exited with {proc.returncode}; see {self.log_dir / name}.log"
+                )
+
+    def stop_all(self) -> None:
+        for proc in self.running.values():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for proc in self.running.values():
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        self.running.clear()
+        for log in self._logs:
+            log.close()
+
+
+def _homevitals(*args: str) -> list[str]:
+    return [sys.executable, "-m", "homevitals", *args]
+
+
+def _wait(what: str, predicate: Callable[[], bool], timeout: float, processes: Processes) -> None:
+    deadline = time.monotonic() + timeout
+    with console.status(what):
+        while not predicate():
+            processes.check()
+            if time.monotonic() > deadline:
+                raise click.ClickException(f"timed out: {what}")
+            time.sleep(0.5)
+
+
+def _count(url: str, sql: str, params: tuple[Any, ...] = ()) -> int:
+    with psycopg.connect(url) as conn:
+        row = conn.execute(sql.encode(), params).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _device_readings(patient: DemoPatient) -> dict[str, list[Any]]:
+    """The patient's simulated history, ending yesterday, per device kind."""
+    from device_profiles.model import Kind
+    from simulators.ble.readings import reading_from_measurement
+    from simulators.scenarios import run_scenario
+
+    start = datetime.now(ZoneInfo(CLINIC_TZ)).date() - timedelta(days=patient.days)
+    result = run_scenario(patient.scenario, days=patient.days, seed=7, start=start)
+    out: dict[str, list[Any]] = {}
+    for kind, profile in ((Kind.GLUCOSE, "glucose-meter"), (Kind.BLOOD_PRESSURE, "bp-cuff")):
+        if kind in result.devices:
+            out[profile] = [reading_from_measurement(m) for m in result.measurements(kind)]
+    return out
+
+
+def _set_up_people(url: str, homes: list[Home], password: str) -> None:
+    from api.bootstrap import add_to_panel, create_user
+    from ingest.patients import attach_gateway, upsert_patient
+
+    with psycopg.connect(url, autocommit=True) as conn, conn.transaction():
+        create_user(conn, CLINICIAN, password, "clinician", display_name="Dr. Demo")
+        for home in homes:
+            p = home.patient
+            pid = upsert_patient(
+                conn,
+                p.external_id,
+                CLINIC_TZ,
+                p.name,
+                mrn=f"MRN-{p.external_id}",
+                birth_date=date(1970, 1, 1),
+            )
+            attach_gateway(conn, home.gateway_id, pid)
+            add_to_panel(conn, CLINICIAN, pid)
+
+
+def _summary(url: str, api_url: str, password: str, elapsed: float) -> None:
+    from ingest.status import ingest_counts
+
+    counts = ingest_counts(url)
+    table = Table(title="Readings ingested", show_edge=False)
+    table.add_column("kind")
+    table.add_column("readings", justify="right")
+    for kind, n in counts["readings"].items():
+        table.add_row(kind, f"{n:,}")
+    table.add_row("dead letters (open)", str(counts["dead_letters"].get("open", 0)))
+    console.print(table)
+    flags = Table(title="Flags for review", show_edge=False)
+    for column in ("patient", "rule", "severity", "status", "opened"):
+        flags.add_column(column)
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT p.external_id || ' ' || coalesce(p.given_name, ''), f.rule_id, f.severity, f.status,"
+            " to_char(f.opened_at AT TIME ZONE 'UTC', 'HH24:MI:SS')"
+            " FROM flags f JOIN patients p ON p.id = f.patient_id WHERE p.external_id LIKE 'demo-%'"
+            " ORDER BY array_position(ARRAY['urgent','high','medium','low'], f.severity), f.opened_at"
+        ).fetchall()
+    for row in rows:
+        flags.add_row(*(str(v) for v in row))
+    console.print(flags)
+    console.print(
+        f"\n[bold]Dashboard:[/bold] {api_url}/dashboard/   (sign in as {CLINICIAN} / {password})"
+    )
+    console.print(
+        f"[bold]API docs:[/bold]  {api_url}/api/v1/docs    [bold]FHIR:[/bold] {api_url}/fhir/metadata"
+    )
+    console.print(f"({elapsed:.0f} s from start)")
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+@click.command()
+@click.option(
+    "--once", is_flag=True, help="Run the pipeline, print the summary and exit (scripts, CI)."
+)
+def demo(once: bool) -> None:
+    """Run the whole pipeline on simulated BLE devices and keep serving until Ctrl-C."""
+    from device_profiles.model import Kind
+    from homevitals.services.manager import local_mosquitto, local_postgres
+    from homevitals.services.manager import up as services_up
+    from homevitals.services.system import read_or_create_secret
+    from simulators import testbed as tb
+    from simulators.ble.fleet import DeviceFleet
+    from simulators.ble.readings import Reading
+    from simulators.ble.spec import DeviceSpec
+
+    started = time.monotonic()
+    settings: Settings = load_settings()
+    state = settings.state_dir.resolve()
+    were_running = (
+        settings.uses_local_database and local_postgres(settings).pid() is not None,
+        settings.uses_local_broker and local_mosquitto(settings).pid() is not None,
+    )
+    console.rule("[bold]HomeVitals demo")
+    with console.status("starting PostgreSQL+TimescaleDB and Mosquitto"):
+        found = services_up(settings)
+    console.print(
+        f"services: TimescaleDB {found.timescaledb_version} ({found.timescaledb_edition}), MQTT {settings.mqtt_port}"
+    )
+
+    demo_dir = state / "demo"
+    shutil.rmtree(demo_dir, ignore_errors=True)  # fresh gateways for freshly simulated devices
+    (demo_dir / "logs").mkdir(parents=True)
+    os.environ["TZ"] = CLINIC_TZ  # device clocks run on the patients' local time
+    time.tzset()
+
+    homes: list[Home] = []
+    specs: list[DeviceSpec] = []
+    histories = {p.external_id: _device_readings(p) for p in PATIENTS}
+    n_devices = sum(len(h) for h in histories.values())
+    info = tb.testbed_up(state / "ble", n_devices + len(PATIENTS) - 1)
+    adapters = [a.name for a in info.device_adapters]
+    gateway_adapters = [info.gateway_adapter, *adapters[n_devices:]]
+    for i, patient in enumerate(PATIENTS):
+        home = Home(patient, f"demo-gw-{i + 1:03d}", gateway_adapters[i])
+        for profile, readings in histories[patient.external_id].items():
+            adapter = adapters.pop(0)
+            specs.append(
+                DeviceSpec(profile, adapter, readings=tuple(readings), enforce_bonding=True)
+            )
+            home.devices.append((adapter, profile, len(readings)))
+        homes.append(home)
+
+    password = read_or_create_secret(state / "secrets" / "demo_clinician_password", nbytes=9)
+    _set_up_people(found.database_url, homes, password)
+    env = {**os.environ, **tb.env_for(info), "PYTHONUNBUFFERED": "1"}
+    processes = Processes(demo_dir / "logs")
+    fleet = DeviceFleet(info, demo_dir / "devices")
+    api_url = f"http://{settings.api_host}:{settings.api_port}"
+    try:
+        processes.start("ingest", _homevitals("ingest", "run"), env)
+        processes.start("analytics", _homevitals("analytics", "run", "--interval", "5"), env)
+        processes.start("api", _homevitals("api", "run"), env)
+        with console.status(f"starting {len(specs)} simulated BLE devices"):
+            fleet.start_many(specs)
+        for home in homes:
+            console.print(
+                f"home of {home.patient.name} ({home.patient.external_id}): gateway {home.gateway_id} on {home.adapter}; "
+                + ", ".join(
+                    f"{profile} {info.address_of(a)} ({n} records)"
+                    for a, profile, n in home.devices
+                )
+            )
+
+        def gateway_args(home: Home, *args: str) -> list[str]:
+            broker_url = (
+                local_mosquitto(settings).provision_gateway(home.gateway_id)
+                if settings.uses_local_broker
+                else found.mqtt_url
+            )
+            return _homevitals(
+                "gateway", *args, "--gateway-id", home.gateway_id, "--adapter", home.adapter,
+                "--state-dir", str(demo_dir / home.gateway_id), "--mqtt-url", broker_url,
+                "--timezone", CLINIC_TZ, "--patient", home.patient.external_id,
+            )  # fmt: skip
+
+        for home in homes:
+            for adapter, profile, _ in home.devices:
+                address = info.address_of(adapter)
+                with console.status(f"{home.gateway_id}: pairing {profile} {address}"):
+                    code = processes.run(
+                        f"pair-{adapter}",
+                        gateway_args(home, "pair", "--address", address),
+                        env,
+                        120,
+                    )
+                if code != 0:
+                    raise click.ClickException(
+                        f"pairing {address} failed; see {demo_dir / 'logs'}/pair-{adapter}.log"
+                    )
+        console.print("paired every device (bonded where the profile requires it)")
+
+        expected = sum(n for home in homes for _, _, n in home.devices)
+        device_ids = [info.address_of(a) for home in homes for a, _, _ in home.devices]
+        stored = (
+            "SELECT (SELECT count(*) FROM glucose WHERE device_id = ANY(%s))"
+            " + (SELECT count(*) FROM blood_pressure WHERE device_id = ANY(%s))"
+        )
+
+        def sync_all(label: str) -> None:
+            with console.status(label):
+                for home in homes:
+                    code = processes.run(
+                        f"sync-{home.gateway_id}",
+                        gateway_args(home, "run", "--once", "--duration", "120"),
+                        env,
+                        180,
+                    )
+                    if code != 0:
+                        console.print(
+                            f"[yellow]{home.gateway_id}: sync exited {code}; see logs/sync-{home.gateway_id}.log"
+                        )
+
+        sync_all("gateways downloading every stored record over BLE")
+        _wait(
+            f"ingesting {expected} readings",
+            lambda: _count(found.database_url, stored, (device_ids, device_ids)) >= expected,
+            120,
+            processes,
+        )
+        console.print(
+            f"history in the database: {_count(found.database_url, stored, (device_ids, device_ids))} readings from {len(device_ids)} devices"
+        )
+
+        now_local = datetime.now(ZoneInfo(CLINIC_TZ)).replace(tzinfo=None, microsecond=0)
+        live = 0
+        for home in homes:
+            p = home.patient
+            for adapter, profile, _ in home.devices:
+                if profile == "glucose-meter" and p.live_glucose is not None:
+                    fleet.add_readings(
+                        adapter, [Reading(Kind.GLUCOSE, now_local, mg_dl=p.live_glucose)]
+                    )
+                    console.print(f"{p.name} measures glucose now: {p.live_glucose:.0f} mg/dL")
+                    live += 1
+                if profile == "bp-cuff" and p.live_bp is not None:
+                    s, d, pulse = p.live_bp
+                    fleet.add_readings(
+                        adapter,
+                        [
+                            Reading(
+                                Kind.BLOOD_PRESSURE, now_local, systolic=s, diastolic=d, pulse=pulse
+                            )
+                        ],
+                    )
+                    console.print(f"{p.name} measures blood pressure now: {s:.0f}/{d:.0f} mmHg")
+                    live += 1
+        sync_started = time.monotonic()
+        sync_all(
+            "gateways fetching only the new records (RACP >= last sequence + 1; cuff indications)"
+        )
+        _wait(
+            f"{live} live readings stored",
+            lambda: _count(found.database_url, stored, (device_ids, device_ids)) >= expected + live,
+            60,
+            processes,
+        )
+        urgent = "SELECT count(*) FROM flags f JOIN patients p ON p.id = f.patient_id WHERE p.external_id LIKE 'demo-%%' AND f.severity = 'urgent' AND f.status <> 'resolved' AND f.updated_at >= now() - interval '5 minutes'"
+        _wait(
+            "urgent flags raised", lambda: _count(found.database_url, urgent) >= live, 60, processes
+        )
+        console.print(
+            f"urgent flags raised {time.monotonic() - sync_started:.1f} s after the gateways started syncing the live readings"
+        )
+        _wait(
+            "analytics full pass (window, trend and adherence rules)",
+            lambda: (
+                _count(
+                    found.database_url,
+                    "SELECT count(*) FROM analytics_state WHERE value > now() - interval '4 seconds'",
+                )
+                > 0
+            ),
+            30,
+            processes,
+        )
+        _summary(found.database_url, api_url, password, time.monotonic() - started)
+        if not once:
+            for home in homes:
+                processes.start(f"gateway-{home.gateway_id}", gateway_args(home, "run"), env)
+            console.print("\nThe gateways keep syncing; Ctrl-C stops the demo.")
+            signal.signal(signal.SIGTERM, _interrupt)
+            while True:
+                processes.check()
+                time.sleep(1)
+    except KeyboardInterrupt:
+        console.print("\nstopping")
+    finally:
+        processes.stop_all()
+        fleet.stop_all()
+        tb.testbed_down(state / "ble")
+        if not any(were_running):  # leave services as we found them
+            from homevitals.services.manager import down as services_down
+
+            services_down(settings)
