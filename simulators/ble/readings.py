@@ -27,12 +27,12 @@ from device_profiles.model import Component, Condition, Kind, Measurement
 
 __all__ = [
     "Reading",
-    "reading_from_measurement",
     "ReadingFormatError",
     "dump_readings",
     "load_readings",
     "parse_lines",
     "reading_from_json",
+    "reading_from_measurement",
 ]
 
 
