@@ -7,6 +7,7 @@ import sys
 import click
 
 from homevitals.cli import echo_json, settings_endpoints
+from homevitals.config import load_settings
 
 
 @click.group()
@@ -37,6 +38,7 @@ def run(
         from prometheus_client import start_http_server
 
         start_http_server(metrics_port, addr="127.0.0.1")
+    settings = load_settings()
     totals = run_worker(
         IngestConfig(
             found.database_url,
@@ -44,6 +46,7 @@ def run(
             group=group,
             max_batch_messages=max_batch,
             max_wait_s=max_wait,
+            retention_days=settings.retention_days,
         ),
         duration_s=duration,
     )

@@ -17,7 +17,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -33,6 +33,7 @@ from ingest.migrations import migrate
 from ingest.mqtt_url import parse_mqtt_url
 from ingest.pipeline import Message, process
 from ingest.registry import BindingCache, attribute_pending
+from ingest.storage import apply_retention
 from ingest.wire import (
     EVENTS_SUBSCRIPTION,
     READINGS_SUBSCRIPTION,
@@ -53,6 +54,8 @@ class IngestConfig:
     max_wait_s: float = 0.05
     receive_maximum: int = 2000
     session_expiry_s: int = 7 * 24 * 3600
+    retention_days: int = 0  # 0: keep everything; else drop_chunks older than this
+    retention_every_s: float = 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +73,7 @@ class IngestWorker:
         self.connected = threading.Event()
         self.cache = BindingCache()
         self.housekeeping_every_s = 2.0
+        self._next_retention = 0.0
         # Called after each commit with the committed messages (benchmarks, tests).
         self.on_commit: Callable[[list[Message]], None] | None = None
         self.totals: dict[str, int] = {"messages": 0, "readings": 0, "dead_letters": 0}
@@ -205,6 +209,9 @@ class IngestWorker:
             self.totals["readings"] += parked - again
         with conn.transaction():
             attribute_pending(conn)
+        if self.config.retention_days > 0 and time.monotonic() >= self._next_retention:
+            apply_retention(conn, timedelta(days=self.config.retention_days))
+            self._next_retention = time.monotonic() + self.config.retention_every_s
 
     def run(self, duration_s: float | None = None, idle_exit_s: float | None = None) -> None:
         """Consume until stopped (signal, ``duration_s`` elapsed, or idle for ``idle_exit_s``)."""
