@@ -1,0 +1,357 @@
+"""One device session: device information, battery, clock, fetch, commit, clock set.
+
+``DeviceSession.run`` connects to one advertising device and brings its new records
+into the outbox.  Records and the device cursor are committed together
+(:class:`RecordBuffer`), every ``commit_every`` records and at the end, so a cut link or
+a crash loses nothing and re-fetches at most one chunk (same reading ids).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from bleak.backends.device import BLEDevice
+
+from device_profiles import uuids
+from device_profiles.current_time import current_time_now, encode_current_time, parse_current_time
+from device_profiles.device_info import parse_battery_level, parse_dis_string
+from device_profiles.errors import MalformedPayloadError
+from device_profiles.model import Measurement
+from device_profiles.profiles import ClockSupport, DeviceProfile, FetchMethod, Quirk
+from gateway.clock import (
+    NEGLIGIBLE_SKEW_S,
+    device_time_text,
+    gateway_wall_now,
+    measure_skew,
+    stable_skew,
+)
+from gateway.config import SyncSettings
+from gateway.decode import Parser, TimeContext, parser_for, to_reading
+from gateway.fetch import FETCHERS
+from gateway.outbox import Outbox
+from gateway.store import DeviceStore, GatewayDB, PairedDevice
+from gateway.transport import GattError, GattLink, open_link
+from ingest.wire import Reading
+
+log = logging.getLogger(__name__)
+
+# A record dated this far after the device's own "now" is not a real measurement
+# (e.g. the fake far-future HI record some meters add when their memory is full).
+FUTURE_TOLERANCE = timedelta(days=1)
+
+DEVICE_INFO = {
+    "manufacturer": uuids.MANUFACTURER_NAME,
+    "model": uuids.MODEL_NUMBER,
+    "serial": uuids.SERIAL_NUMBER,
+    "firmware": uuids.FIRMWARE_REVISION,
+}
+
+
+@dataclass(slots=True)
+class SessionResult:
+    readings: int = 0
+    malformed: int = 0
+    duplicates: int = 0
+    battery_percent: int | None = None
+    skew_s: float | None = None
+    clock_set: bool = False
+    info: dict[str, str | None] = field(default_factory=dict)
+    error: GattError | None = None
+    elapsed_s: float = 0.0  # connect to disconnect
+
+
+class RecordBuffer:
+    """Parses, filters and commits records of one session (a ``fetch.RecordSink``)."""
+
+    def __init__(
+        self,
+        *,
+        device: PairedDevice,
+        profile: DeviceProfile,
+        parse: Parser,
+        clock: TimeContext,
+        device_now: datetime | None,
+        db: GatewayDB,
+        devices: DeviceStore,
+        outbox: Outbox,
+        commit_every: int,
+        on_commit: Callable[[], None] | None = None,
+    ) -> None:
+        self.device = device
+        self.profile = profile
+        self.parse = parse
+        self.clock = clock
+        self.db = db
+        self.devices = devices
+        self.outbox = outbox
+        self.commit_every = commit_every
+        self._on_commit = on_commit
+        self.cursor = device.cursor
+        self.last_device_time = device.last_device_time
+        self.reversed = Quirk.REVERSED_SEQUENCE in profile.quirks
+        self.uses_sequence = profile.fetch is FetchMethod.RACP_SEQUENCE and not self.reversed
+        reference = device_now or gateway_wall_now(clock.zone)
+        self.latest_plausible = reference + FUTURE_TOLERANCE
+        self.pending: list[Reading] = []
+        self._pending_cursor: int | None = None
+        self._pending_time: str | None = None
+        self.result = SessionResult()
+
+    def malformed(self, characteristic: str, exc: MalformedPayloadError) -> None:
+        self.result.malformed += 1
+        log.warning(
+            "%s: malformed %s: %s (raw %s)",
+            self.device.address,
+            characteristic,
+            exc.reason,
+            exc.hex,
+        )
+        self.devices.count_error(self.device.address, "malformed", f"{exc.reason}: {exc.hex}")
+
+    def add(self, raw: bytes) -> None:
+        try:
+            measurements = self.parse(raw)
+        except MalformedPayloadError as exc:
+            self.malformed(exc.characteristic, exc)
+            return
+        for m in measurements:
+            self._add(m, raw)
+        if len(self.pending) >= self.commit_every:
+            self.flush()
+
+    def _add(self, m: Measurement, raw: bytes) -> None:
+        if self._already_have(m):
+            self.result.duplicates += 1
+            return
+        if m.local_time is not None and m.local_time > self.latest_plausible:
+            log.warning(
+                "%s: dropping a record dated %s, after the device's own clock (raw %s)",
+                self.device.address,
+                m.local_time,
+                raw.hex(),
+            )
+            self.devices.count_error(self.device.address, "implausible_time", raw.hex())
+            return
+        if self.reversed and m.sequence is not None:
+            # Its numbers shift as the meter stores records: neither identity nor cursor.
+            m = _without_sequence(m)
+        self.pending.append(to_reading(self.device.address, m, self.clock))
+        if self.uses_sequence and m.sequence is not None:
+            self._pending_cursor = max(self._pending_cursor or 0, m.sequence)
+        if m.device_time is not None:
+            text = device_time_text(m.device_time)
+            if self._pending_time is None or text > self._pending_time:
+                self._pending_time = text
+
+    def _already_have(self, m: Measurement) -> bool:
+        """Records at or below the cursor (meters that ignore the RACP filter)."""
+        if self.uses_sequence:
+            return m.sequence is not None and self.cursor is not None and m.sequence <= self.cursor
+        if self.reversed and m.device_time is not None and self.last_device_time is not None:
+            return device_time_text(m.device_time) <= self.last_device_time
+        return False
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        with self.db.transaction() as conn:
+            self.outbox.enqueue_readings(conn, self.pending)
+            self.devices.advance(
+                conn,
+                self.device.address,
+                cursor=self._pending_cursor,
+                last_device_time=self._pending_time,
+            )
+        if self._pending_cursor is not None:
+            self.cursor = max(self.cursor or 0, self._pending_cursor)
+        if self._pending_time is not None and (
+            self.last_device_time is None or self._pending_time > self.last_device_time
+        ):
+            self.last_device_time = self._pending_time
+        self.result.readings += len(self.pending)
+        self.pending.clear()
+        if self._on_commit is not None:
+            self._on_commit()
+
+
+def _without_sequence(m: Measurement) -> Measurement:
+    details = dict(m.details)
+    details["device_seq"] = m.sequence
+    return Measurement(
+        kind=m.kind,
+        values=m.values,
+        device_time=m.device_time,
+        time_offset_minutes=m.time_offset_minutes,
+        sequence=None,
+        conditions=m.conditions,
+        details=details,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class SessionEnv:
+    """What every session shares: settings, zone, adapter and the state."""
+
+    adapter: str
+    zone: ZoneInfo
+    settings: SyncSettings
+    db: GatewayDB
+    devices: DeviceStore
+    outbox: Outbox
+    on_commit: Callable[[], None] | None = None
+
+
+async def read_device_info(
+    link: GattLink, device: PairedDevice, env: SessionEnv
+) -> dict[str, str | None]:
+    info: dict[str, str | None] = {}
+    for key, uuid in DEVICE_INFO.items():
+        if not link.has(uuid):
+            continue
+        try:
+            raw = await link.read(uuid)
+        except GattError as exc:
+            if exc.kind == "link_lost":
+                raise
+            env.devices.count_error(device.address, exc.kind, str(exc))
+            continue
+        try:
+            info[key] = parse_dis_string(raw, key).strip() or None
+        except MalformedPayloadError as exc:
+            env.devices.count_error(device.address, "malformed", f"{key} {exc.hex}")
+    return info
+
+
+async def read_battery(link: GattLink, device: PairedDevice, env: SessionEnv) -> int | None:
+    if not link.has(uuids.BATTERY_LEVEL):
+        return None
+    raw = await link.read(uuids.BATTERY_LEVEL)
+    try:
+        return parse_battery_level(raw)
+    except MalformedPayloadError as exc:
+        env.devices.count_error(device.address, "malformed", f"battery {exc.hex}")
+        log.warning("%s: malformed battery level: %s (raw %s)", device.address, exc.reason, exc.hex)
+        return None
+
+
+def _has_clock(link: GattLink, profile: DeviceProfile) -> bool:
+    return (
+        profile.clock is not ClockSupport.NONE
+        and Quirk.NO_CURRENT_TIME_SERVICE not in profile.quirks
+        and link.has(uuids.CURRENT_TIME)
+    )
+
+
+async def read_device_clock(
+    link: GattLink, device: PairedDevice, profile: DeviceProfile, env: SessionEnv
+) -> tuple[datetime | None, float | None]:
+    """(device's current wall time, skew in seconds) or (None, None) if unknown."""
+    if not _has_clock(link, profile):
+        return None, None
+    before = datetime.now(UTC)
+    raw = await link.read(uuids.CURRENT_TIME)
+    after = datetime.now(UTC)
+    gateway_now = before + (after - before) / 2  # the device answered about mid-way
+    try:
+        current = parse_current_time(raw)
+    except MalformedPayloadError as exc:
+        log.warning("%s: malformed Current Time: %s (raw %s)", device.address, exc.reason, exc.hex)
+        env.devices.count_error(device.address, "malformed", f"current time {exc.hex}")
+        return None, None
+    if current.time is None:
+        return None, None
+    # A clock without fractions is truncated to the second: its true time is on average
+    # half a second later.
+    fraction = current.fractions256 / 256 if current.fractions256 else 0.5
+    device_now = current.time + timedelta(seconds=fraction)
+    skew = stable_skew(measure_skew(device_now, gateway_now, env.zone), device.skew_s)
+    return device_now, skew
+
+
+async def set_device_clock(link: GattLink, env: SessionEnv) -> None:
+    now = current_time_now(gateway_wall_now(env.zone))
+    await link.write(uuids.CURRENT_TIME, encode_current_time(now))
+
+
+class DeviceSession:
+    def __init__(self, device: PairedDevice, profile: DeviceProfile, env: SessionEnv) -> None:
+        self.device = device
+        self.profile = profile
+        self.env = env
+
+    async def _set_clock(self, link: GattLink, skew_s: float | None) -> bool:
+        try:
+            await set_device_clock(link, self.env)
+        except GattError as exc:
+            if exc.kind == "link_lost":
+                raise
+            log.warning("%s: could not set the device clock: %s", self.device.address, exc)
+            self.env.devices.count_error(self.device.address, exc.kind, f"set clock: {exc}")
+            return False
+        log.info("%s: device clock set (skew was %+.0f s)", self.device.address, skew_s or 0)
+        return True
+
+    async def run(self, ble_device: BLEDevice) -> SessionResult:
+        """Sync once.  GATT failures end up in ``result.error`` (records so far kept)."""
+        env, device, profile = self.env, self.device, self.profile
+        parse = parser_for(profile)
+        s = env.settings
+        result = SessionResult()
+        buffer: RecordBuffer | None = None
+        started = time.perf_counter()
+        try:
+            async with open_link(
+                ble_device,
+                name=device.name or device.address,
+                adapter=env.adapter,
+                connect_timeout_s=s.connect_timeout_s,
+                attempts=s.connect_attempts,
+                op_timeout_s=s.gatt_timeout_s,
+                min_interval_s=profile.min_gatt_interval_s,
+            ) as link:
+                result.info = await read_device_info(link, device, env)
+                result.battery_percent = await read_battery(link, device, env)
+                device_now, result.skew_s = await read_device_clock(link, device, profile, env)
+                buffer = RecordBuffer(
+                    device=device,
+                    profile=profile,
+                    parse=parse,
+                    clock=TimeContext(env.zone, result.skew_s, datetime.now(UTC)),
+                    device_now=device_now,
+                    db=env.db,
+                    devices=env.devices,
+                    outbox=env.outbox,
+                    commit_every=s.commit_every,
+                    on_commit=env.on_commit,
+                )
+                fetcher = FETCHERS[profile.fetch]
+                set_clock = (
+                    profile.clock is ClockSupport.SETTABLE
+                    and result.skew_s is not None
+                    and abs(result.skew_s) > NEGLIGIBLE_SKEW_S
+                )
+                # Records stored so far carry the old clock: they are converted with the
+                # skew measured above.  Set the clock after a download (a crash before
+                # its commit re-fetches with the same skew), unless the device hangs up.
+                if set_clock and fetcher.device_ends_session:
+                    result.clock_set = await self._set_clock(link, result.skew_s)
+                try:
+                    await fetcher.fetch(link, profile, device.cursor, buffer, s)
+                finally:
+                    buffer.flush()
+                if set_clock and not result.clock_set and not link.disconnected.is_set():
+                    result.clock_set = await self._set_clock(link, result.skew_s)
+        except GattError as exc:
+            result.error = exc
+            env.devices.count_error(device.address, exc.kind, str(exc))
+        if buffer is not None:
+            result.readings = buffer.result.readings
+            result.malformed = buffer.result.malformed
+            result.duplicates = buffer.result.duplicates
+        result.elapsed_s = time.perf_counter() - started
+        return result

@@ -1,0 +1,94 @@
+"""BLE fixtures of the gateway tests: the BlueZoo test bed, simulated devices as
+processes, and the gateway CLI as a process (so a test can SIGKILL it)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from gw_ble import REPO, GatewayCli, SimDevice, process_env
+
+from simulators.testbed import TestbedInfo, running_testbed
+
+DEVICE_ADAPTERS = 16  # one fresh adapter (= device address) per device per test
+
+
+@pytest.fixture(scope="session")
+def ble_bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestbedInfo]:
+    with running_testbed(tmp_path_factory.mktemp("ble"), DEVICE_ADAPTERS) as info:
+        yield info
+
+
+@pytest.fixture(scope="session")
+def next_adapter(ble_bed: TestbedInfo) -> Callable[[], str]:
+    adapters = iter(a.name for a in ble_bed.device_adapters)
+
+    def take() -> str:
+        try:
+            return next(adapters)
+        except StopIteration:
+            pytest.fail(f"more than {DEVICE_ADAPTERS} simulated devices: raise DEVICE_ADAPTERS")
+
+    return take
+
+
+@pytest.fixture
+def sim_devices(
+    ble_bed: TestbedInfo, next_adapter: Callable[[], str], tmp_path: Path
+) -> Iterator[Callable[..., SimDevice]]:
+    """``start(profile, readings=[...], **spec)`` -> a running simulated device."""
+    started: list[SimDevice] = []
+    counter = itertools.count()
+
+    def start(profile: str, readings: list[dict[str, Any]] | None = None, **spec: Any) -> SimDevice:
+        adapter = next_adapter()
+        n = next(counter)
+        control = tmp_path / f"dev{n}.ctl"
+        spec_json = {
+            "profile": profile,
+            "adapter": adapter,
+            "readings": readings or [],
+            "control_socket": str(control),
+            **spec,
+        }
+        spec_path = tmp_path / f"dev{n}.json"
+        spec_path.write_text(json.dumps(spec_json))
+        log = tmp_path / f"dev{n}.log"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "simulators.ble", "--spec", str(spec_path)],
+            cwd=REPO,
+            env=process_env(ble_bed),
+            stdout=subprocess.PIPE,
+            stderr=log.open("w"),
+            text=True,
+        )
+        assert proc.stdout is not None
+        line = proc.stdout.readline().strip()
+        if line != "READY":
+            proc.kill()
+            pytest.fail(f"simulated {profile} did not start: {line!r}\n{log.read_text()[-3000:]}")
+        device = SimDevice(spec_json, ble_bed.address_of(adapter), control, proc, log)
+        started.append(device)
+        return device
+
+    yield start
+    for device in started:
+        device.stop()
+
+
+@pytest.fixture
+def gateway_cli(
+    ble_bed: TestbedInfo,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+    gateway_mqtt_url: Callable[[str], str],
+) -> GatewayCli:
+    gateway_id = "gw-" + request.node.name.replace("test_", "")[:40].replace("[", "-").strip("]")
+    gateway_id = "".join(c if c.isalnum() or c in "-_" else "-" for c in gateway_id)
+    return GatewayCli(ble_bed, tmp_path / "gateway", gateway_id, gateway_mqtt_url(gateway_id))
