@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
+import socket
 import sys
+from pathlib import Path
+from typing import IO
 
 import click
 
@@ -23,8 +27,19 @@ def ingest() -> None:
 @click.option("--max-wait", default=0.05, show_default=True, help="Max seconds to fill a batch.")
 @click.option("--duration", type=float, default=None, help="Stop after this many seconds.")
 @click.option("--metrics-port", type=int, default=None, help="Serve Prometheus metrics here.")
+@click.option(
+    "--client-id",
+    default=None,
+    help="MQTT client id (persistent session). Default: hv-ingest-<host>-<slot>, the lowest slot"
+    " free on this host, so a restarted worker resumes its own session.",
+)
 def run(
-    group: str, max_batch: int, max_wait: float, duration: float | None, metrics_port: int | None
+    group: str,
+    max_batch: int,
+    max_wait: float,
+    duration: float | None,
+    metrics_port: int | None,
+    client_id: str | None,
 ) -> None:
     """Consume gateway messages (MQTT 5 shared subscription) and store readings exactly once.
 
@@ -39,6 +54,9 @@ def run(
 
         start_http_server(metrics_port, addr="127.0.0.1")
     settings = load_settings()
+    slot = None
+    if client_id is None:
+        slot, client_id = _claim_slot(settings.state_dir / "ingest")
     totals = run_worker(
         IngestConfig(
             found.database_url,
@@ -47,10 +65,28 @@ def run(
             max_batch_messages=max_batch,
             max_wait_s=max_wait,
             retention_days=settings.retention_days,
+            client_id=client_id,
         ),
         duration_s=duration,
     )
     click.echo(f"ingest stopped: {totals}")
+    if slot is not None:
+        slot.close()
+
+
+def _claim_slot(directory: Path) -> tuple[IO[str], str]:
+    """The lowest worker slot no live process on this host holds (an flock per slot)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    host = socket.gethostname().split(".")[0]
+    for n in range(1024):
+        handle = (directory / f"slot-{n}.lock").open("w")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            continue
+        return handle, f"hv-ingest-{host}-{n}"
+    raise click.ClickException("no free ingest slot")
 
 
 @click.command()

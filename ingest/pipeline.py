@@ -78,8 +78,10 @@ def process(
                     raise WireError(f"unknown channel {channel!r}")
             except WireError as exc:
                 rejected.append(_reject(message, gateway, exc.reason))
-        unknown = not cache.devices.issuperset({r.device for r in flat.readings})
-        cache.refresh(conn, force=bool(changed) or (unknown and cache.age_s() > 1.0))
+        cache.refresh(conn, force=bool(changed))
+        unknown = {r.device for r in flat.readings}.difference(cache.devices)
+        if unknown:  # paired a moment ago (maybe in this very batch, or by another worker)
+            cache.add_known(conn, unknown)
         split = validate(flat, cache.devices, now)
         result = write_split(conn, split, cache, rejected)
         if changed:

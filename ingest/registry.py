@@ -38,6 +38,15 @@ class BindingCache:
         self.devices: set[str] = set()
         self._bindings: dict[str, list[Binding]] = {}
 
+    def add_known(self, conn: psycopg.Connection[tuple[object, ...]], devices: set[str]) -> None:
+        """Look up just these devices (and their bindings) instead of a full reload."""
+        found = conn.execute(
+            "SELECT id FROM devices WHERE id = ANY(%s)", (list(devices),)
+        ).fetchall()
+        if found:
+            self.devices.update(str(row[0]) for row in found)
+            self.invalidate()  # their bindings may be new too: reload on the next batch
+
     def age_s(self) -> float:
         return time.monotonic() - self._loaded_at
 
