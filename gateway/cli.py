@@ -7,6 +7,7 @@ so a systemd unit needs no command-line secrets.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import json
 import os
@@ -207,10 +208,24 @@ def gateway() -> None:
     default=None,
     help="Stop after this many seconds (with --once: give up after it; default 120).",
 )
+@click.option(
+    "--resync-interval",
+    envvar="HOMEVITALS_GATEWAY_RESYNC_S",
+    type=click.FloatRange(1.0),
+    default=None,
+    help="Seconds a device that synced fine is left alone (default 300).",
+)
 @with_config
-def run(config: GatewayConfig, once: bool, duration: float | None) -> None:
+def run(
+    config: GatewayConfig, once: bool, duration: float | None, resync_interval: float | None
+) -> None:
     """Run the gateway daemon (scan, sync, publish)."""
     from gateway.daemon import run_gateway
+
+    if resync_interval is not None:
+        config = dataclasses.replace(
+            config, sync=dataclasses.replace(config.sync, resync_interval_s=resync_interval)
+        )
 
     if config.mqtt is None:
         click.echo("warning: no --mqtt-url: readings stay in the outbox", err=True)

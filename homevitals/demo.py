@@ -9,6 +9,7 @@ hypertensive crisis arrive through the same path and raise urgent flags in secon
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -190,6 +191,24 @@ def _summary(url: str, api_url: str, password: str, elapsed: float) -> None:
         f"[bold]API docs:[/bold]  {api_url}/api/v1/docs    [bold]FHIR:[/bold] {api_url}/fhir/metadata"
     )
     console.print(f"({elapsed:.0f} s from start)")
+
+
+def _measure(fleet: Any, homes: list[Home], rng: random.Random) -> None:
+    """Each device stores a new, ordinary reading (the gateways fetch it on their next pass)."""
+    from device_profiles.model import Kind
+    from simulators.ble.readings import Reading
+
+    now_local = datetime.now(ZoneInfo(CLINIC_TZ)).replace(tzinfo=None, microsecond=0)
+    for home in homes:
+        for adapter, profile, _ in home.devices:
+            if profile == "glucose-meter":
+                reading = Reading(Kind.GLUCOSE, now_local, mg_dl=float(rng.randint(85, 190)))
+            else:
+                reading = Reading(
+                    Kind.BLOOD_PRESSURE, now_local, systolic=float(rng.randint(118, 146)),
+                    diastolic=float(rng.randint(72, 92)), pulse=float(rng.randint(60, 84)),
+                )  # fmt: skip
+            fleet.add_readings(adapter, [reading])
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -384,11 +403,23 @@ def demo(once: bool) -> None:
         _summary(found.database_url, api_url, password, time.monotonic() - started)
         if not once:
             for home in homes:
-                processes.start(f"gateway-{home.gateway_id}", gateway_args(home, "run"), env)
-            console.print("\nThe gateways keep syncing; Ctrl-C stops the demo.")
+                processes.start(
+                    f"gateway-{home.gateway_id}",
+                    gateway_args(home, "run", "--resync-interval", "15"),
+                    env,
+                )
+            console.print(
+                "\nPatients keep measuring (a reading per device every minute) and the gateways"
+                " keep syncing; Ctrl-C stops the demo."
+            )
             signal.signal(signal.SIGTERM, _interrupt)
+            rng = random.Random(7)
+            next_reading = time.monotonic() + 60
             while True:
                 processes.check()
+                if time.monotonic() >= next_reading:
+                    _measure(fleet, homes, rng)
+                    next_reading = time.monotonic() + 60
                 time.sleep(1)
     except KeyboardInterrupt:
         console.print("\nstopping")

@@ -1,0 +1,64 @@
+"""API settings (pydantic-settings): ``HOMEVITALS_API_*`` environment variables.
+
+The JWT signing secret never lives in the repository: pass it in (the CLI generates one
+into the state directory), or set ``HOMEVITALS_API_JWT_SECRET`` /
+``HOMEVITALS_API_JWT_SECRET_FILE``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Self
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MIN_SECRET_BYTES = 32
+
+
+class ApiSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="HOMEVITALS_API_", extra="ignore")
+
+    database_url: str = Field(description="PostgreSQL+TimescaleDB URL")
+    jwt_secret: SecretStr | None = Field(default=None, description="HS256 signing key")
+    jwt_secret_file: Path | None = Field(default=None, description="file holding the key")
+    access_token_minutes: int = Field(default=15, ge=1, le=60)
+    refresh_token_days: int = Field(default=14, ge=1, le=90)
+    activation_code_hours: int = Field(default=72, ge=1, le=24 * 30)
+    enrollment_code_hours: int = Field(default=24, ge=1, le=24 * 30)
+    clinic_timezone: str = "America/New_York"
+    mqtt_public_url: str | None = Field(
+        default=None, description="broker URL handed to gateways at enrolment"
+    )
+    pool_min_size: int = Field(default=2, ge=1)
+    pool_max_size: int = Field(default=16, ge=1)
+    login_max_failures: int = Field(default=5, ge=1, description="per username+IP per window")
+    login_window_s: int = Field(default=300, ge=1)
+    register_max_attempts: int = Field(default=10, ge=1, description="per IP per window")
+    cookie_secure: bool = Field(default=True, description="Secure flag on dashboard cookies")
+    stale_sync_hours: int = Field(default=48, ge=1, description="device sync older = stale")
+
+    @field_validator("clinic_timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+    @model_validator(mode="after")
+    def _load_secret(self) -> Self:
+        if self.jwt_secret is None and self.jwt_secret_file is not None:
+            self.jwt_secret = SecretStr(self.jwt_secret_file.read_text().strip())
+        if self.jwt_secret is None:
+            raise ValueError("set jwt_secret or jwt_secret_file (HOMEVITALS_API_JWT_SECRET[_FILE])")
+        if len(self.jwt_secret.get_secret_value().encode()) < MIN_SECRET_BYTES:
+            raise ValueError(f"the JWT secret must be at least {MIN_SECRET_BYTES} bytes")
+        return self
+
+    @property
+    def secret(self) -> bytes:
+        assert self.jwt_secret is not None
+        return self.jwt_secret.get_secret_value().encode()

@@ -1,0 +1,1 @@
+"""Server-rendered dashboard (no template engine: escaped f-strings and inline SVG)."""

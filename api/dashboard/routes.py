@@ -1,0 +1,495 @@
+"""Server-rendered dashboard: clinician panel in triage order, patient pages (AGP, daily
+glucose, blood pressure, flags with acknowledge/resolve forms, devices), and the same
+patient page for patients about themselves.
+
+Security: a session JWT (``typ=session``, 15 min, renewed on every page) in an
+HttpOnly, SameSite=Strict, Secure cookie scoped to ``/dashboard``; every form carries a
+CSRF token bound to the session (HMAC of its id); the login form uses a double-submit
+token.  Pages send a strict Content-Security-Policy (no scripts at all).
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from html import escape
+from typing import Annotated, Any
+
+import psycopg
+from fastapi import APIRouter, Form, HTTPException, Request, status
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from analytics.flags import FlagNotFoundError, FlagTransitionError, acknowledge, get_flag, resolve
+from analytics.summary import agp, bp_summary, glucose_summary
+from api.core import audit
+from api.core.config import ApiSettings
+from api.core.principal import Principal
+from api.core.security import create_token, csrf_token, csrf_valid
+from api.dashboard import charts
+from api.deps import ConnDep, DbId, SettingsDep, can_see, principal_from_token, visible_patients
+from api.routes.auth import authenticate
+from api.routes.panel import triage_panel
+from api.routes.patients import fetch_patient, patient_devices
+from api.routes.targets import effective
+
+router = APIRouter(include_in_schema=False)
+
+SESSION_COOKIE = "hv_session"
+LOGIN_CSRF_COOKIE = "hv_login_csrf"
+COOKIE_PATH = "/dashboard"
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; "
+        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+STYLE = """
+body{font-family:system-ui,sans-serif;margin:0;color:#1d2733;background:#f6f8fa}
+header{background:#12355b;color:#fff;padding:10px 20px;display:flex;justify-content:space-between}
+header a,header button{color:#fff}main{padding:16px 20px;max-width:1100px}
+table{border-collapse:collapse;width:100%;background:#fff}th,td{padding:6px 8px;border-bottom:1px solid #dde3ea;text-align:left}
+.urgent{color:#b00020;font-weight:600}.high{color:#c45500}.medium{color:#8a6d00}.low{color:#555}
+section{background:#fff;margin:14px 0;padding:12px 16px;border:1px solid #dde3ea;border-radius:6px}
+svg .grid{stroke:#e3e8ee}svg .tick{font-size:11px;fill:#555}svg .target{fill:#e5f5e9}
+svg .outer{fill:#a9c6e8;opacity:.55}svg .inner{fill:#4f86c6;opacity:.6}
+svg .median{fill:none;stroke:#12355b;stroke-width:2.5}svg .range{stroke:#4f86c6;stroke-width:3}
+svg .mean{fill:#12355b}svg .systolic{fill:none;stroke:#b00020;stroke-width:2}
+svg .diastolic{fill:none;stroke:#12355b;stroke-width:2}svg .target-line{stroke:#2e7d32;stroke-dasharray:4 3}
+.stats{display:flex;gap:22px;flex-wrap:wrap}.stat b{display:block;font-size:1.3em}
+form.inline{display:inline}.err{color:#b00020}
+"""
+
+
+def _page(title: str, body: str, user: Principal | None = None, csrf: str = "") -> str:
+    who = ""
+    if user is not None:
+        who = (
+            f"<span>{escape(user.name)} ({escape(user.role)}) "
+            f'<form class="inline" method="post" action="{COOKIE_PATH}/logout">'
+            f'<input type="hidden" name="csrf" value="{escape(csrf)}">'
+            '<button type="submit">Sign out</button></form></span>'
+        )
+    return (
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        f"<title>{escape(title)} - HomeVitals</title><style>{STYLE}</style></head><body>"
+        f'<header><a href="{COOKIE_PATH}/"><b>HomeVitals</b></a>{who}</header>'
+        f"<main><h1>{escape(title)}</h1>{body}</main></body></html>"
+    )
+
+
+def _html(content: str, status_code: int = 200) -> HTMLResponse:
+    return HTMLResponse(content, status_code=status_code, headers=SECURITY_HEADERS)
+
+
+def _set_session(
+    response: Response, settings: ApiSettings, user: Principal, session_id: str
+) -> None:
+    token, _ = create_token(
+        settings.secret,
+        subject=str(user.user_id),
+        role=user.role,
+        patient_id=user.patient_id,
+        minutes=settings.access_token_minutes,
+        token_type="session",
+        session_id=session_id,
+    )
+    response.set_cookie(
+        SESSION_COOKIE,
+        token,
+        max_age=settings.access_token_minutes * 60,
+        path=COOKIE_PATH,
+        secure=settings.cookie_secure,
+        httponly=True,
+        samesite="strict",
+    )
+
+
+def _session(
+    request: Request, conn: psycopg.Connection[Any], settings: ApiSettings
+) -> Principal | None:
+    token = request.cookies.get(SESSION_COOKIE)
+    if not token:
+        return None
+    try:
+        user = principal_from_token(conn, settings, token, "session")
+    except HTTPException:
+        return None
+    return user if user.is_person else None
+
+
+def _to_login() -> RedirectResponse:
+    return RedirectResponse(f"{COOKIE_PATH}/login", status_code=status.HTTP_303_SEE_OTHER)
+
+
+def _render(
+    request: Request,
+    settings: ApiSettings,
+    user: Principal,
+    title: str,
+    body: str,
+) -> HTMLResponse:
+    response = _html(_page(title, body, user, csrf_token(settings.secret, user.session_id)))
+    _set_session(response, settings, user, user.session_id)  # sliding renewal
+    return response
+
+
+# --- sign-in -------------------------------------------------------------------------------
+
+
+@router.get("/login")
+def login_form(request: Request, error: str | None = None) -> HTMLResponse:
+    token = secrets.token_urlsafe(24)
+    message = f'<p class="err">{escape(error)}</p>' if error else ""
+    body = (
+        f'{message}<form method="post" action="{COOKIE_PATH}/login">'
+        f'<input type="hidden" name="csrf" value="{token}">'
+        '<p><label>Username <input name="username" autocomplete="username" required></label></p>'
+        '<p><label>Password <input name="password" type="password" '
+        'autocomplete="current-password" required></label></p>'
+        '<p><button type="submit">Sign in</button></p></form>'
+    )
+    response = _html(_page("Sign in", body))
+    settings: ApiSettings = request.app.state.settings
+    response.set_cookie(
+        LOGIN_CSRF_COOKIE,
+        token,
+        max_age=900,
+        path=COOKIE_PATH,
+        secure=settings.cookie_secure,
+        httponly=True,
+        samesite="strict",
+    )
+    return response
+
+
+@router.post("/login")
+def login(
+    request: Request,
+    conn: ConnDep,
+    settings: SettingsDep,
+    username: Annotated[str, Form(max_length=64)],
+    password: Annotated[str, Form(max_length=256)],
+    csrf: Annotated[str, Form(max_length=100)],
+) -> Response:
+    expected = request.cookies.get(LOGIN_CSRF_COOKIE, "")
+    if not expected or not secrets.compare_digest(expected, csrf):
+        return _html(_page("Sign in", '<p class="err">Form expired; reload and retry.</p>'), 400)
+    try:
+        user = authenticate(
+            conn,
+            settings,
+            request.app.state.login_limiter,
+            username,
+            password,
+            audit.client_ip(request),
+        )
+    except HTTPException as exc:
+        page = login_form(request, str(exc.detail))
+        page.status_code = exc.status_code
+        return page
+    response = RedirectResponse(f"{COOKIE_PATH}/", status_code=status.HTTP_303_SEE_OTHER)
+    _set_session(response, settings, user, secrets.token_hex(16))
+    response.delete_cookie(LOGIN_CSRF_COOKIE, path=COOKIE_PATH)
+    return response
+
+
+@router.post("/logout")
+def logout(
+    request: Request,
+    conn: ConnDep,
+    settings: SettingsDep,
+    csrf: Annotated[str, Form(max_length=100)] = "",
+) -> Response:
+    user = _session(request, conn, settings)
+    response = _to_login()
+    if user is not None and csrf_valid(settings.secret, user.session_id, csrf):
+        response.delete_cookie(SESSION_COOKIE, path=COOKIE_PATH)
+    return response
+
+
+# --- pages ---------------------------------------------------------------------------------
+
+
+def _fmt(value: float | None, digits: int = 0, suffix: str = "") -> str:
+    return "-" if value is None else f"{value:.{digits}f}{suffix}"
+
+
+def _when(value: datetime | None) -> str:
+    return "-" if value is None else value.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+@router.get("/")
+def home(request: Request, conn: ConnDep, settings: SettingsDep) -> Response:
+    user = _session(request, conn, settings)
+    if user is None:
+        return _to_login()
+    if user.role == "patient":
+        return RedirectResponse(
+            f"{COOKIE_PATH}/patients/{user.patient_id}", status_code=status.HTTP_303_SEE_OTHER
+        )
+    entries = triage_panel(conn, visible_patients(conn, user))
+    audit.write(
+        conn,
+        user,
+        "dashboard.panel",
+        ip=audit.client_ip(request),
+        resource="panel",
+        detail={"patients": [e.patient.id for e in entries]},
+    )
+    rows = []
+    for e in entries:
+        p = e.patient
+        name = f"{p.family_name or ''}, {p.given_name or ''}".strip(", ") or p.external_id
+        sev = e.worst_open_severity or ""
+        rows.append(
+            "<tr>"
+            f'<td><a href="{COOKIE_PATH}/patients/{p.id}">{escape(name)}</a></td>'
+            f"<td>{escape(p.mrn or '')}</td>"
+            f'<td class="{escape(sev)}">{e.urgent_open_flags} urgent / {e.open_flags} open</td>'
+            f"<td>{_fmt(e.tir_pct, 0, ' %')}</td><td>{_fmt(e.tbr_pct, 1, ' %')}</td>"
+            f"<td>{escape(e.glucose_source or '-')}</td><td>{_when(e.last_reading)}</td></tr>"
+        )
+    table = (
+        '<table id="panel"><thead><tr><th>Patient</th><th>MRN</th><th>Open flags</th>'
+        "<th>TIR 70-180</th><th>TBR &lt;70</th><th>Source</th><th>Last reading</th></tr></thead>"
+        f"<tbody>{''.join(rows) or '<tr><td colspan=7>No patients on your panel.</td></tr>'}"
+        "</tbody></table>"
+    )
+    intro = "<p>Ordered for triage: open urgent flags, then worst time below range, then lowest time in range (last 14 days).</p>"
+    return _render(request, settings, user, "Panel", intro + table)
+
+
+def _flags_section(conn: psycopg.Connection[Any], patient_id: int, csrf: str, staff: bool) -> str:
+    if not staff:
+        return ""
+    rows = conn.execute(
+        "SELECT id, severity, status, rule_id, summary, opened_at, acknowledged_by, resolve_note"
+        " FROM flags WHERE patient_id = %s ORDER BY status = 'resolved',"
+        " array_position(ARRAY['urgent','high','medium','low'], severity), opened_at DESC"
+        " LIMIT 50",
+        (patient_id,),
+    ).fetchall()
+    items = []
+    for fid, severity, state, rule, summary, opened, acked_by, note in rows:
+        actions = ""
+        hidden = f'<input type="hidden" name="csrf" value="{escape(csrf)}">'
+        if state == "open":
+            actions += (
+                f'<form class="inline" method="post" action="{COOKIE_PATH}/flags/{fid}/acknowledge">'
+                f'{hidden}<input name="note" placeholder="note" maxlength="2000">'
+                '<button type="submit">Acknowledge</button></form> '
+            )
+        if state != "resolved":
+            actions += (
+                f'<form class="inline" method="post" action="{COOKIE_PATH}/flags/{fid}/resolve">'
+                f'{hidden}<input name="note" placeholder="resolution note" required maxlength="2000">'
+                '<button type="submit">Resolve</button></form>'
+            )
+        else:
+            actions = escape(note or "")
+        items.append(
+            f'<tr id="flag-{fid}"><td class="{escape(severity)}">{escape(severity)}</td>'
+            f"<td>{escape(state)}{' by ' + escape(acked_by) if acked_by else ''}</td>"
+            f"<td>{escape(rule)}</td><td>{escape(summary)}</td><td>{_when(opened)}</td>"
+            f"<td>{actions}</td></tr>"
+        )
+    return (
+        '<section><h2>Flags</h2><table id="flags"><thead><tr><th>Severity</th><th>Status</th>'
+        "<th>Rule</th><th>Summary</th><th>Opened</th><th></th></tr></thead><tbody>"
+        + ("".join(items) or "<tr><td colspan=6>No flags.</td></tr>")
+        + "</tbody></table></section>"
+    )
+
+
+def _devices_section(conn: psycopg.Connection[Any], patient_id: int, settings: ApiSettings) -> str:
+    devices, _ = patient_devices(conn, patient_id, settings, 50, 0)
+    rows = "".join(
+        f"<tr><td>{escape(d.id)}</td><td>{escape(d.profile or '-')}</td>"
+        f"<td>{escape(' '.join(x for x in (d.manufacturer, d.model) if x) or '-')}</td>"
+        f"<td>{_when(d.last_sync)} ({escape(d.sync.state)})</td>"
+        f"<td>{_fmt(d.battery_percent, 0, ' %') if d.battery_percent is not None else '-'}</td>"
+        f"<td>{_fmt(d.clock_skew_s, 0, ' s')}</td>"
+        f"<td>{'current' if d.bound_until is None else 'until ' + _when(d.bound_until)}</td></tr>"
+        for d in devices
+    )
+    return (
+        '<section><h2>Devices</h2><table id="devices"><thead><tr><th>Device</th><th>Kind</th>'
+        "<th>Model</th><th>Last sync</th><th>Battery</th><th>Clock offset</th><th>Binding</th>"
+        f"</tr></thead><tbody>{rows or '<tr><td colspan=7>No devices.</td></tr>'}</tbody></table></section>"
+    )
+
+
+def _stats(pairs: Iterable[tuple[str, str]]) -> str:
+    return (
+        '<div class="stats">'
+        + "".join(f'<div class="stat"><b>{escape(v)}</b>{escape(k)}</div>' for k, v in pairs)
+        + "</div>"
+    )
+
+
+@router.get("/patients/{patient_id}")
+def patient_page(
+    patient_id: int, request: Request, conn: ConnDep, settings: SettingsDep, days: int = 14
+) -> Response:
+    user = _session(request, conn, settings)
+    if user is None:
+        return _to_login()
+    if not 1 <= patient_id <= 2**62 or not can_see(conn, user, patient_id):
+        audit.write(
+            conn,
+            user,
+            "access.denied",
+            ip=audit.client_ip(request),
+            patient_id=patient_id,
+            resource=request.url.path,
+            status=404,
+        )
+        return _html(_page("Not found", "<p>No such patient.</p>", user), 404)
+    days = min(max(days, 1), 90)
+    end = datetime.now(UTC)
+    start = end - timedelta(days=days)
+    patient = fetch_patient(conn, patient_id)
+    g = glucose_summary(conn, patient_id, start, end)
+    profile = agp(conn, patient_id, start, end)
+    bp = bp_summary(conn, patient_id, start, end)
+    target_row = conn.execute(
+        "SELECT category, overrides FROM patient_targets WHERE patient_id = %s", (patient_id,)
+    ).fetchone()
+    targets = effective(*(target_row or ("standard", {})))
+    bp_rows = conn.execute(
+        "SELECT time, systolic, diastolic FROM blood_pressure WHERE patient_id = %s"
+        " AND time >= %s AND time < %s ORDER BY time LIMIT 2000",
+        (patient_id, start, end),
+    ).fetchall()
+    audit.write(
+        conn,
+        user,
+        "dashboard.patient",
+        ip=audit.client_ip(request),
+        patient_id=patient_id,
+        resource=request.url.path,
+        detail={"days": days},
+    )
+    csrf = csrf_token(settings.secret, user.session_id)
+    main = g.cgm if g.cgm.n_readings else g.smbg
+    name = f"{patient.given_name or ''} {patient.family_name or ''}".strip() or patient.external_id
+    header = (
+        f"<p>MRN {escape(patient.mrn or '-')} &middot; born {escape(str(patient.birth_date or '-'))}"
+        f" &middot; {escape(patient.timezone)} &middot; last {days} days "
+        f"({escape(main.source.value.upper())})</p>"
+    )
+    glucose = _stats(
+        [
+            ("readings", str(main.n_readings)),
+            ("mean mg/dL", _fmt(main.mean)),
+            ("GMI", _fmt(main.gmi, 1, " %")),
+            ("CV", _fmt(main.cv, 0, " %")),
+            ("TIR 70-180", _fmt(main.pct_70_180, 0, " %")),
+            ("TBR <70", _fmt(main.pct_below_70, 1, " %")),
+            ("TBR <54", _fmt(main.pct_below_54, 1, " %")),
+            ("TAR >180", _fmt(main.pct_above_180, 0, " %")),
+            ("hypo events", str(main.hypo_events)),
+        ]
+    )
+    bp_stats = _stats(
+        [
+            ("readings", str(bp.n_readings)),
+            ("mean", f"{_fmt(bp.mean_systolic)}/{_fmt(bp.mean_diastolic)}"),
+            ("morning", f"{_fmt(bp.morning_systolic)}/{_fmt(bp.morning_diastolic)}"),
+            ("evening", f"{_fmt(bp.evening_systolic)}/{_fmt(bp.evening_diastolic)}"),
+            ("stage", (bp.stage or "-").replace("_", " ")),
+            ("above target", _fmt(bp.pct_above_target, 0, " %")),
+        ]
+    )
+    body = (
+        header
+        + f"<section><h2>Glucose</h2>{glucose}</section>"
+        + "<section><h2>Ambulatory glucose profile</h2>"
+        + charts.agp_svg(profile.bins, targets.range_low, targets.range_high)
+        + "</section><section><h2>Daily glucose</h2>"
+        + charts.daily_svg(profile.daily)
+        + f"</section><section><h2>Blood pressure</h2>{bp_stats}"
+        + charts.bp_svg(
+            [(r[0], float(r[1]), float(r[2])) for r in bp_rows],
+            (targets.bp_systolic, targets.bp_diastolic),
+        )
+        + "</section>"
+        + _flags_section(conn, patient_id, csrf, user.role != "patient")
+        + _devices_section(conn, patient_id, settings)
+    )
+    return _render(request, settings, user, name, body)
+
+
+def _flag_action(
+    request: Request,
+    conn: psycopg.Connection[Any],
+    settings: ApiSettings,
+    flag_id: int,
+    csrf: str,
+    note: str,
+    action: str,
+) -> Response:
+    user = _session(request, conn, settings)
+    if user is None:
+        return _to_login()
+    if not csrf_valid(settings.secret, user.session_id, csrf):
+        return _html(_page("Forbidden", "<p>Form expired; go back and reload.</p>", user), 403)
+    if user.role not in ("clinician", "admin"):
+        return _html(_page("Forbidden", "<p>Only clinicians act on flags.</p>", user), 403)
+    try:
+        flag = get_flag(conn, flag_id)
+    except FlagNotFoundError:
+        return _html(_page("Not found", "<p>No such flag.</p>", user), 404)
+    if not can_see(conn, user, flag.patient_id):
+        return _html(_page("Not found", "<p>No such flag.</p>", user), 404)
+    note = note.strip()
+    try:
+        if action == "acknowledge":
+            acknowledge(conn, flag_id, user.name, note or None)
+        else:
+            resolve(conn, flag_id, user.name, note)
+    except FlagTransitionError as exc:
+        return _html(_page("Not possible", f"<p>{escape(str(exc))}</p>", user), 409)
+    audit.write(
+        conn,
+        user,
+        f"flag.{action}",
+        ip=audit.client_ip(request),
+        patient_id=flag.patient_id,
+        resource=f"flag/{flag_id}",
+        detail={"note": note},
+    )
+    return RedirectResponse(
+        f"{COOKIE_PATH}/patients/{flag.patient_id}#flag-{flag_id}",
+        status_code=status.HTTP_303_SEE_OTHER,
+    )
+
+
+@router.post("/flags/{flag_id}/acknowledge")
+def flag_acknowledge(
+    flag_id: DbId,
+    request: Request,
+    conn: ConnDep,
+    settings: SettingsDep,
+    csrf: Annotated[str, Form(max_length=100)],
+    note: Annotated[str, Form(max_length=2000)] = "",
+) -> Response:
+    return _flag_action(request, conn, settings, flag_id, csrf, note, "acknowledge")
+
+
+@router.post("/flags/{flag_id}/resolve")
+def flag_resolve(
+    flag_id: DbId,
+    request: Request,
+    conn: ConnDep,
+    settings: SettingsDep,
+    csrf: Annotated[str, Form(max_length=100)],
+    note: Annotated[str, Form(max_length=2000)] = "",
+) -> Response:
+    return _flag_action(request, conn, settings, flag_id, csrf, note, "resolve")

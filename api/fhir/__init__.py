@@ -1,0 +1,1 @@
+"""FHIR R4 facade: CapabilityStatement, Patient, Device, Observation, Flag (read/search)."""

@@ -1,0 +1,524 @@
+"""FHIR R4 REST facade (read and search, JSON only): ``/fhir/metadata``, Patient, Device,
+Observation, Flag.  Same bearer tokens and patient scope as the REST API; every read of
+patient data is audited; errors are OperationOutcome."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import UTC, date, datetime, timedelta
+from typing import Annotated, Any
+
+import psycopg
+from fastapi import APIRouter, HTTPException, Query, Request, status
+from psycopg.rows import dict_row
+
+from api.core import audit
+from api.core.principal import Principal
+from api.deps import ConnDep, CurrentUser, can_see, visible_patients
+from api.fhir import resources as fr
+
+_JSON_SCHEMA = {
+    "type": "object",
+    "properties": {"resourceType": {"type": "string"}},
+    "required": ["resourceType"],
+}
+_OUTCOME = {"content": {fr.FHIR_JSON: {"schema": _JSON_SCHEMA}}}
+RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "FHIR resource", **_OUTCOME},
+    400: {"description": "OperationOutcome", **_OUTCOME},
+    401: {"description": "OperationOutcome", **_OUTCOME},
+    403: {"description": "OperationOutcome", **_OUTCOME},
+    404: {"description": "OperationOutcome", **_OUTCOME},
+    422: {"description": "OperationOutcome", **_OUTCOME},
+    503: {"description": "OperationOutcome", **_OUTCOME},
+}
+
+router = APIRouter(tags=["fhir"], responses=RESPONSES, default_response_class=fr.FhirResponse)
+
+MAX_COUNT = 500
+CountQ = Annotated[int, Query(alias="_count", ge=1, le=MAX_COUNT)]
+OffsetQ = Annotated[int, Query(alias="_offset", ge=0, le=1_000_000)]
+FHIR_ID = re.compile(r"^[A-Za-z0-9.-]{1,64}$")
+
+
+def _base(request: Request) -> str:
+    return str(request.base_url).rstrip("/") + "/fhir"
+
+
+def _fhir(content: dict[str, Any]) -> fr.FhirResponse:
+    return fr.FhirResponse(content)
+
+
+def _not_found(kind: str, fhir_id: str) -> HTTPException:
+    return HTTPException(status.HTTP_404_NOT_FOUND, f"{kind}/{fhir_id} not found")
+
+
+def _next(request: Request, offset: int, count: int, total: int) -> str | None:
+    if offset + count >= total:
+        return None
+    return str(request.url.include_query_params(_offset=offset + count))
+
+
+def _audit(
+    conn: psycopg.Connection[Any],
+    user: Principal,
+    request: Request,
+    action: str,
+    patient_id: int | None,
+    detail: dict[str, Any] | None = None,
+) -> None:
+    audit.write(
+        conn,
+        user,
+        action,
+        ip=audit.client_ip(request),
+        patient_id=patient_id,
+        resource=request.url.path,
+        detail=detail,
+    )
+
+
+def _patient_ref(value: str) -> int:
+    ref = value.removeprefix("Patient/")
+    if not ref.isdigit() or len(ref) > 18:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"invalid patient reference {value!r}")
+    return int(ref)
+
+
+def _scope(conn: psycopg.Connection[Any], user: Principal, patient: str | None) -> list[int] | None:
+    """Patients a search covers: the one asked for (if visible, else none), or all visible."""
+    if patient is None:
+        return visible_patients(conn, user)
+    pid = _patient_ref(patient)
+    return [pid] if can_see(conn, user, pid) else []
+
+
+@router.get("/metadata", summary="CapabilityStatement", response_class=fr.FhirResponse)
+def metadata(request: Request) -> fr.FhirResponse:
+    return _fhir(fr.capability_statement(_base(request)))
+
+
+# --- Patient -----------------------------------------------------------------------------
+
+PATIENT_SQL = (
+    "SELECT id, external_id, mrn, given_name, family_name, birth_date, timezone FROM patients"
+)
+
+
+@router.get("/Patient/{fhir_id}", summary="Read a Patient")
+def read_patient(
+    fhir_id: str, user: CurrentUser, conn: ConnDep, request: Request
+) -> fr.FhirResponse:
+    if not fhir_id.isdigit() or len(fhir_id) > 18 or not can_see(conn, user, int(fhir_id)):
+        raise _not_found("Patient", fhir_id)
+    with conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(PATIENT_SQL + " WHERE id = %s", (int(fhir_id),)).fetchone()
+    if row is None:
+        raise _not_found("Patient", fhir_id)
+    _audit(conn, user, request, "fhir.patient.read", row["id"])
+    return _fhir(fr.patient_resource(row))
+
+
+@router.get("/Patient", summary="Search Patients (_id, identifier)")
+def search_patients(
+    user: CurrentUser,
+    conn: ConnDep,
+    request: Request,
+    count: CountQ = 50,
+    offset: OffsetQ = 0,
+    id_: Annotated[str | None, Query(alias="_id", max_length=18)] = None,
+    identifier: Annotated[str | None, Query(max_length=200)] = None,
+) -> fr.FhirResponse:
+    ids = visible_patients(conn, user)
+    clauses: list[str] = ["true"]
+    params: list[Any] = []
+    if ids is not None:
+        clauses.append("id = ANY(%s)")
+        params.append(ids)
+    if id_ is not None:
+        if not id_.isdigit():
+            raise HTTPException(status.HTTP_400_BAD_REQUEST, "_id must be a patient id")
+        clauses.append("id = %s")
+        params.append(int(id_))
+    if identifier is not None:
+        system, sep, value = identifier.rpartition("|")
+        if not sep:
+            clauses.append("(mrn = %s OR external_id = %s)")
+            params.extend([value, value])
+        elif system == fr.MRN_SYSTEM:
+            clauses.append("mrn = %s")
+            params.append(value)
+        elif system == fr.EXTERNAL_ID_SYSTEM:
+            clauses.append("external_id = %s")
+            params.append(value)
+        else:
+            clauses.append("false")
+    where = " AND ".join(clauses)
+    total_row = conn.execute(f"SELECT count(*) FROM patients WHERE {where}", params).fetchone()
+    total = int(total_row[0]) if total_row else 0
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(
+            f"{PATIENT_SQL} WHERE {where} ORDER BY id LIMIT %s OFFSET %s",
+            [*params, count, offset],
+        ).fetchall()
+    _audit(conn, user, request, "fhir.patient.search", None, {"patients": [r["id"] for r in rows]})
+    return _fhir(
+        fr.bundle(
+            [fr.patient_resource(r) for r in rows],
+            _base(request),
+            total,
+            str(request.url),
+            _next(request, offset, count, total),
+        )
+    )
+
+
+# --- Device --------------------------------------------------------------------------------
+
+DEVICE_SQL = (
+    "SELECT d.id, d.profile, d.name, d.manufacturer, d.model, d.serial, d.battery_percent,"
+    " d.clock_skew_s, d.last_sync, (SELECT b.patient_id FROM device_bindings b"
+    " WHERE b.device_id = d.id AND upper_inf(b.valid)) AS patient_id FROM devices d"
+)
+GATEWAY_SQL = "SELECT id, patient_id, version FROM gateways"
+
+
+@router.get("/Device/{fhir_id}", summary="Read a Device (measuring device or gateway)")
+def read_device(
+    fhir_id: str, user: CurrentUser, conn: ConnDep, request: Request
+) -> fr.FhirResponse:
+    parsed = fr.parse_device_id(fhir_id) if FHIR_ID.match(fhir_id) else None
+    if parsed is None:
+        raise _not_found("Device", fhir_id)
+    kind, match, value = parsed
+    table_sql = DEVICE_SQL if kind == "device" else GATEWAY_SQL
+    alias = "d.id" if kind == "device" else "id"
+    cond = (
+        f"{alias} = %s"
+        if match == "exact"
+        else f"left(encode(sha256(convert_to({alias}, 'UTF8')), 'hex'), 40) = %s"
+    )
+    with conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(f"{table_sql} WHERE {cond}", (value,)).fetchone()
+    if row is None:
+        raise _not_found("Device", fhir_id)
+    patient = row.get("patient_id")
+    if user.role != "admin" and (patient is None or not can_see(conn, user, int(patient))):
+        raise _not_found("Device", fhir_id)
+    _audit(conn, user, request, "fhir.device.read", patient)
+    return _fhir(fr.device_resource(row) if kind == "device" else fr.gateway_resource(row))
+
+
+@router.get("/Device", summary="Search Devices by patient (current bindings and gateways)")
+def search_devices(
+    user: CurrentUser,
+    conn: ConnDep,
+    request: Request,
+    patient: Annotated[str | None, Query(max_length=80)] = None,
+    count: CountQ = 50,
+    offset: OffsetQ = 0,
+) -> fr.FhirResponse:
+    ids = _scope(conn, user, patient)
+    where_d = "true" if ids is None else "d_pid = ANY(%(ids)s)"
+    sql = (
+        f"SELECT * FROM (SELECT 'device' AS kind, d.id AS key, b.patient_id AS d_pid"
+        " FROM devices d JOIN device_bindings b ON b.device_id = d.id AND upper_inf(b.valid)"
+        " UNION ALL SELECT 'gateway', g.id, g.patient_id FROM gateways g"
+        f" WHERE g.patient_id IS NOT NULL) x WHERE {where_d}"
+    )
+    params = {"ids": ids}
+    total_row = conn.execute(f"SELECT count(*) FROM ({sql}) y", params).fetchone()
+    total = int(total_row[0]) if total_row else 0
+    keys = conn.execute(
+        f"{sql} ORDER BY kind DESC, key LIMIT %(count)s OFFSET %(offset)s",
+        {**params, "count": count, "offset": offset},
+    ).fetchall()
+    devices = [k[1] for k in keys if k[0] == "device"]
+    gateways = [k[1] for k in keys if k[0] == "gateway"]
+    out: list[dict[str, Any]] = []
+    with conn.cursor(row_factory=dict_row) as cur:
+        if devices:
+            rows = cur.execute(DEVICE_SQL + " WHERE d.id = ANY(%s) ORDER BY d.id", (devices,))
+            out.extend(fr.device_resource(r) for r in rows.fetchall())
+        if gateways:
+            rows = cur.execute(GATEWAY_SQL + " WHERE id = ANY(%s) ORDER BY id", (gateways,))
+            out.extend(fr.gateway_resource(r) for r in rows.fetchall())
+    pid = ids[0] if ids is not None and len(ids) == 1 else None
+    _audit(conn, user, request, "fhir.device.search", pid, {"n": len(out)})
+    return _fhir(
+        fr.bundle(
+            out, _base(request), total, str(request.url), _next(request, offset, count, total)
+        )
+    )
+
+
+# --- Observation ---------------------------------------------------------------------------
+
+GLUCOSE_COLS = (
+    "reading_id, time, device_id, patient_id, gateway_id, skew_s, device_time, conditions,"
+    " source, mgdl, original_value, original_unit"
+)
+BP_COLS = (
+    "reading_id, time, device_id, patient_id, gateway_id, skew_s, device_time, conditions,"
+    " systolic, diastolic, mean_arterial, pulse"
+)
+NOT_CONTROL = "NOT ('control_solution' = ANY(conditions))"
+
+# code -> (kind, extra SQL condition)
+CODE_FILTERS: dict[str, tuple[str, str]] = {
+    fr.GLUCOSE_MASS_BLOOD: ("glu", "source = 'smbg' AND original_unit IS DISTINCT FROM 'mmol/L'"),
+    fr.GLUCOSE_MOLES_BLOOD: ("glu", "source = 'smbg' AND original_unit = 'mmol/L'"),
+    fr.GLUCOSE_CGM: ("glu", "source = 'cgm'"),
+    fr.BP_PANEL: ("bp", "true"),
+    fr.HEART_RATE: ("hr", "pulse IS NOT NULL"),
+}
+
+
+def _parse_fhir_date(raw: str) -> tuple[str, datetime, datetime]:
+    """(prefix, lower, upper) of a FHIR date parameter; the value's own precision makes
+    the range (a day, a month, a year, or an instant)."""
+    prefix = raw[:2] if raw[:2] in ("eq", "ge", "le", "gt", "lt") else "eq"
+    value = raw[2:] if raw[:2] == prefix else raw
+    try:
+        if re.fullmatch(r"\d{4}", value):
+            low = datetime(int(value), 1, 1, tzinfo=UTC)
+            return prefix, low, low.replace(year=low.year + 1)
+        if re.fullmatch(r"\d{4}-\d{2}", value):
+            low = datetime.strptime(value, "%Y-%m").replace(tzinfo=UTC)
+            high = (low + timedelta(days=32)).replace(day=1)
+            return prefix, low, high
+        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+            low = datetime.combine(date.fromisoformat(value), datetime.min.time(), UTC)
+            return prefix, low, low + timedelta(days=1)
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except (ValueError, OverflowError) as exc:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"invalid date parameter {raw!r}") from exc
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return prefix, moment, moment + timedelta(microseconds=1)
+
+
+def _date_sql(values: list[str] | None) -> tuple[str, list[Any]]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    for raw in values or []:
+        prefix, low, high = _parse_fhir_date(raw)
+        if prefix == "eq":
+            clauses.append("time >= %s AND time < %s")
+            params.extend([low, high])
+        elif prefix == "ge":
+            clauses.append("time >= %s")
+            params.append(low)
+        elif prefix == "gt":
+            clauses.append("time >= %s")
+            params.append(high)
+        elif prefix == "le":
+            clauses.append("time < %s")
+            params.append(high)
+        else:  # lt
+            clauses.append("time < %s")
+            params.append(low)
+    return (" AND ".join(clauses) or "true"), params
+
+
+def _codes(code: str | None) -> list[str]:
+    if code is None:
+        return list(CODE_FILTERS)
+    wanted: list[str] = []
+    for token in code.split(","):
+        system, sep, value = token.rpartition("|")
+        if sep and system != fr.LOINC:
+            continue
+        if value in CODE_FILTERS:
+            wanted.append(value)
+    return wanted
+
+
+def _observation_union(codes: list[str], date_where: str) -> tuple[str, int]:
+    """SQL selecting (kind, reading_id, time) across the tables for the codes; the number
+    of date parameter sets it needs."""
+    parts: list[str] = []
+    for code in codes:
+        kind, cond = CODE_FILTERS[code]
+        table = "glucose" if kind == "glu" else "blood_pressure"
+        extra = f" AND {NOT_CONTROL}" if kind == "glu" else ""
+        parts.append(
+            f"SELECT '{kind}'::text AS kind, reading_id, time FROM {table}"
+            f" WHERE patient_id = ANY(%s) AND {cond}{extra} AND {date_where}"
+        )
+    return " UNION ALL ".join(parts), len(parts)
+
+
+def _load(
+    conn: psycopg.Connection[Any], keys: list[tuple[str, uuid.UUID, datetime]]
+) -> list[dict[str, Any]]:
+    glu = [k[1] for k in keys if k[0] == "glu"]
+    bp = [k[1] for k in keys if k[0] in ("bp", "hr")]
+    rows: dict[uuid.UUID, dict[str, Any]] = {}
+    with conn.cursor(row_factory=dict_row) as cur:
+        if glu:
+            for r in cur.execute(
+                f"SELECT {GLUCOSE_COLS} FROM glucose WHERE reading_id = ANY(%s)", (glu,)
+            ):
+                rows[r["reading_id"]] = r
+        if bp:
+            for r in cur.execute(
+                f"SELECT {BP_COLS} FROM blood_pressure WHERE reading_id = ANY(%s)", (bp,)
+            ):
+                rows[r["reading_id"]] = r
+    out: list[dict[str, Any]] = []
+    for kind, reading_id, _ in keys:
+        row = rows.get(reading_id)
+        if row is None:
+            continue
+        maker = {
+            "glu": fr.glucose_observation,
+            "bp": fr.bp_observation,
+            "hr": fr.heart_rate_observation,
+        }
+        out.append(maker[kind](row))
+    return out
+
+
+@router.get("/Observation", summary="Search Observations: patient, code, date (ge/le...), _count")
+def search_observations(
+    user: CurrentUser,
+    conn: ConnDep,
+    request: Request,
+    patient: Annotated[str | None, Query(max_length=80)] = None,
+    code: Annotated[str | None, Query(max_length=300)] = None,
+    date_: Annotated[list[str] | None, Query(alias="date", max_length=4)] = None,
+    sort: Annotated[str, Query(alias="_sort", pattern=r"^-?date$")] = "date",
+    count: CountQ = 100,
+    offset: OffsetQ = 0,
+) -> fr.FhirResponse:
+    ids = _scope(conn, user, patient)
+    if ids is None:
+        ids = [int(r[0]) for r in conn.execute("SELECT id FROM patients").fetchall()]
+    date_where, date_params = _date_sql(date_)
+    codes = _codes(code)
+    resources: list[dict[str, Any]] = []
+    total = 0
+    if codes and ids:
+        union, n = _observation_union(codes, date_where)
+        params: list[Any] = []
+        for _ in range(n):
+            params.extend([ids, *date_params])
+        row = conn.execute(f"SELECT count(*) FROM ({union}) u", params).fetchone()
+        total = int(row[0]) if row else 0
+        direction = "DESC" if sort.startswith("-") else "ASC"
+        keys = conn.execute(
+            f"{union} ORDER BY time {direction}, reading_id, kind LIMIT %s OFFSET %s",
+            [*params, count, offset],
+        ).fetchall()
+        resources = _load(conn, [(k[0], k[1], k[2]) for k in keys])
+    pid = ids[0] if len(ids) == 1 else None
+    _audit(conn, user, request, "fhir.observation.search", pid, {"n": len(resources), "code": code})
+    return _fhir(
+        fr.bundle(
+            resources, _base(request), total, str(request.url), _next(request, offset, count, total)
+        )
+    )
+
+
+@router.get("/Observation/{fhir_id}", summary="Read an Observation")
+def read_observation(
+    fhir_id: str, user: CurrentUser, conn: ConnDep, request: Request
+) -> fr.FhirResponse:
+    parsed = fr.parse_observation_id(fhir_id)
+    if parsed is None:
+        raise _not_found("Observation", fhir_id)
+    kind, reading_id = parsed
+    row: dict[str, Any] | None = None
+    with conn.cursor(row_factory=dict_row) as cur:
+        if kind in ("glu", "cts"):
+            row = cur.execute(
+                f"SELECT {GLUCOSE_COLS} FROM glucose WHERE reading_id = %s AND {NOT_CONTROL}",
+                (reading_id,),
+            ).fetchone()
+        if row is None and kind in ("bp", "hr", "cts"):
+            row = cur.execute(
+                f"SELECT {BP_COLS} FROM blood_pressure WHERE reading_id = %s",
+                (reading_id,),
+            ).fetchone()
+    if (
+        row is None
+        or row["patient_id"] is None
+        or not can_see(conn, user, int(row["patient_id"]))
+        or (kind == "hr" and row.get("pulse") is None)
+        or (kind == "cts" and row.get("skew_s") is None)
+    ):
+        raise _not_found("Observation", fhir_id)
+    _audit(conn, user, request, "fhir.observation.read", int(row["patient_id"]))
+    if kind == "cts":
+        return _fhir(fr.coincident_timestamp_observation(row))
+    maker = {
+        "glu": fr.glucose_observation,
+        "bp": fr.bp_observation,
+        "hr": fr.heart_rate_observation,
+    }
+    return _fhir(maker[kind](row))
+
+
+# --- Flag ------------------------------------------------------------------------------------
+
+FLAG_SQL = (
+    "SELECT id, patient_id, rule_id, severity, status, summary, opened_at, resolved_at FROM flags"
+)
+
+
+@router.get("/Flag", summary="Search Flags (review items) by patient, date, status")
+def search_flags(
+    user: CurrentUser,
+    conn: ConnDep,
+    request: Request,
+    patient: Annotated[str | None, Query(max_length=80)] = None,
+    date_: Annotated[list[str] | None, Query(alias="date", max_length=4)] = None,
+    status_: Annotated[str | None, Query(alias="status", pattern=r"^(active|inactive)$")] = None,
+    count: CountQ = 50,
+    offset: OffsetQ = 0,
+) -> fr.FhirResponse:
+    if user.role == "patient":
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "flags are for clinicians")
+    ids = _scope(conn, user, patient)
+    date_where, date_params = _date_sql(date_)
+    date_where = date_where.replace("time", "opened_at")
+    clauses = [date_where]
+    params: list[Any] = [*date_params]
+    if ids is not None:
+        clauses.append("patient_id = ANY(%s)")
+        params.append(ids)
+    if status_ is not None:
+        clauses.append("status = 'resolved'" if status_ == "inactive" else "status <> 'resolved'")
+    where = " AND ".join(clauses)
+    row = conn.execute(f"SELECT count(*) FROM flags WHERE {where}", params).fetchone()
+    total = int(row[0]) if row else 0
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(
+            f"{FLAG_SQL} WHERE {where} ORDER BY opened_at DESC, id DESC LIMIT %s OFFSET %s",
+            [*params, count, offset],
+        ).fetchall()
+    pid = ids[0] if ids is not None and len(ids) == 1 else None
+    _audit(conn, user, request, "fhir.flag.search", pid, {"flags": [r["id"] for r in rows]})
+    return _fhir(
+        fr.bundle(
+            [fr.flag_resource(r) for r in rows],
+            _base(request),
+            total,
+            str(request.url),
+            _next(request, offset, count, total),
+        )
+    )
+
+
+@router.get("/Flag/{fhir_id}", summary="Read a Flag")
+def read_flag(fhir_id: str, user: CurrentUser, conn: ConnDep, request: Request) -> fr.FhirResponse:
+    if user.role == "patient" or not fhir_id.isdigit() or len(fhir_id) > 18:
+        raise _not_found("Flag", fhir_id)
+    with conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(FLAG_SQL + " WHERE id = %s", (int(fhir_id),)).fetchone()
+    if row is None or not can_see(conn, user, int(row["patient_id"])):
+        raise _not_found("Flag", fhir_id)
+    _audit(conn, user, request, "fhir.flag.read", int(row["patient_id"]))
+    return _fhir(fr.flag_resource(row))

@@ -1,0 +1,183 @@
+"""The FastAPI application: ``create_app(settings, provision_gateway)``.
+
+Run it with uvicorn's factory mode, e.g. from the CLI, which passes a function that
+writes a gateway's MQTT username/password into the broker's password file and reloads
+the broker.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from html import escape
+from typing import Any
+
+import psycopg
+from fastapi import APIRouter, FastAPI, Request, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from api.core.config import ApiSettings
+from api.core.db import get_pool
+from api.core.errors import ErrorOut, FieldError
+from api.core.security import RateLimiter
+from api.dashboard.routes import router as dashboard_router
+from api.fhir.resources import operation_outcome_response
+from api.fhir.routes import router as fhir_router
+from api.routes import (
+    audit_log,
+    auth,
+    billing,
+    enrollment,
+    flags,
+    panel,
+    patients,
+    readings,
+    summaries,
+    targets,
+    users,
+)
+from api.schemas import HealthOut
+
+log = logging.getLogger("homevitals.api")
+
+API_PREFIX = "/api/v1"
+FHIR_PREFIX = "/fhir"
+DASHBOARD_PREFIX = "/dashboard"
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    get_pool(app)
+    try:
+        yield
+    finally:
+        pool: ConnectionPool[psycopg.Connection[Any]] | None = getattr(app.state, "pool", None)
+        if pool is not None:
+            pool.close()
+        app.state.pool = None
+
+
+def _is_fhir(request: Request) -> bool:
+    return request.url.path.startswith(FHIR_PREFIX + "/") or request.url.path == FHIR_PREFIX
+
+
+def _error(request: Request, status_code: int, detail: str, **extra: Any) -> Response:
+    if request.url.path.startswith(DASHBOARD_PREFIX + "/"):
+        page = f"<!DOCTYPE html><title>Error</title><h1>{status_code}</h1><p>{escape(detail)}</p>"
+        return HTMLResponse(page, status_code=status_code, headers=extra.get("headers"))
+    if _is_fhir(request):
+        return operation_outcome_response(status_code, detail, extra.get("headers"))
+    body = ErrorOut(detail=detail, errors=extra.get("errors")).model_dump(exclude_none=True)
+    return JSONResponse(body, status_code=status_code, headers=extra.get("headers"))
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        return _error(request, exc.status_code, str(exc.detail), headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+        errors = [
+            FieldError(
+                loc=[p if isinstance(p, int) else str(p) for p in e.get("loc", ())],
+                msg=str(e.get("msg", "")),
+                type=str(e.get("type", "")),
+            )
+            for e in exc.errors()
+        ]
+        summary = (
+            "; ".join(f"{'.'.join(str(p) for p in e.loc)}: {e.msg}" for e in errors[:5])
+            or "invalid request"
+        )
+        return _error(request, status.HTTP_422_UNPROCESSABLE_CONTENT, summary, errors=errors)
+
+    @app.exception_handler(psycopg.DataError)
+    async def data_error(request: Request, exc: psycopg.DataError) -> Response:
+        first = str(exc).splitlines()[0] if str(exc) else "invalid value"
+        return _error(request, status.HTTP_400_BAD_REQUEST, f"invalid value: {first}")
+
+    @app.exception_handler(psycopg.IntegrityError)
+    async def integrity_error(request: Request, exc: psycopg.IntegrityError) -> Response:
+        return _error(request, status.HTTP_409_CONFLICT, "conflicts with existing data")
+
+    @app.exception_handler(psycopg.OperationalError)
+    async def db_down(request: Request, exc: psycopg.OperationalError) -> Response:
+        log.warning("database unavailable: %s", exc)
+        return _error(request, status.HTTP_503_SERVICE_UNAVAILABLE, "database unavailable")
+
+    @app.exception_handler(PoolTimeout)
+    async def pool_timeout(request: Request, exc: PoolTimeout) -> Response:
+        return _error(
+            request,
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            "database busy; retry shortly",
+            headers={"Retry-After": "1"},
+        )
+
+    @app.exception_handler(PoolClosed)
+    async def pool_closed(request: Request, exc: PoolClosed) -> Response:
+        return _error(request, status.HTTP_503_SERVICE_UNAVAILABLE, "server shutting down")
+
+
+def create_app(
+    settings: ApiSettings, provision_gateway: Callable[[str, str], None] | None = None
+) -> FastAPI:
+    """Build the app.  ``provision_gateway(gateway_id, password)`` creates the gateway's
+    MQTT account at enrolment (None: no broker provisioning, e.g. in tests)."""
+    app = FastAPI(
+        title="HomeVitals API",
+        version="1.0.0",
+        summary="Remote patient monitoring: readings, summaries, flags, FHIR R4",
+        description=(
+            "Clinicians triage their panel and review flags; patients see their own data; the"
+            ' EHR reads FHIR R4 under `/fhir`.  Errors are `{"detail": "..."}` (FHIR:'
+            " OperationOutcome).  Sign in at `/api/v1/auth/token` (OAuth2 password flow)."
+        ),
+        lifespan=lifespan,
+        openapi_url=f"{API_PREFIX}/openapi.json",
+        docs_url=f"{API_PREFIX}/docs",
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    app.state.pool = None
+    app.state.provision_gateway = provision_gateway
+    app.state.login_limiter = RateLimiter(settings.login_max_failures, settings.login_window_s)
+    app.state.register_limiter = RateLimiter(
+        settings.register_max_attempts, settings.login_window_s
+    )
+    _install_error_handlers(app)
+
+    api = APIRouter(prefix=API_PREFIX)
+
+    @api.get("/health", response_model=HealthOut, tags=["health"], summary="Liveness (no DB)")
+    def health() -> HealthOut:
+        return HealthOut(status="ok")
+
+    for module in (
+        auth,
+        enrollment,
+        users,
+        patients,
+        panel,
+        readings,
+        summaries,
+        flags,
+        targets,
+        billing,
+        audit_log,
+    ):
+        api.include_router(module.router)
+    app.include_router(api)
+    _include_optional(app)
+    return app
+
+
+def _include_optional(app: FastAPI) -> None:
+
+    app.include_router(fhir_router, prefix=FHIR_PREFIX)
+    app.include_router(dashboard_router, prefix=DASHBOARD_PREFIX)

@@ -1,0 +1,219 @@
+"""Sign-in (OAuth2 password flow), refresh-token rotation, sign-out, and "who am I"."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+import psycopg
+from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
+from fastapi.security import OAuth2PasswordRequestForm
+
+from api.core import audit
+from api.core.config import ApiSettings
+from api.core.errors import COMMON, PUBLIC, TOO_MANY, UNAUTHORIZED
+from api.core.principal import Principal
+from api.core.security import (
+    RateLimiter,
+    create_token,
+    digest,
+    new_refresh_token,
+    verify_password,
+)
+from api.deps import ConnDep, CurrentUser, SettingsDep
+from api.schemas import RefreshIn, TokenPair, UserOut
+
+router = APIRouter(prefix="/auth", tags=["auth"])
+
+USER_COLUMNS = "id, username, role, patient_id, display_name, active, created_at"
+
+
+def user_out(row: tuple[Any, ...]) -> UserOut:
+    return UserOut(
+        id=row[0],
+        username=row[1],
+        role=row[2],
+        patient_id=row[3],
+        display_name=row[4],
+        active=row[5],
+        created_at=row[6],
+    )
+
+
+def login_limiter(request: Request) -> RateLimiter:
+    limiter: RateLimiter = request.app.state.login_limiter
+    return limiter
+
+
+def authenticate(
+    conn: psycopg.Connection[Any],
+    settings: ApiSettings,
+    limiter: RateLimiter,
+    username: str,
+    password: str,
+    ip: str | None,
+) -> Principal:
+    """Check a username/password with rate limiting per username+IP; audits the outcome."""
+    key = f"{username.lower()}|{ip}"
+    wait = limiter.retry_after(key)
+    if wait is not None:
+        audit.write(
+            conn,
+            None,
+            "auth.login",
+            ip=ip,
+            status=429,
+            actor=username[:64],
+            detail={"reason": "rate limited"},
+        )
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            f"too many failed sign-ins; retry in {wait} s",
+            headers={"Retry-After": str(wait)},
+        )
+    row = conn.execute(
+        "SELECT id, username, role, patient_id, password_hash, active FROM users"
+        " WHERE lower(username) = lower(%s)",
+        (username,),
+    ).fetchone()
+    ok = verify_password(password, row[4] if row else None)
+    if row is None or not ok or not row[5]:
+        limiter.hit(key)
+        audit.write(
+            conn,
+            None,
+            "auth.login",
+            ip=ip,
+            status=401,
+            actor=username[:64],
+            detail={"reason": "bad credentials"},
+        )
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "incorrect username or password",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    limiter.reset(key)
+    principal = Principal(row[2], row[1], int(row[0]), row[3])
+    audit.write(conn, principal, "auth.login", ip=ip, patient_id=row[3])
+    return principal
+
+
+def issue_tokens(
+    conn: psycopg.Connection[Any],
+    settings: ApiSettings,
+    user: Principal,
+    family: uuid.UUID | None = None,
+) -> TokenPair:
+    access, _ = create_token(
+        settings.secret,
+        subject=str(user.user_id),
+        role=user.role,
+        patient_id=user.patient_id,
+        minutes=settings.access_token_minutes,
+    )
+    refresh = new_refresh_token()
+    conn.execute(
+        "INSERT INTO refresh_tokens (user_id, token_hash, family, expires_at)"
+        " VALUES (%s, %s, %s, %s)",
+        (
+            user.user_id,
+            digest(refresh),
+            family or uuid.uuid4(),
+            datetime.now(UTC) + timedelta(days=settings.refresh_token_days),
+        ),
+    )
+    return TokenPair(
+        access_token=access,
+        expires_in=settings.access_token_minutes * 60,
+        refresh_token=refresh,
+    )
+
+
+@router.post(
+    "/token",
+    response_model=TokenPair,
+    summary="Sign in (OAuth2 password flow)",
+    responses={**UNAUTHORIZED, **TOO_MANY, **PUBLIC},
+)
+def login(
+    form: Annotated[OAuth2PasswordRequestForm, Depends()],
+    conn: ConnDep,
+    settings: SettingsDep,
+    request: Request,
+) -> TokenPair:
+    """Exchange username and password for a 15-minute access token and a refresh token."""
+    limiter = login_limiter(request)
+    user = authenticate(
+        conn, settings, limiter, form.username, form.password, audit.client_ip(request)
+    )
+    return issue_tokens(conn, settings, user)
+
+
+@router.post(
+    "/refresh",
+    response_model=TokenPair,
+    summary="Rotate a refresh token",
+    responses={**UNAUTHORIZED, **PUBLIC},
+)
+def refresh(body: RefreshIn, conn: ConnDep, settings: SettingsDep, request: Request) -> TokenPair:
+    """A new access token and a new refresh token; the old refresh token stops working.
+
+    Presenting an already-rotated token revokes its whole family (theft detection)."""
+    ip = audit.client_ip(request)
+    problem: str | None = None
+    with conn.transaction():
+        row = conn.execute(
+            "SELECT t.id, t.user_id, t.family, t.expires_at, t.rotated_at, t.revoked_at,"
+            " u.username, u.role, u.patient_id, u.active"
+            " FROM refresh_tokens t JOIN users u ON u.id = t.user_id"
+            " WHERE t.token_hash = %s FOR UPDATE OF t",
+            (digest(body.refresh_token),),
+        ).fetchone()
+        if row is None:
+            raise HTTPException(status.HTTP_401_UNAUTHORIZED, "invalid refresh token")
+        token_id, user_id, family, expires_at, rotated_at, revoked_at = row[:6]
+        user = Principal(row[7], row[6], int(user_id), row[8])
+        if rotated_at is not None or revoked_at is not None:
+            # Committed before answering: a replayed token ends the whole session family.
+            conn.execute(
+                "UPDATE refresh_tokens SET revoked_at = coalesce(revoked_at, now())"
+                " WHERE family = %s",
+                (family,),
+            )
+            audit.write(
+                conn, user, "auth.refresh_reuse", ip=ip, status=401, detail={"family": str(family)}
+            )
+            problem = "refresh token already used or revoked"
+        elif expires_at <= datetime.now(UTC) or not row[9]:
+            problem = "refresh token expired"
+        else:
+            conn.execute("UPDATE refresh_tokens SET rotated_at = now() WHERE id = %s", (token_id,))
+            return issue_tokens(conn, settings, user, family)
+    raise HTTPException(status.HTTP_401_UNAUTHORIZED, problem)
+
+
+@router.post(
+    "/logout",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Revoke a refresh token (and its rotation family)",
+    responses=PUBLIC,
+)
+def logout(body: RefreshIn, conn: ConnDep) -> Response:
+    conn.execute(
+        "UPDATE refresh_tokens SET revoked_at = coalesce(revoked_at, now()) WHERE family ="
+        " (SELECT family FROM refresh_tokens WHERE token_hash = %s)",
+        (digest(body.refresh_token),),
+    )
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/me", response_model=UserOut, summary="The signed-in user", responses=COMMON)
+def me(user: CurrentUser, conn: ConnDep) -> UserOut:
+    row = conn.execute(
+        f"SELECT {USER_COLUMNS} FROM users WHERE id = %s", (user.user_id,)
+    ).fetchone()
+    if row is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "user not found")
+    return user_out(row)
