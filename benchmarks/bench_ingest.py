@@ -204,6 +204,8 @@ def worker_process(
         now = time.time()
         n = 0
         for m in messages:
+            if not m.topic.endswith("/readings"):
+                continue
             sent = _sent_at.decode(m.payload).sent_at.timestamp()
             lat.append(now - sent)
             n += m.payload.count(b'"id":')

@@ -45,6 +45,7 @@ def echo_json(data: object) -> None:
         "services": ("homevitals.cli_services", "services"),
         "ingest": ("homevitals.cli_ingest", "ingest"),
         "deadletters": ("homevitals.cli_ingest", "deadletters"),
+        "import": ("homevitals.cli_ingest", "import_cmd"),
         "status": ("homevitals.cli_ingest", "status"),
         "decode": ("homevitals.cli_decode", "decode"),
         "patients": ("homevitals.cli_ingest", "patients"),

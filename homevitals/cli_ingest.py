@@ -174,3 +174,39 @@ def add_patient(
         settings_endpoints().database_url, external_id, list(gateways), timezone, name
     )
     click.echo(f"patient {external_id} = id {patient_id}")
+
+
+@click.command("import")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["generic", "dexcom", "libreview"]),
+    required=True,
+    help="generic id,time,glucose CSV; Dexcom Clarity export; LibreView export.",
+)
+@click.option(
+    "--patient",
+    default=None,
+    help="Patient external id (required for dexcom/libreview; generic CSV without an id column).",
+)
+@click.option(
+    "--timezone",
+    default=None,
+    help="IANA time zone for patients this import creates (an existing patient's zone wins).",
+)
+def import_cmd(path: Path, fmt: str, patient: str | None, timezone: str | None) -> None:
+    """Bulk-import historical glucose data through the ingest validation and write path.
+
+    Re-importing a file stores nothing twice; bad rows go to the dead letters.  Prints a
+    JSON report (docs/import.md).
+    """
+    from ingest.bulk_import import ImportFileError, import_file
+
+    try:
+        report = import_file(
+            settings_endpoints().database_url, path, fmt, patient, timezone=timezone
+        )
+    except ImportFileError as exc:
+        raise click.ClickException(str(exc)) from exc
+    echo_json(report)

