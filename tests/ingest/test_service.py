@@ -7,35 +7,16 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-import paho.mqtt.client as mqtt
 import psycopg
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
+from mqtt_publish import publish_all
 
 from device_profiles.model import Component, Kind
 from ingest import wire
-from ingest.mqtt_url import parse_mqtt_url
 from ingest.patients import enroll_patient
 from ingest.service import IngestConfig, IngestWorker
 
 pytestmark = pytest.mark.services
-
-
-def publish_all(url: str, messages: list[tuple[str, bytes]]) -> None:
-    """Publish with QoS 1 and wait for every PUBACK."""
-    target = parse_mqtt_url(url)
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-    client.username_pw_set(target.username, target.password)
-    client.connect(target.host, target.port)
-    client.loop_start()
-    try:
-        infos = [client.publish(topic, payload, qos=1) for topic, payload in messages]
-        for info in infos:
-            info.wait_for_publish(timeout=30)
-            assert info.is_published()
-    finally:
-        client.disconnect()
-        client.loop_stop()
 
 
 def gateway_messages(
