@@ -4,9 +4,9 @@ A rule is a definition (:class:`Rule`); :func:`evaluate` computes, for every pat
 every applicable rule, a :class:`RuleResult` with the evidence it rests on (metric
 values, the thresholds from the patient's :class:`~analytics.targets.Targets`, and the
 time range of the readings used).  No database access: the caller passes readings
-frames covering at least the last ``max(trend_days, adherence_window_days)`` days (30 by
-default) and persists the triggered results.  Thresholds are documented in
-docs/metrics.md.
+frames covering at least the last ``max(trend_days, adherence_window_days,
+2 * adherence_trend_days)`` days (30 by default) and persists the triggered results.
+Thresholds are documented in docs/metrics.md.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import pandas as pd
 
 from analytics.metrics._frame import (
     NS_PER_DAY,
+    NS_PER_MINUTE,
     BoolArray,
     FloatArray,
     Grouped,
@@ -129,10 +130,18 @@ RULES: tuple[Rule, ...] = (
         "Home blood-pressure average at or above the patient's target.",
     ),
     Rule(
+        "bp_irregular_pulse",
+        Severity.LOW,
+        RuleKind.WINDOW,
+        "At least 3 home blood-pressure readings flagged with an irregular pulse in 14 days,"
+        " once on both readings of a session (body movement excluded): review the rhythm.",
+    ),
+    Rule(
         "trend_fasting_glucose_rising",
         Severity.MEDIUM,
         RuleKind.TREND,
-        "Fasting glucose rising: Mann-Kendall p < 0.05 and Theil-Sen slope >= 1 mg/dL/day.",
+        "Fasting glucose rising: Mann-Kendall p < 0.05 and Theil-Sen slope >= 1 mg/dL/day,"
+        " the last 7 daily values at a median >= 100 mg/dL.",
     ),
     Rule(
         "trend_morning_systolic_rising",
@@ -151,6 +160,13 @@ RULES: tuple[Rule, ...] = (
         Severity.LOW,
         RuleKind.ADHERENCE,
         "Fewer than 16 days with readings in the last 30 days.",
+    ),
+    Rule(
+        "adherence_declining",
+        Severity.LOW,
+        RuleKind.ADHERENCE,
+        "Readings on fewer than 8 of the last 14 days, at least 30 % fewer days than in"
+        " the 14 days before.",
     ),
 )
 RULES_BY_ID: dict[str, Rule] = {r.id: r for r in RULES}
@@ -533,8 +549,12 @@ def _trend(ctx: _Context, frames: Mapping[str, pd.DataFrame | None], fasting: bo
     p = tr["mk_p"].to_numpy(dtype=np.float64)
     min_days = ctx.t("trend_min_days")
     enough = n_days >= min_days
+    level = _recent_median(daily, ctx.patients, ctx.t("trend_level_days"))
+    # Only fasting glucose has a level guard (a rise within the normal range is no concern).
+    min_level = ctx.t("fasting_trend_min_mgdl") if fasting else np.full(n, -np.inf)
     with np.errstate(invalid="ignore"):
         hit = enough & (p < ctx.t("trend_alpha")) & (slope >= ctx.t(slope_field))
+        hit &= level >= min_level
     first = np.full(n, _INAT, dtype=np.int64)
     last = np.full(n, _INAT, dtype=np.int64)
     if len(daily):
@@ -553,11 +573,29 @@ def _trend(ctx: _Context, frames: Mapping[str, pd.DataFrame | None], fasting: bo
             "alpha": ctx.t("trend_alpha"),
             "n_days": n_days.astype(np.int64),
             "min_days": min_days,
+            "recent_median": level,
+            "min_recent_median": np.where(np.isinf(min_level), np.nan, min_level),
             "insufficient_data": ~enough,
         },
         first,
         last,
     )
+
+
+def _recent_median(daily: pd.DataFrame, patients: pd.Index, days: FloatArray) -> FloatArray:
+    """Median of each patient's last ``days`` daily values (NaN without any)."""
+    out = np.full(len(patients), np.nan)
+    if not len(daily):
+        return out
+    codes = patients.get_indexer(pd.Index(daily["patient_id"]))
+    frame = pd.DataFrame(
+        {"code": codes, "t": daily["time"].to_numpy(), "value": daily["value"].to_numpy()}
+    ).sort_values(["code", "t"], kind="stable")
+    rank = frame.groupby("code").cumcount(ascending=False).to_numpy()
+    recent = frame.loc[rank < days[frame["code"].to_numpy()]]
+    med = recent.groupby("code")["value"].median()
+    out[med.index.to_numpy()] = med.to_numpy(dtype=np.float64)
+    return out
 
 
 def _all_readings(frames: Mapping[str, pd.DataFrame | None]) -> pd.DataFrame:
@@ -604,6 +642,79 @@ def _low_days(ctx: _Context, frames: Mapping[str, pd.DataFrame | None]) -> _Outc
     )
 
 
+def _flag_column(frame: pd.DataFrame, column: str) -> BoolArray:
+    if column not in frame.columns:
+        return np.zeros(len(frame), dtype=bool)
+    return np.asarray(frame[column].to_numpy(dtype=bool, na_value=False), dtype=bool)
+
+
+def _irregular_pulse(ctx: _Context, frames: Mapping[str, pd.DataFrame | None]) -> _Outcome:
+    bp = frames["bp"]
+    assert bp is not None
+    n = ctx.n
+    g, inwin = _window(ctx, bp, "irregular_pulse_window_days")
+    irregular = inwin & _flag_column(g.frame, "irregular_pulse")
+    moved = irregular & _flag_column(g.frame, "body_movement")
+    counted = irregular & ~moved
+    count = group_count(g.codes[counted], n)
+    minimum = ctx.t("irregular_pulse_min_readings")
+    # Confirmed: two successive counted readings of a patient close enough to be one
+    # session's reading and its repeat.
+    rows = np.flatnonzero(counted)
+    c, t = g.codes[rows], g.time_ns[rows]
+    repeat_ns = ctx.t("irregular_pulse_repeat_minutes") * NS_PER_MINUTE
+    pair = (c[1:] == c[:-1]) & ((t[1:] - t[:-1]) <= repeat_ns[c[1:]])
+    confirmed = group_count(c[1:][pair], n)
+    first, last = _span(g, counted, n)
+    return _Outcome(
+        (count >= minimum) & (confirmed > 0),
+        {
+            "n_irregular": count.astype(np.int64),
+            "n_confirmed_repeats": confirmed.astype(np.int64),
+            "n_irregular_with_movement": group_count(g.codes[moved], n).astype(np.int64),
+            "n_readings": group_count(g.codes[inwin], n).astype(np.int64),
+            "min_readings": minimum,
+            "window_days": ctx.t("irregular_pulse_window_days"),
+        },
+        first,
+        last,
+    )
+
+
+def _declining(ctx: _Context, frames: Mapping[str, pd.DataFrame | None]) -> _Outcome:
+    """Days with readings in the recent span vs the span just before (same length)."""
+    n = ctx.n
+    span = ctx.t("adherence_trend_days")
+    longest = 2.0 * float(np.nanmax(span)) if n else 28.0
+    g = group_readings(
+        _all_readings(frames),
+        Period(ctx.now - pd.Timedelta(days=longest), ctx.now + pd.Timedelta(1)),
+        ctx.patients,
+    )
+    span_ns = (span * NS_PER_DAY).astype(np.int64)[g.codes]
+    recent = g.time_ns >= ctx.now.value - span_ns
+    prior = ~recent & (g.time_ns >= ctx.now.value - 2 * span_ns)
+    day, _ = local_day_and_minute(g.time_ns, g.codes, g.patients, ctx.tz)
+    days_recent = distinct_days_per_group(g.codes[recent], day[recent], n)
+    days_prior = distinct_days_per_group(g.codes[prior], day[prior], n)
+    minimum = ctx.t("adherence_recent_min_days")
+    decline = ctx.t("adherence_decline_pct")
+    dropped = (days_prior > 0) & (days_recent <= days_prior * (1.0 - decline / 100.0))
+    first, last = _span(g, recent | prior, n)
+    return _Outcome(
+        (days_recent < minimum) & dropped,
+        {
+            "days_with_readings_recent": days_recent.astype(np.int64),
+            "days_with_readings_prior": days_prior.astype(np.int64),
+            "span_days": span,
+            "min_days": minimum,
+            "decline_pct": decline,
+        },
+        first,
+        last,
+    )
+
+
 _Evaluator = Callable[[_Context, Mapping[str, pd.DataFrame | None]], _Outcome]
 
 _EVALUATORS: dict[str, _Evaluator] = {
@@ -618,10 +729,12 @@ _EVALUATORS: dict[str, _Evaluator] = {
     "smbg_low_readings": lambda c, f: _smbg_window(c, f, low=True),
     "smbg_high_readings": lambda c, f: _smbg_window(c, f, low=False),
     "bp_home_average_above_target": _bp_window,
+    "bp_irregular_pulse": _irregular_pulse,
     "trend_fasting_glucose_rising": lambda c, f: _trend(c, f, fasting=True),
     "trend_morning_systolic_rising": lambda c, f: _trend(c, f, fasting=False),
     "adherence_no_data": _no_data,
     "adherence_low_days": _low_days,
+    "adherence_declining": _declining,
 }
 
 _NEEDS: dict[str, tuple[str, ...]] = {
@@ -636,8 +749,10 @@ _NEEDS: dict[str, tuple[str, ...]] = {
     "smbg_low_readings": ("smbg",),
     "smbg_high_readings": ("smbg",),
     "bp_home_average_above_target": ("bp",),
+    "bp_irregular_pulse": ("bp",),
     "trend_fasting_glucose_rising": ("cgm", "smbg"),
     "trend_morning_systolic_rising": ("bp",),
     "adherence_no_data": ("cgm", "smbg", "bp"),
     "adherence_low_days": ("cgm", "smbg", "bp"),
+    "adherence_declining": ("cgm", "smbg", "bp"),
 }

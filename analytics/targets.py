@@ -60,10 +60,28 @@ class Targets:
     trend_alpha: float = 0.05
     fasting_slope_mgdl_per_day: float = 1.0
     morning_systolic_slope_mmhg_per_day: float = 0.5
+    # A fasting rise flags only once it leaves the normal fasting range: the median of the
+    # last ``trend_level_days`` daily values at or above 100 mg/dL (ADA: < 100 is normal).
+    fasting_trend_min_mgdl: float = 100.0
+    trend_level_days: int = 7
+    # Irregular pulse flagged by the cuff (a prompt to check the rhythm, e.g. by ECG):
+    # readings taken with body movement are not counted (movement mimics an irregular
+    # pulse), and at least once the repeat reading of a session (within
+    # ``irregular_pulse_repeat_minutes``) must be flagged too: single flags are often
+    # ectopic beats (Microlife's AF detection likewise asks for 2 of 3 readings).
+    irregular_pulse_window_days: int = 14
+    irregular_pulse_min_readings: int = 3
+    irregular_pulse_repeat_minutes: float = 10.0
     # Adherence.
     no_data_days: int = 3
     adherence_window_days: int = 30
     adherence_min_days: int = 16
+    # Declining adherence: days with readings in the last ``adherence_trend_days`` below
+    # the 16-in-30 pace (8 of 14) and at least ``adherence_decline_pct`` % fewer than in
+    # the same span just before.
+    adherence_trend_days: int = 14
+    adherence_recent_min_days: int = 8
+    adherence_decline_pct: float = 30.0
 
     def with_overrides(self, **overrides: Any) -> Targets:
         """A copy with clinician overrides; unknown names raise ``TypeError``."""

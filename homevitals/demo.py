@@ -140,6 +140,40 @@ def _device_readings(patient: DemoPatient) -> dict[str, list[Any]]:
     return out
 
 
+def _reset_demo_data(url: str) -> None:
+    """Each run simulates its homes afresh, so the previous run's simulated readings,
+    flags, devices and bindings go (only the demo patients'; the audit log stays)."""
+    with psycopg.connect(url, autocommit=True) as conn, conn.transaction():
+        ids = [
+            r[0] for r in conn.execute("SELECT id FROM patients WHERE external_id LIKE 'demo-%'")
+        ]
+        devices = [
+            r[0]
+            for r in conn.execute(
+                "SELECT id FROM devices WHERE gateway_id LIKE 'demo-gw-%%'"
+                " UNION SELECT device_id FROM device_bindings WHERE patient_id = ANY(%s)",
+                (ids,),
+            )
+        ]
+        for table in ("glucose", "blood_pressure", "body_readings"):
+            conn.execute(
+                f"DELETE FROM {table} WHERE patient_id = ANY(%s) OR device_id = ANY(%s)".encode(),
+                (ids, devices),
+            )
+        conn.execute(
+            "DELETE FROM flag_events WHERE flag_id IN (SELECT id FROM flags WHERE patient_id = ANY(%s))",
+            (ids,),
+        )
+        conn.execute("DELETE FROM flags WHERE patient_id = ANY(%s)", (ids,))
+        conn.execute("DELETE FROM patient_activity WHERE patient_id = ANY(%s)", (ids,))
+        conn.execute("DELETE FROM device_bindings WHERE device_id = ANY(%s)", (devices,))
+        conn.execute(
+            "DELETE FROM dead_letters WHERE device_id = ANY(%s) OR gateway_id LIKE 'demo-gw-%%'",
+            (devices,),
+        )
+        conn.execute("DELETE FROM devices WHERE id = ANY(%s)", (devices,))
+
+
 def _set_up_people(url: str, homes: list[Home], password: str) -> None:
     from api.bootstrap import add_to_panel, create_user
     from ingest.patients import attach_gateway, upsert_patient
@@ -268,6 +302,7 @@ def demo(once: bool) -> None:
         homes.append(home)
 
     password = read_or_create_secret(state / "secrets" / "demo_clinician_password", nbytes=9)
+    _reset_demo_data(found.database_url)
     _set_up_people(found.database_url, homes, password)
     env = {**os.environ, **tb.env_for(info), "PYTHONUNBUFFERED": "1"}
     processes = Processes(demo_dir / "logs")

@@ -10,7 +10,9 @@ Scenarios whose contract is statistical (e.g. ``stable_t1``: TIR 70-85 %) draw t
 with derived seeds until the generated data meets the stated bands (deterministic; almost
 always the first draw), so a stated band always holds.
 
-Rule ids are the names the analytics rules are expected to use (``RULE_*`` below).
+Rule ids are the ids of the analytics rules expected to fire (``RULE_*`` below, the
+``id`` of a rule in ``analytics.rules.RULES``; tests/analytics/test_scenarios_truth.py
+checks that they agree).
 """
 
 from __future__ import annotations
@@ -51,19 +53,21 @@ from simulators.patients.timebase import DatetimeArray, to_datetime64
 
 RULE_URGENT_LOW_GLUCOSE = "urgent_low_glucose"  # any glucose < 54 mg/dL
 RULE_URGENT_BP_CRISIS = "urgent_bp_crisis"  # systolic > 180 and/or diastolic > 120
-RULE_TREND_FASTING_GLUCOSE = "trend_fasting_glucose"  # fasting glucose rising over weeks
+RULE_TREND_FASTING_GLUCOSE = "trend_fasting_glucose_rising"  # fasting glucose rising
 RULE_ADHERENCE_NO_DATA = "adherence_no_data"  # days without any reading
 RULE_ADHERENCE_DECLINING = "adherence_declining"  # measuring less and less often
-RULE_TREND_BP_HOME_AVERAGE = "trend_bp_home_average"  # home average >= 130/80 (stage 1+)
-RULE_REVIEW_IRREGULAR_PULSE = "review_irregular_pulse"  # cuff flags an irregular pulse
+RULE_BP_HOME_AVERAGE = "bp_home_average_above_target"  # home average >= 130/80 (stage 1+)
+RULE_BP_IRREGULAR_PULSE = "bp_irregular_pulse"  # cuff flags an irregular pulse
+# Former constant name, kept for existing callers.
+RULE_TREND_BP_HOME_AVERAGE = RULE_BP_HOME_AVERAGE
 ALL_RULES = (
     RULE_URGENT_LOW_GLUCOSE,
     RULE_URGENT_BP_CRISIS,
     RULE_TREND_FASTING_GLUCOSE,
     RULE_ADHERENCE_NO_DATA,
     RULE_ADHERENCE_DECLINING,
-    RULE_TREND_BP_HOME_AVERAGE,
-    RULE_REVIEW_IRREGULAR_PULSE,
+    RULE_BP_HOME_AVERAGE,
+    RULE_BP_IRREGULAR_PULSE,
 )
 
 
@@ -558,7 +562,7 @@ def _home_average_event(
 ) -> ExpectedEvent:
     return ExpectedEvent(
         type=f"hypertension_{stage}",
-        rule_id=RULE_TREND_BP_HOME_AVERAGE,
+        rule_id=RULE_BP_HOME_AVERAGE,
         start=data.period_start,
         end=data.period_end,
         kind=Kind.BLOOD_PRESSURE,
@@ -574,7 +578,7 @@ def _home_average_event(
 def _stage2_judge(data: PatientData, draft: _Draft, devices: Mapping[Kind, str]) -> _Judgement:
     stats = _bp_bands(data, (140.0, 178.0), (90.0, 118.0))
     event = _home_average_event(data, devices, "stage2")
-    return _Judgement((event,), tuple(stats), _others(RULE_TREND_BP_HOME_AVERAGE))
+    return _Judgement((event,), tuple(stats), _others(RULE_BP_HOME_AVERAGE))
 
 
 def _masked_draft(days: int, seed: int, start: date) -> _Draft:
@@ -585,7 +589,7 @@ def _masked_draft(days: int, seed: int, start: date) -> _Draft:
 def _masked_judge(data: PatientData, draft: _Draft, devices: Mapping[Kind, str]) -> _Judgement:
     stats = _bp_bands(data, (130.0, 139.9), (80.0, 89.9))
     event = _home_average_event(data, devices, "stage1")
-    return _Judgement((event,), tuple(stats), _others(RULE_TREND_BP_HOME_AVERAGE))
+    return _Judgement((event,), tuple(stats), _others(RULE_BP_HOME_AVERAGE))
 
 
 def _white_coat_draft(days: int, seed: int, start: date) -> _Draft:
@@ -671,7 +675,7 @@ def _irregular_judge(data: PatientData, draft: _Draft, devices: Mapping[Kind, st
         events = (
             ExpectedEvent(
                 type="irregular_pulse",
-                rule_id=RULE_REVIEW_IRREGULAR_PULSE,
+                rule_id=RULE_BP_IRREGULAR_PULSE,
                 start=times[0],
                 end=times[-1],
                 kind=Kind.BLOOD_PRESSURE,
@@ -848,7 +852,8 @@ __all__ = [
     "ALL_RULES",
     "RULE_ADHERENCE_DECLINING",
     "RULE_ADHERENCE_NO_DATA",
-    "RULE_REVIEW_IRREGULAR_PULSE",
+    "RULE_BP_HOME_AVERAGE",
+    "RULE_BP_IRREGULAR_PULSE",
     "RULE_TREND_BP_HOME_AVERAGE",
     "RULE_TREND_FASTING_GLUCOSE",
     "RULE_URGENT_BP_CRISIS",

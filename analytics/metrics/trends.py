@@ -11,7 +11,8 @@ Daily series:
 
 * fasting glucose - per local day, the first reading tagged ``meal == 'fasting'`` if the
   frame has a ``meal`` column and that day has one; otherwise the first reading of the
-  local day before 10:00;
+  local day from 04:00 to before 10:00 (a CGM's readings after midnight follow the
+  evening meal: the day's first reading is not a fasting value);
 * morning systolic - per local day, the mean systolic of readings 04:00-11:59 local.
 """
 
@@ -38,7 +39,7 @@ from analytics.metrics._frame import (
 from analytics.metrics.blood_pressure import MORNING_MINUTES
 from analytics.metrics.glucose import HIGH, LOW
 
-FASTING_BEFORE_MIN = 10 * 60
+FASTING_MINUTES = (4 * 60, 10 * 60)  # [04:00, 10:00) local, untagged readings
 DAILY_COLUMNS = ("patient_id", "day", "value", "time")
 TREND_COLUMNS = (
     "n_days",
@@ -104,7 +105,7 @@ def daily_fasting_glucose(
             .fillna(False)
             .to_numpy(dtype=bool)
         )
-    early = ok & (minute < FASTING_BEFORE_MIN)
+    early = ok & (minute >= FASTING_MINUTES[0]) & (minute < FASTING_MINUTES[1])
     # Rank candidates: a tagged reading beats an untagged early one; then earliest first.
     cand = ok & (tagged | early)
     frame = pd.DataFrame(
