@@ -233,45 +233,14 @@ def _targets(conn: psycopg.Connection[Any], patient_id: int) -> Targets:
     return patient_targets(conn, [patient_id])[str(patient_id)]
 
 
-# One round trip for both sources, columnar (arrays), instead of a row per reading: the
-# same rows and columns as analytics.store.glucose_frame (control-solution tests are not
-# patient readings), about 3x faster to turn into frames for one patient's 14 days.
-GLUCOSE_COLUMNS_QUERY = """
-SELECT source,
-       array_agg(extract(epoch FROM time)::float8 ORDER BY time),
-       array_agg(coalesce(mgdl, 'NaN'::float8) ORDER BY time),
-       array_agg('result_above_range' = ANY(conditions) ORDER BY time),
-       array_agg('result_below_range' = ANY(conditions) ORDER BY time)
-FROM glucose
-WHERE patient_id = %(patient)s AND time >= %(start)s AND time < %(end)s
-  AND NOT ('control_solution' = ANY(conditions))
-GROUP BY source
-"""
-
-
 def glucose_frames(
     conn: psycopg.Connection[Any], patient_id: int, start: datetime, end: datetime
 ) -> dict[GlucoseSource, pd.DataFrame]:
     """One patient's CGM and SMBG frames (the analytics.metrics glucose column contract)."""
-    found: dict[str, tuple[Any, ...]] = {}
-    for row in conn.execute(
-        GLUCOSE_COLUMNS_QUERY, {"patient": patient_id, "start": start, "end": end}
-    ).fetchall():
-        found[str(row[0])] = row
-    frames: dict[GlucoseSource, pd.DataFrame] = {}
-    for source in GlucoseSource:
-        row = found.get(source.value)
-        epoch = np.asarray(row[1] if row else [], dtype=np.float64)
-        frames[source] = pd.DataFrame(
-            {
-                "patient_id": np.full(len(epoch), str(patient_id), dtype=object),
-                "time": pd.to_datetime(np.round(epoch * 1e6).astype(np.int64), unit="us", utc=True),
-                "mgdl": np.asarray(row[2] if row else [], dtype=np.float64),
-                "result_above_range": np.asarray(row[3] if row else [], dtype=bool),
-                "result_below_range": np.asarray(row[4] if row else [], dtype=bool),
-            }
-        )
-    return frames
+    return {
+        source: glucose_frame(conn, [patient_id], start, end, source.value)
+        for source in GlucoseSource
+    }
 
 
 def glucose_summary(

@@ -37,13 +37,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_metrics_core import START, naive_metrics, synthetic_cgm
 
 from analytics.metrics import GlucoseSource, Period, glucose_metrics
-from analytics.store import glucose_frame
+from analytics.store import COPY_HEADER, COPY_TRAILER, PG_EPOCH_US, glucose_frame
 from homevitals.services.postgres import LocalPostgres
 from homevitals.services.system import free_port
 from ingest.migrations import migrate
 
 STATE = Path(__file__).resolve().parent.parent / ".homevitals" / "bench-analytics"
-PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01 UTC in Unix microseconds
 # One row of a PostgreSQL binary COPY: field count, then (length, bytes) per field.
 ROW = np.dtype(
     [
@@ -62,8 +61,6 @@ ROW = np.dtype(
         ("mgdl", ">f8"),
     ]
 )
-COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + b"\x00" * 8
-COPY_TRAILER = b"\xff\xff"
 GLUCOSE_INDEXES = ("glucose_identity", "glucose_patient_time", "glucose_device_time")
 
 
@@ -127,64 +124,6 @@ def load(conn: psycopg.Connection[Any], frame: pd.DataFrame, patients: int) -> l
         conn.execute(definition)
     conn.execute("ANALYZE glucose")
     return ids
-
-
-# The same rows and columns as analytics.store.GLUCOSE_QUERY, as a fixed-width binary COPY
-# (no NULLs: a missing number is NaN) that numpy reads without a Python object per value.
-COLUMNAR_QUERY = """
-COPY (
-  SELECT patient_id, time, coalesce(mgdl, 'NaN'::float8),
-         'result_above_range' = ANY(conditions), 'result_below_range' = ANY(conditions)
-  FROM glucose
-  WHERE patient_id = ANY(%s) AND source = 'cgm' AND time >= %s AND time < %s
-    AND NOT ('control_solution' = ANY(conditions))
-  ORDER BY patient_id, time
-) TO STDOUT (FORMAT BINARY)
-"""
-OUT_ROW = np.dtype(
-    [
-        ("nfields", ">i2"),
-        ("len_patient", ">i4"),
-        ("patient", ">i8"),
-        ("len_time", ">i4"),
-        ("time", ">i8"),
-        ("len_mgdl", ">i4"),
-        ("mgdl", ">f8"),
-        ("len_hi", ">i4"),
-        ("hi", "?"),
-        ("len_lo", ">i4"),
-        ("lo", "?"),
-    ]
-)
-
-
-def columnar_frame(conn: psycopg.Connection[Any], ids: list[int], period: Period) -> pd.DataFrame:
-    """What a columnar analytics.store.glucose_frame could be: binary COPY parsed by numpy,
-    patient ids categorical (codes, not a str object per row)."""
-    buf = bytearray()
-    with conn.cursor() as cur, cur.copy(COLUMNAR_QUERY, (ids, period.start, period.end)) as copy:
-        for block in copy:
-            buf += block
-    body = len(buf) - len(COPY_HEADER) - len(COPY_TRAILER)
-    rows = np.frombuffer(
-        buf, dtype=OUT_ROW, offset=len(COPY_HEADER), count=body // OUT_ROW.itemsize
-    )
-    assert body % OUT_ROW.itemsize == 0 and bool((rows["nfields"] == 5).all())
-    order = np.sort(np.asarray(ids, dtype=np.int64))
-    codes = np.searchsorted(order, rows["patient"].astype(np.int64))
-    return pd.DataFrame(
-        {
-            "patient_id": pd.Categorical.from_codes(
-                codes, categories=pd.Index([str(i) for i in order])
-            ),
-            "time": pd.to_datetime(
-                rows["time"].astype(np.int64) + PG_EPOCH_US, unit="us", utc=True
-            ),
-            "mgdl": rows["mgdl"].astype(np.float64),
-            "result_above_range": rows["hi"].copy(),
-            "result_below_range": rows["lo"].copy(),
-        }
-    )
 
 
 PER_PATIENT_QUERY = (
@@ -269,35 +208,20 @@ def main() -> None:
             t_core = time.perf_counter() - t0
 
             t0 = time.perf_counter()
-            columnar = columnar_frame(conn, ids, period)
-            t_read_col = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            fast_col = glucose_metrics(
-                columnar, period, source=GlucoseSource.CGM, patients=[str(i) for i in ids]
-            )
-            t_compute_col = time.perf_counter() - t0
-
-            t0 = time.perf_counter()
             slow = per_patient(conn, ids, period)
             t_slow = time.perf_counter() - t0
 
         worst = compare(fast, slow)
         print(f"agreement: max relative difference over {len(slow.columns)} metrics = {worst:.2e}")
         assert worst < 1e-6, worst
-        pd.testing.assert_frame_equal(fast, fast_col)  # same rows in, same metrics out
         t_fast = t_read + t_compute
-        t_col = t_read_col + t_compute_col
         print(f"{'':40} {'seconds':>8}")
-        print(f"{'vectorized: bulk read (glucose_frame)':40} {t_read:8.2f}")
+        print(f"{'vectorized: bulk read (columnar COPY)':40} {t_read:8.2f}")
         print(f"{'vectorized: glucose_metrics, all':40} {t_compute:8.2f}")
         print(f"{'  (of which without MAGE/CONGA/MODD)':40} {t_core:8.2f}")
         print(f"{'vectorized total':40} {t_fast:8.2f}")
-        print(f"{'columnar read (binary COPY + numpy)':40} {t_read_col:8.2f}")
-        print(f"{'glucose_metrics on it (categorical ids)':40} {t_compute_col:8.2f}")
-        print(f"{'vectorized total, columnar read':40} {t_col:8.2f}")
         print(f"{'per patient: query + pandas, total':40} {t_slow:8.2f}")
-        print(f"ratio per-patient / vectorized (glucose_frame): {t_slow / t_fast:.1f}x")
-        print(f"ratio per-patient / vectorized (columnar read): {t_slow / t_col:.1f}x")
+        print(f"ratio per-patient / vectorized: {t_slow / t_fast:.1f}x")
     finally:
         if not args.keep:
             pg.stop()

@@ -278,26 +278,6 @@ def test_reads_and_flag_actions_are_audited_and_log_is_append_only(
         db.execute("TRUNCATE audit_log")
 
 
-def test_columnar_glucose_frames_match_the_store(
-    clinic: Clinic, db: psycopg.Connection[Any]
-) -> None:
-    import pandas as pd
-
-    from analytics.store import glucose_frame
-    from analytics.summary import glucose_frames
-
-    start, end = clinic.end - timedelta(days=15), clinic.end + timedelta(hours=1)
-    mine = glucose_frames(db, clinic.patient_a, start, end)
-    for source, frame in mine.items():
-        theirs = glucose_frame(db, [clinic.patient_a], start, end, source.value)
-        pd.testing.assert_frame_equal(
-            frame.reset_index(drop=True),
-            theirs.loc[:, list(frame.columns)].reset_index(drop=True),
-            check_dtype=False,
-        )
-        assert len(frame) > 0
-
-
 def test_billing_rules_manual_entries_and_clinic_days(
     client: TestClient, auth: Auth, clinic: Clinic, db: psycopg.Connection[Any]
 ) -> None:
