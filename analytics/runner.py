@@ -20,7 +20,7 @@ import psycopg
 
 from analytics.flags import SyncOutcome, sync_results
 from analytics.rules import RULES, RuleKind, evaluate
-from analytics.store import bp_frame, glucose_frame, patient_timezones
+from analytics.store import bp_frame, glucose_frames, patient_timezones
 from analytics.targets import Targets, default_targets
 
 log = logging.getLogger("homevitals.analytics")
@@ -60,8 +60,8 @@ def evaluate_patients(
     start = now - (timedelta(days=2) if urgent_only else LOOKBACK)
     end = now + timedelta(seconds=1)
     with conn.transaction():
-        cgm = glucose_frame(conn, patients, start, end, "cgm")
-        smbg = glucose_frame(conn, patients, start, end, "smbg")
+        glucose = glucose_frames(conn, patients, start, end)
+        cgm, smbg = glucose["cgm"], glucose["smbg"]
         bp = bp_frame(conn, patients, start, end)
         results = evaluate(
             pd.Timestamp(now),

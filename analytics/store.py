@@ -28,13 +28,15 @@ PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01 in Unix microseconds
 GLUCOSE_QUERY = """
 COPY (
   SELECT patient_id, time, coalesce(mgdl, 'NaN'::float8),
-         'result_above_range' = ANY(conditions), 'result_below_range' = ANY(conditions)
+         'result_above_range' = ANY(conditions), 'result_below_range' = ANY(conditions),
+         source = 'cgm'
   FROM glucose
-  WHERE patient_id = ANY(%s) AND source = %s AND time >= %s AND time < %s
+  WHERE patient_id = ANY(%s) AND source = ANY(%s) AND time >= %s AND time < %s
     AND NOT ('control_solution' = ANY(conditions))
   ORDER BY patient_id, time
 ) TO STDOUT (FORMAT BINARY)
 """
+SOURCES = ("cgm", "smbg")
 
 BP_QUERY = """
 COPY (
@@ -55,7 +57,9 @@ def _row(fields: list[tuple[str, str]]) -> np.dtype[Any]:
     return np.dtype(spec)
 
 
-GLUCOSE_ROW = _row([("patient", ">i8"), ("time", ">i8"), ("mgdl", ">f8"), ("hi", "?"), ("lo", "?")])
+GLUCOSE_ROW = _row(
+    [("patient", ">i8"), ("time", ">i8"), ("mgdl", ">f8"), ("hi", "?"), ("lo", "?"), ("cgm", "?")]
+)
 BP_ROW = _row(
     [("patient", ">i8"), ("time", ">i8"), ("systolic", ">f8"), ("diastolic", ">f8"),
      ("pulse", ">f8"), ("irregular", "?"), ("movement", "?")]
@@ -96,15 +100,16 @@ def _times(rows: Any) -> Any:
     return pd.to_datetime(rows["time"].astype(np.int64) + PG_EPOCH_US, unit="us", utc=True)
 
 
-def glucose_frame(
+def glucose_frames(
     conn: psycopg.Connection[Any],
     patients: Sequence[int],
     start: datetime,
     end: datetime,
-    source: str,
-) -> pd.DataFrame:
-    rows = _copy_rows(conn, GLUCOSE_QUERY, (list(patients), source, start, end), GLUCOSE_ROW)
-    return pd.DataFrame(
+    sources: Sequence[str] = SOURCES,
+) -> dict[str, pd.DataFrame]:
+    """Frames per glucose source (``cgm``, ``smbg``) from one COPY."""
+    rows = _copy_rows(conn, GLUCOSE_QUERY, (list(patients), list(sources), start, end), GLUCOSE_ROW)
+    frame = pd.DataFrame(
         {
             "patient_id": _patients(rows, patients),
             "time": _times(rows),
@@ -113,6 +118,20 @@ def glucose_frame(
             "result_below_range": rows["lo"].astype(bool),
         }
     )
+    cgm = rows["cgm"].astype(bool)
+    return {
+        source: frame[cgm if source == "cgm" else ~cgm].reset_index(drop=True) for source in sources
+    }
+
+
+def glucose_frame(
+    conn: psycopg.Connection[Any],
+    patients: Sequence[int],
+    start: datetime,
+    end: datetime,
+    source: str,
+) -> pd.DataFrame:
+    return glucose_frames(conn, patients, start, end, (source,))[source]
 
 
 def bp_frame(

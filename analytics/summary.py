@@ -31,6 +31,7 @@ from analytics.metrics import (
 from analytics.metrics.blood_pressure import BP_COLUMNS
 from analytics.runner import patient_targets
 from analytics.store import bp_frame, glucose_frame, patient_timezones
+from analytics.store import glucose_frames as store_glucose_frames
 from analytics.targets import Targets
 
 # CPT 99454 (device supply with daily recordings) needs >= 16 days with transmitted
@@ -237,10 +238,8 @@ def glucose_frames(
     conn: psycopg.Connection[Any], patient_id: int, start: datetime, end: datetime
 ) -> dict[GlucoseSource, pd.DataFrame]:
     """One patient's CGM and SMBG frames (the analytics.metrics glucose column contract)."""
-    return {
-        source: glucose_frame(conn, [patient_id], start, end, source.value)
-        for source in GlucoseSource
-    }
+    frames = store_glucose_frames(conn, [patient_id], start, end)
+    return {source: frames[source.value] for source in GlucoseSource}
 
 
 def glucose_summary(

@@ -34,7 +34,7 @@ from gateway.outbox import Outbox
 from gateway.publisher import Publisher
 from gateway.store import DeviceStore, GatewayDB, PairedDevice, StatusStore
 from gateway.sync import DeviceSession, SessionEnv, SessionResult
-from ingest.wire import DeviceSynced
+from ingest.wire import DeviceInventory, DeviceSynced
 
 log = logging.getLogger(__name__)
 
@@ -264,6 +264,24 @@ class GatewayDaemon:
             self._schedule.get(a, DeviceSchedule()).synced_once for a in self._paired
         )
 
+    def _report_inventory(self) -> None:
+        """Tell the server which devices this gateway holds (through the outbox)."""
+        at = datetime.now(UTC)
+        with self.db.transaction():
+            for paired in self._paired.values():
+                self.outbox.enqueue_event(
+                    DeviceInventory(
+                        device=paired.address,
+                        at=at,
+                        profile=paired.profile,
+                        name=paired.name,
+                        manufacturer=paired.manufacturer,
+                        model=paired.model,
+                        serial=paired.serial,
+                        firmware=paired.firmware,
+                    )
+                )
+
     def request_stop(self) -> None:
         self._stop.set()
         self._wake.set()
@@ -282,6 +300,7 @@ class GatewayDaemon:
         self._reload_devices()
         if not self._paired:
             log.warning("no paired devices: pair one with `homevitals gateway pair`")
+        self._report_inventory()
         publisher_task: asyncio.Task[None] | None = None
         if self.publisher is not None:
             await self.publisher.start()

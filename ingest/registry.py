@@ -17,7 +17,15 @@ from datetime import datetime
 
 import psycopg
 
-from ingest.wire import DevicePaired, DeviceSynced, DeviceUnpaired, Event, GatewayStatus, Reading
+from ingest.wire import (
+    DeviceInventory,
+    DevicePaired,
+    DeviceSynced,
+    DeviceUnpaired,
+    Event,
+    GatewayStatus,
+    Reading,
+)
 
 READING_TABLES = ("glucose", "blood_pressure", "body_readings")
 
@@ -99,7 +107,7 @@ def apply_event(
     conn: psycopg.Connection[tuple[object, ...]], gateway: str, event: Event
 ) -> list[str]:
     """Record a gateway's device event; returns device ids whose binding changed."""
-    if isinstance(event, DevicePaired):
+    if isinstance(event, DevicePaired | DeviceInventory):
         conn.execute(
             "INSERT INTO devices (id, gateway_id, profile, name, manufacturer, model, serial)"
             " VALUES (%s, %s, %s, %s, %s, %s, %s)"
@@ -119,6 +127,13 @@ def apply_event(
             ),
         )
         row = conn.execute("SELECT patient_id FROM gateways WHERE id = %s", (gateway,)).fetchone()
+        if isinstance(event, DeviceInventory):
+            bound = conn.execute(
+                "SELECT 1 FROM device_bindings WHERE device_id = %s AND upper_inf(valid)",
+                (event.device,),
+            ).fetchone()
+            if bound is not None:  # an inventory confirms, it never re-assigns
+                return []
         if row is not None and row[0] is not None:
             bind_device(conn, event.device, int(row[0]), event.at)  # type: ignore[call-overload]
             return [event.device]

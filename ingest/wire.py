@@ -140,6 +140,18 @@ class DeviceUnpaired(DeviceEvent, frozen=True, tag="unpaired"):
     pass
 
 
+class DeviceInventory(DeviceEvent, frozen=True, tag="inventory"):
+    """A device the gateway holds as paired, reported at every daemon start: the server's
+    device list heals itself if a pairing report was ever missed."""
+
+    profile: str
+    name: str | None = None
+    manufacturer: str | None = None
+    model: str | None = None
+    serial: str | None = None
+    firmware: str | None = None
+
+
 class DeviceSynced(DeviceEvent, frozen=True, tag="synced"):
     readings: int = 0
     battery_percent: int | None = None
@@ -147,7 +159,7 @@ class DeviceSynced(DeviceEvent, frozen=True, tag="synced"):
     error: str | None = None
 
 
-Event = DevicePaired | DeviceUnpaired | DeviceSynced
+Event = DevicePaired | DeviceUnpaired | DeviceSynced | DeviceInventory
 
 
 class EventsMessage(msgspec.Struct, frozen=True):

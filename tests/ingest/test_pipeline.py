@@ -154,3 +154,31 @@ def test_hi_result_without_number_is_kept_with_its_condition(conn: Any, database
         "SELECT mgdl, conditions FROM glucose WHERE device_id = %s", (dev,)
     ).fetchone()
     assert row == (None, ["result_above_range"])
+
+
+def test_inventory_registers_a_missed_device_but_never_reassigns(
+    conn: Any, database_url: str
+) -> None:
+    gw, other_gw = "gw-pipe-5", "gw-pipe-6"
+    dev_missed, dev_elsewhere = "dev-pipe-5", "dev-pipe-6"
+    enroll_patient(database_url, "pt-pipe-5", [gw])
+    enroll_patient(database_url, "pt-pipe-6", [other_gw])
+    cache = BindingCache()
+    process(conn, [paired_message(other_gw, dev_elsewhere)], cache)
+
+    def inventory(device: str) -> Message:
+        event = wire.DeviceInventory(device=device, at=T0, profile="glucose-meter", serial="S1")
+        return Message(
+            wire.events_topic(gw), wire.encode(wire.EventsMessage(wire.SCHEMA_EVENT, gw, [event]))
+        )
+
+    _, changed = process(conn, [inventory(dev_missed), inventory(dev_elsewhere)], cache)
+    assert changed == [dev_missed]
+    owners = dict(
+        conn.execute(
+            "SELECT b.device_id, p.external_id FROM device_bindings b JOIN patients p ON p.id = b.patient_id"
+            " WHERE b.device_id = ANY(%s) AND upper_inf(b.valid)",
+            ([dev_missed, dev_elsewhere],),
+        ).fetchall()
+    )
+    assert owners == {dev_missed: "pt-pipe-5", dev_elsewhere: "pt-pipe-6"}
