@@ -9,8 +9,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
 from zoneinfo import ZoneInfo
+
+from ingest.mqtt_url import MqttUrlError, parse_mqtt_url
 
 _GATEWAY_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
@@ -44,22 +45,16 @@ class MqttSettings:
         key_file: Path | None = None,
     ) -> MqttSettings:
         """Parse ``mqtt://user:pass@host:port`` or ``mqtts://...`` (TLS)."""
-        parts = urlsplit(url)
-        if parts.scheme not in ("mqtt", "mqtts"):
-            raise ConfigError(f"MQTT URL must start with mqtt:// or mqtts://, got {url!r}")
-        if not parts.hostname:
-            raise ConfigError(f"MQTT URL has no host: {url!r}")
-        tls = parts.scheme == "mqtts"
         try:
-            port = parts.port or (8883 if tls else 1883)
-        except ValueError as exc:
-            raise ConfigError(f"bad port in MQTT URL: {exc}") from exc
+            target = parse_mqtt_url(url)
+        except MqttUrlError as exc:
+            raise ConfigError(str(exc)) from exc
         return cls(
-            host=parts.hostname,
-            port=port,
-            username=unquote(parts.username) if parts.username else None,
-            password=unquote(parts.password) if parts.password else None,
-            tls=tls or ca_file is not None,
+            host=target.host,
+            port=target.port,
+            username=target.username,
+            password=target.password,
+            tls=target.tls or ca_file is not None,
             ca_file=ca_file,
             cert_file=cert_file,
             key_file=key_file,

@@ -46,6 +46,7 @@ def run(
     Start several to share the load; each acknowledges a message only after its
     readings are committed.
     """
+    from homevitals.services.manager import mqtt_ca_file
     from ingest.service import IngestConfig, run_worker
 
     found = settings_endpoints()
@@ -66,6 +67,7 @@ def run(
             max_wait_s=max_wait,
             retention_days=settings.retention_days,
             client_id=client_id,
+            ca_file=mqtt_ca_file(settings),
         ),
         duration_s=duration,
     )

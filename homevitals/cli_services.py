@@ -33,6 +33,12 @@ def up() -> None:
     click.echo(f"database:    {found.database_url}")
     click.echo(f"timescaledb: {found.timescaledb_version} ({found.timescaledb_edition} edition)")
     click.echo(f"mqtt:        {found.mqtt_url}")
+    settings = load_settings()
+    if settings.uses_local_broker:
+        from homevitals.services.manager import local_mosquitto
+
+        broker = local_mosquitto(settings)
+        click.echo(f"mqtts:       127.0.0.1:{settings.mqtt_tls_port} (CA {broker.ca_file})")
 
 
 @services.command()

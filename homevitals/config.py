@@ -39,6 +39,10 @@ class Settings(BaseSettings):
     )
     pg_port: int = DEFAULT_PG_PORT
     mqtt_port: int = DEFAULT_MQTT_PORT
+    mqtt_tls_port: int = DEFAULT_MQTT_PORT + 1
+    mqtt_ca_file: Path | None = Field(
+        default=None, description="CA to verify an mqtts:// broker (default: the local CA)"
+    )
     api_host: str = "127.0.0.1"
     api_port: int = DEFAULT_API_PORT
     clinic_timezone: str = "America/New_York"

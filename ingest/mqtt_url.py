@@ -15,14 +15,25 @@ class MqttTarget:
     tls: bool
 
 
+class MqttUrlError(ValueError):
+    """Not an ``mqtt://`` / ``mqtts://`` URL we can connect to."""
+
+
 def parse_mqtt_url(url: str) -> MqttTarget:
+    """The one parser of broker URLs (gateway, ingest, fleet simulator, tools)."""
     parts = urlsplit(url)
     if parts.scheme not in ("mqtt", "mqtts", "tcp", "ssl"):
-        raise ValueError(f"unsupported MQTT URL scheme {parts.scheme!r} (use mqtt:// or mqtts://)")
+        raise MqttUrlError(f"MQTT URL must start with mqtt:// or mqtts://, got {url!r}")
+    if not parts.hostname:
+        raise MqttUrlError(f"MQTT URL has no host: {url!r}")
     tls = parts.scheme in ("mqtts", "ssl")
+    try:
+        port = parts.port or (8883 if tls else 1883)
+    except ValueError as exc:
+        raise MqttUrlError(f"bad port in MQTT URL: {exc}") from exc
     return MqttTarget(
-        host=parts.hostname or "127.0.0.1",
-        port=parts.port or (8883 if tls else 1883),
+        host=parts.hostname,
+        port=port,
         username=unquote(parts.username) if parts.username else None,
         password=unquote(parts.password) if parts.password else None,
         tls=tls,

@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -55,6 +56,7 @@ class IngestConfig:
     max_wait_s: float = 0.05
     receive_maximum: int = 2000
     session_expiry_s: int = 7 * 24 * 3600
+    ca_file: Path | None = None  # CA for an mqtts:// broker (else the system's trust store)
     retention_days: int = 0  # 0: keep everything; else drop_chunks older than this
     retention_every_s: float = 3600.0
 
@@ -90,7 +92,7 @@ class IngestWorker:
         if target.username:
             self.client.username_pw_set(target.username, target.password)
         if target.tls:
-            self.client.tls_set()
+            self.client.tls_set(ca_certs=None if config.ca_file is None else str(config.ca_file))
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         self.client.on_disconnect = self._on_disconnect

@@ -26,17 +26,17 @@ import json
 import threading
 import time as _time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from dataclasses import fields as dataclass_fields
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import numpy as np
 from tqdm import tqdm
 
 from device_profiles.model import Kind
+from ingest.mqtt_url import MqttTarget, parse_mqtt_url
 from ingest.wire import (
     MAX_PAYLOAD_BYTES,
     MAX_READINGS_PER_MESSAGE,
@@ -425,29 +425,6 @@ class FleetPublishError(RuntimeError):
     """The broker refused the connection, or PUBACKs did not arrive in time."""
 
 
-@dataclass(frozen=True, slots=True)
-class BrokerAddress:
-    host: str
-    port: int
-    tls: bool
-    username: str | None
-    password: str | None
-
-    @classmethod
-    def parse(cls, url: str) -> BrokerAddress:
-        parts = urlsplit(url)
-        if parts.scheme not in ("mqtt", "mqtts", "tcp", "ssl"):
-            raise ValueError(f"unsupported MQTT URL scheme {parts.scheme!r}")
-        tls = parts.scheme in ("mqtts", "ssl")
-        return cls(
-            host=parts.hostname or "localhost",
-            port=parts.port or (8883 if tls else 1883),
-            tls=tls,
-            username=None if parts.username is None else unquote(parts.username),
-            password=None if parts.password is None else unquote(parts.password),
-        )
-
-
 class _RateLimiter:
     """Token bucket shared by the publishing threads (readings per second)."""
 
@@ -471,7 +448,7 @@ class _GatewayClient:
     """One gateway's MQTT v5 connection with bounded in-flight QoS 1 publishes."""
 
     def __init__(
-        self, client_id: str, address: BrokerAddress, max_inflight: int, timeout: float
+        self, client_id: str, address: MqttTarget, max_inflight: int, timeout: float
     ) -> None:
         import paho.mqtt.client as mqtt
         from paho.mqtt.enums import CallbackAPIVersion
@@ -584,10 +561,10 @@ def publish_fleet(
     errors: list[BaseException] = []
     bar = tqdm(total=_expected_readings(config), unit="rd", disable=not progress, smoothing=0.1)
 
-    def address_for(gid: str) -> BrokerAddress:
-        address = BrokerAddress.parse(gateway_url(gid) if gateway_url else mqtt_url)
+    def address_for(gid: str) -> MqttTarget:
+        address = parse_mqtt_url(gateway_url(gid) if gateway_url else mqtt_url)
         if username is not None:
-            address = BrokerAddress(address.host, address.port, address.tls, username, password)
+            address = replace(address, username=username, password=password)
         return address
 
     # Resolved up front, in this thread: provisioning credentials may not be thread-safe.
@@ -643,7 +620,6 @@ def publish_fleet(
 __all__ = [
     "DEFAULT_KIT",
     "PROFILE_IDS",
-    "BrokerAddress",
     "FleetConfig",
     "FleetPublishError",
     "FleetReport",

@@ -44,7 +44,7 @@ def services_state_dir() -> Iterator[Path]:
 
 @pytest.fixture(scope="session")
 def local_mosquitto(services_state_dir: Path) -> Iterator[LocalMosquitto]:
-    broker = LocalMosquitto(services_state_dir, free_port())
+    broker = LocalMosquitto(services_state_dir, free_port(), tls_port=free_port())
     broker.start()
     yield broker
     broker.stop()

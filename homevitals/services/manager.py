@@ -7,6 +7,7 @@ corresponding local service is neither started nor stopped.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from homevitals.config import Settings
 from homevitals.services.mosquitto import LocalMosquitto
@@ -27,7 +28,14 @@ def local_postgres(settings: Settings) -> LocalPostgres:
 
 
 def local_mosquitto(settings: Settings) -> LocalMosquitto:
-    return LocalMosquitto(settings.state_dir, settings.mqtt_port)
+    return LocalMosquitto(settings.state_dir, settings.mqtt_port, settings.mqtt_tls_port)
+
+
+def mqtt_ca_file(settings: Settings) -> Path | None:
+    """The CA that verifies the broker: as configured, else the local broker's own."""
+    if settings.mqtt_ca_file is not None:
+        return settings.mqtt_ca_file
+    return local_mosquitto(settings).ca_file if settings.uses_local_broker else None
 
 
 def endpoints(settings: Settings) -> Endpoints:

@@ -16,6 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
 from homevitals.services.errors import ServiceError
 from homevitals.services.system import (
     chown_tree,
@@ -28,6 +31,7 @@ from homevitals.services.system import (
     run_as,
     service_user,
 )
+from homevitals.services.tls import ensure_server_certificate
 
 INGEST_USER = "homevitals-ingest"
 ADMIN_USER = "homevitals-admin"
@@ -64,9 +68,10 @@ class MosquittoStatus:
 
 
 class LocalMosquitto:
-    def __init__(self, state_dir: Path, port: int) -> None:
+    def __init__(self, state_dir: Path, port: int, tls_port: int | None = None) -> None:
         self.base = state_dir.resolve() / "mosquitto"
         self.port = port
+        self.tls_port = tls_port
         self.conf = self.base / "mosquitto.conf"
         self.passwd = self.base / "passwd"
         self.acl = self.base / "acl"
@@ -78,9 +83,18 @@ class LocalMosquitto:
     def password_for(self, username: str) -> str:
         return read_or_create_secret(self._secrets / f"mqtt_{username}")
 
-    def url_for(self, username: str, password: str | None = None) -> str:
+    def url_for(self, username: str, password: str | None = None, tls: bool = False) -> str:
+        """The broker URL for an account; ``tls`` = the TLS listener (verify with ``ca_file``)."""
         secret = password if password is not None else self.password_for(username)
-        return f"mqtt://{quote(username, safe='')}:{quote(secret, safe='')}@127.0.0.1:{self.port}"
+        if tls and self.tls_port is None:
+            raise ValueError("this broker has no TLS listener")
+        scheme, port = ("mqtts", self.tls_port) if tls else ("mqtt", self.port)
+        return f"{scheme}://{quote(username, safe='')}:{quote(secret, safe='')}@127.0.0.1:{port}"
+
+    @property
+    def ca_file(self) -> Path:
+        """The CA that signed the TLS listener's certificate (give it to gateways)."""
+        return self.base / "tls" / "ca.crt"
 
     @property
     def url(self) -> str:
@@ -118,6 +132,15 @@ class LocalMosquitto:
             "set_tcp_nodelay true",
             f"listener {self.port} 127.0.0.1",
         ]
+        if self.tls_port is not None:
+            tls = ensure_server_certificate(self.base / "tls")
+            lines += [
+                f"listener {self.tls_port} 127.0.0.1",
+                f"cafile {tls.ca_cert}",
+                f"certfile {tls.server_cert}",
+                f"keyfile {tls.server_key}",
+                "tls_version tlsv1.2",
+            ]
         if self.user is not None:
             lines.append(f"user {self.user}")
         self.conf.write_text("\n".join(lines) + "\n")
@@ -195,13 +218,32 @@ class LocalMosquitto:
                 f"mosquitto did not start: {proc.stdout}{proc.stderr}", f"see {self.log}"
             )
         deadline = time.monotonic() + 15
-        while not (self.pid() is not None and port_open("127.0.0.1", self.port)):
+        # A listening socket is not enough: until mosquitto has installed its signal
+        # handlers a SIGHUP (a credentials reload) would kill it.  Wait for a CONNACK.
+        while not (self.pid() is not None and self._accepts_clients()):
             if time.monotonic() > deadline:
                 tail = self.log.read_text()[-2000:] if self.log.is_file() else ""
                 raise ServiceError(
                     f"mosquitto is not listening on {self.port}:\n{tail}", f"see {self.log}"
                 )
             time.sleep(0.05)
+
+    def _accepts_clients(self) -> bool:
+        if not port_open("127.0.0.1", self.port):
+            return False
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        client.username_pw_set(ADMIN_USER, self.password_for(ADMIN_USER))
+        try:
+            client.connect("127.0.0.1", self.port, keepalive=5)
+            for _ in range(40):
+                client.loop(timeout=0.05)
+                if client.is_connected():
+                    return True
+            return False
+        except OSError:
+            return False
+        finally:
+            client.disconnect()
 
     def stop(self) -> None:
         pid = self.pid()

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from device_profiles.model import Kind
+from ingest.mqtt_url import parse_mqtt_url
 from ingest.wire import (
     EVENTS_SUBSCRIPTION,
     MAX_PAYLOAD_BYTES,
@@ -24,7 +25,6 @@ from ingest.wire import (
     encode,
 )
 from simulators.fleet import (
-    BrokerAddress,
     FleetConfig,
     fleet_layout,
     fleet_readings,
@@ -129,20 +129,6 @@ def test_generation_is_fast() -> None:
     assert elapsed < 5.0  # ~1 s on a 2-core VM; 100 gateways x 30 days takes ~8 s
 
 
-def test_broker_address_parsing() -> None:
-    a = BrokerAddress.parse("mqtt://gw%2D1:p%40ss@127.0.0.1:18830")
-    assert (a.host, a.port, a.tls, a.username, a.password) == (
-        "127.0.0.1",
-        18830,
-        False,
-        "gw-1",
-        "p@ss",
-    )
-    assert BrokerAddress.parse("mqtts://broker").port == 8883
-    with pytest.raises(ValueError, match="scheme"):
-        BrokerAddress.parse("http://x")
-
-
 @pytest.mark.services
 def test_publish_fleet_delivers_every_reading(mqtt_url: str) -> None:
     import paho.mqtt.client as mqtt
@@ -162,7 +148,7 @@ def test_publish_fleet_delivers_every_reading(mqtt_url: str) -> None:
             for r in decode_batch(msg.payload).readings:
                 received.setdefault(str(r.kind), set()).add(r.id)
 
-    address = BrokerAddress.parse(mqtt_url)
+    address = parse_mqtt_url(mqtt_url)
     sub = mqtt.Client(
         callback_api_version=CallbackAPIVersion.VERSION2,
         client_id="test-fleet-sub",

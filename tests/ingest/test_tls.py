@@ -1,0 +1,87 @@
+"""TLS end to end: the gateway's own publisher and the ingest worker both reach the broker
+only over its TLS listener, verifying it against the project's CA; a client without that
+CA is refused."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import psycopg
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from gateway.config import GatewayConfig, MqttSettings
+from gateway.outbox import Outbox
+from gateway.pairing import publish_pending
+from gateway.store import GatewayDB
+from homevitals.services.mosquitto import INGEST_USER, LocalMosquitto
+from ingest.mqtt_url import parse_mqtt_url
+from ingest.service import IngestConfig, IngestWorker
+from ingest.wire import DevicePaired
+
+pytestmark = pytest.mark.services
+
+GATEWAY = "gw-tls"
+DEVICE = "AA:BB:CC:00:11:22"
+
+
+def test_gateway_and_ingest_over_tls(
+    database_url: str, local_mosquitto: LocalMosquitto, tmp_path: Path
+) -> None:
+    password = local_mosquitto.password_for(GATEWAY)
+    local_mosquitto.set_user(GATEWAY, password)
+    ca = local_mosquitto.ca_file
+    assert ca.is_file()
+
+    worker = IngestWorker(
+        IngestConfig(
+            database_url,
+            local_mosquitto.url_for(INGEST_USER, tls=True),
+            group="tls",
+            ca_file=ca,
+            max_wait_s=0.01,
+        )
+    )
+    thread = threading.Thread(target=worker.run, kwargs={"duration_s": 30}, daemon=True)
+    thread.start()
+    assert worker.connected.wait(10), "ingest could not connect over TLS"
+
+    config = GatewayConfig(
+        gateway_id=GATEWAY,
+        state_dir=tmp_path,
+        mqtt=MqttSettings.from_url(
+            local_mosquitto.url_for(GATEWAY, password, tls=True), ca_file=ca
+        ),
+    )
+    assert config.mqtt is not None and config.mqtt.tls
+    tmp_path.mkdir(exist_ok=True)
+    outbox = Outbox(GatewayDB(config.db_path), config.outbox)
+    outbox.enqueue_event(DevicePaired(device=DEVICE, at=datetime.now(UTC), profile="glucose-meter"))
+    assert asyncio.run(publish_pending(config, outbox, 20.0)), "gateway could not publish over TLS"
+
+    deadline = time.monotonic() + 20
+    found = None
+    while found is None and time.monotonic() < deadline:
+        with psycopg.connect(database_url) as conn:
+            found = conn.execute(
+                "SELECT gateway_id FROM devices WHERE id = %s", (DEVICE,)
+            ).fetchone()
+        time.sleep(0.2)
+    worker.stop()
+    thread.join(30)
+    assert found == (GATEWAY,)
+
+
+def test_a_client_without_the_ca_is_refused(local_mosquitto: LocalMosquitto) -> None:
+    target = parse_mqtt_url(local_mosquitto.url_for(INGEST_USER, tls=True))
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client.username_pw_set(target.username, target.password)
+    client.tls_set()  # the system trust store does not know the project's CA
+    with pytest.raises(ssl.SSLCertVerificationError):
+        client.connect(target.host, target.port)
