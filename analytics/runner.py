@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -135,7 +135,7 @@ def run(
     total = PassReport(0, 0, 0, 0)
     with psycopg.connect(database_url, autocommit=True) as conn:
         report = full_pass(conn)
-        log.info("full pass: %s", report)
+        log.info("full pass: %s", report, extra=asdict(report))
         total = report
         if once:
             return total
@@ -158,13 +158,14 @@ def run(
                         "urgent flags raised: %d (patients %s)",
                         urgent.raised,
                         sorted(patients)[:10],
+                        extra={"raised": urgent.raised, "patients": len(patients)},
                     )
                 total = PassReport(
                     total.patients, total.raised + urgent.raised, total.updated, total.cleared
                 )
             if time.monotonic() >= next_full:
                 report = full_pass(conn)
-                log.info("full pass: %s", report)
+                log.info("full pass: %s", report, extra=asdict(report))
                 total = PassReport(
                     total.patients + report.patients,
                     total.raised + report.raised,

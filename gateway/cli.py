@@ -121,13 +121,16 @@ def common_options(fn: F) -> F:
             help="Patient this gateway serves (recorded with paired devices).",
         ),
         click.option(
-            "--log-level", envvar="HOMEVITALS_LOG_LEVEL", default="INFO", show_default=True
+            "--log-level",
+            envvar="HOMEVITALS_LOG_LEVEL",
+            default=None,
+            help="Log level (default: the root command's --log-level, else INFO).",
         ),
         click.option(
             "--json-logs",
             envvar="HOMEVITALS_JSON_LOGS",
             is_flag=True,
-            help="Log JSON lines (for journald / log shippers).",
+            help="Log JSON lines (for journald / log shippers); also `homevitals --json-logs`.",
         ),
     ]
     for option in reversed(options):
@@ -176,7 +179,12 @@ def with_config(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(fn)
     def wrapper(**kwargs: Any) -> Any:
-        setup_logging(kwargs.pop("log_level"), json_lines=kwargs.pop("json_logs"))
+        # `homevitals --json-logs gateway run` and `homevitals gateway run --json-logs` agree.
+        root = click.get_current_context().find_root().params
+        setup_logging(
+            kwargs.pop("log_level") or root.get("log_level") or "INFO",
+            json_lines=kwargs.pop("json_logs") or bool(root.get("json_logs")),
+        )
         keys = (
             "gateway_id",
             "mqtt_url",

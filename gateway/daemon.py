@@ -189,6 +189,15 @@ class GatewayDaemon:
                 None if result.skew_s is None else round(result.skew_s, 1),
                 result.malformed,
                 result.duplicates,
+                extra={
+                    "device": paired.address,
+                    "readings": result.readings,
+                    "elapsed_s": round(result.elapsed_s, 3),
+                    "battery_percent": result.battery_percent,
+                    "skew_s": None if result.skew_s is None else round(result.skew_s, 1),
+                    "malformed": result.malformed,
+                    "duplicates": result.duplicates,
+                },
             )
         else:
             schedule.failures += 1
@@ -200,6 +209,12 @@ class GatewayDaemon:
                 result.readings,
                 error,
                 delay,
+                extra={
+                    "device": paired.address,
+                    "readings": result.readings,
+                    "error": error,
+                    "retry_in_s": round(delay, 1),
+                },
             )
         self.devices.record_sync(
             paired.address,

@@ -57,15 +57,32 @@ def echo_json(data: object) -> None:
     },
 )
 @click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
+@click.option(
+    "--log-level",
+    envvar="HOMEVITALS_LOG_LEVEL",
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+    default=None,
+    help="Log level (overrides -v). Services run under systemd usually want INFO.",
+)
+@click.option(
+    "--json-logs",
+    envvar="HOMEVITALS_JSON_LOGS",
+    is_flag=True,
+    help="Logs as JSON lines on stderr (time, level, logger, message and each event's"
+    " fields), for journald and log shippers.",
+)
 @click.version_option(package_name="homevitals")
-def cli(verbose: int) -> None:
+def cli(verbose: int, log_level: str | None, json_logs: bool) -> None:
     """HomeVitals: remote patient monitoring from home BLE devices to the clinician.
 
     Settings come from HOMEVITALS_* environment variables (HOMEVITALS_DATABASE_URL,
     HOMEVITALS_MQTT_URL, HOMEVITALS_STATE_DIR, ...) and an optional homevitals.toml.
     """
-    level = logging.WARNING - 10 * min(verbose, 2) if verbose else logging.WARNING
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # One log set-up for every role; the gateway's, which also quiets bleak/dbus-fast.
+    from gateway.logs import setup_logging
+
+    level = log_level or logging.getLevelName(logging.WARNING - 10 * min(verbose, 2))
+    setup_logging(level, json_lines=json_logs)
 
 
 def main() -> None:

@@ -54,7 +54,8 @@ def run(host: str | None, port: int | None) -> None:
     if host is not None:
         settings = settings.model_copy(update={"api_host": host})
     app = build_app(settings)
-    uvicorn.run(app, host=settings.api_host, port=port or settings.api_port, log_level="warning")
+    # log_config=None: uvicorn's loggers go through the root set-up (--log-level, --json-logs).
+    uvicorn.run(app, host=settings.api_host, port=port or settings.api_port, log_config=None)
 
 
 @api.command("add-user")

@@ -28,6 +28,12 @@ def ingest() -> None:
 @click.option("--duration", type=float, default=None, help="Stop after this many seconds.")
 @click.option("--metrics-port", type=int, default=None, help="Serve Prometheus metrics here.")
 @click.option(
+    "--progress-every",
+    default=60.0,
+    show_default=True,
+    help="Seconds between INFO lines with the readings stored since the last one.",
+)
+@click.option(
     "--client-id",
     default=None,
     help="MQTT client id (persistent session). Default: hv-ingest-<host>-<slot>, the lowest slot"
@@ -39,6 +45,7 @@ def run(
     max_wait: float,
     duration: float | None,
     metrics_port: int | None,
+    progress_every: float,
     client_id: str | None,
 ) -> None:
     """Consume gateway messages (MQTT 5 shared subscription) and store readings exactly once.
@@ -68,6 +75,7 @@ def run(
             retention_days=settings.retention_days,
             client_id=client_id,
             ca_file=mqtt_ca_file(settings),
+            progress_every_s=progress_every,
         ),
         duration_s=duration,
     )

@@ -59,6 +59,7 @@ class IngestConfig:
     ca_file: Path | None = None  # CA for an mqtts:// broker (else the system's trust store)
     retention_days: int = 0  # 0: keep everything; else drop_chunks older than this
     retention_every_s: float = 3600.0
+    progress_every_s: float = 60.0  # an INFO line with the counts since the last one
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +81,8 @@ class IngestWorker:
         # Called after each commit with the committed messages (benchmarks, tests).
         self.on_commit: Callable[[list[Message]], None] | None = None
         self.totals: dict[str, int] = {"messages": 0, "readings": 0, "dead_letters": 0}
+        self._reported = dict(self.totals)
+        self._reported_at = time.monotonic()
         client_id = config.client_id or f"hv-ingest-{uuid.uuid4().hex[:8]}"
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
@@ -103,7 +106,7 @@ class IngestWorker:
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any
     ) -> None:
         if reason.is_failure:
-            log.error("broker refused the connection: %s", reason)
+            log.error("broker refused the connection: %s", reason, extra={"reason": str(reason)})
             return
         group = self.config.group
         options = SubscribeOptions(qos=1)
@@ -120,6 +123,7 @@ class IngestWorker:
             self._target.host,
             self._target.port,
             group,
+            extra={"broker": f"{self._target.host}:{self._target.port}", "group": group},
         )
 
     def _on_disconnect(
@@ -127,7 +131,9 @@ class IngestWorker:
     ) -> None:
         self.connected.clear()
         if not self.stopping.is_set():
-            log.warning("disconnected from broker: %s (reconnecting)", reason)
+            log.warning(
+                "disconnected from broker: %s (reconnecting)", reason, extra={"reason": str(reason)}
+            )
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         self.inbox.put(_Inbound(msg.mid, msg.qos, Message(msg.topic, bytes(msg.payload))))
@@ -175,6 +181,7 @@ class IngestWorker:
                     "re-processed %d parked readings of newly paired devices (%d rejected again)",
                     parked,
                     again,
+                    extra={"reprocessed": parked, "rejected_again": again},
                 )
         for inbound in batch:  # only now: the readings are committed
             self.client.ack(inbound.mid, inbound.qos)
@@ -194,7 +201,45 @@ class IngestWorker:
         self.totals["readings"] += sum(result.inserted.values())
         self.totals["dead_letters"] += result.dead_letters
         if result.dead_letters:
-            log.warning("batch of %d messages: %d dead letters", len(batch), result.dead_letters)
+            log.warning(
+                "batch of %d messages: %d dead letters",
+                len(batch),
+                result.dead_letters,
+                extra={"messages": len(batch), "dead_letters": result.dead_letters},
+            )
+        log.debug(
+            "batch committed",
+            extra={
+                "messages": len(batch),
+                "readings": sum(result.inserted.values()),
+                "duplicates": sum(result.duplicates.values()),
+                "dead_letters": result.dead_letters,
+                "batch_ms": round(elapsed * 1000, 2),
+            },
+        )
+
+    def _report_progress(self) -> None:
+        """One INFO line per ``progress_every_s`` with what was stored since the last."""
+        now = time.monotonic()
+        if now - self._reported_at < self.config.progress_every_s:
+            return
+        delta = {k: v - self._reported.get(k, 0) for k, v in self.totals.items()}
+        seconds = now - self._reported_at
+        log.info(
+            "stored %d readings from %d messages in %.0f s (%d dead letters)",
+            delta["readings"],
+            delta["messages"],
+            seconds,
+            delta["dead_letters"],
+            extra={
+                **delta,
+                "interval_s": round(seconds, 1),
+                "readings_per_s": round(delta["readings"] / seconds, 1),
+                "queue_depth": self.inbox.qsize(),
+            },
+        )
+        self._reported = dict(self.totals)
+        self._reported_at = now
 
     def housekeeping(self, conn: psycopg.Connection[Any]) -> None:
         """Close the races between workers: readings parked as 'unknown device' or left
@@ -208,6 +253,7 @@ class IngestWorker:
                 "re-processed %d parked readings of now-known devices (%d rejected again)",
                 parked,
                 again,
+                extra={"reprocessed": parked, "rejected_again": again},
             )
             self.totals["readings"] += parked - again
         with conn.transaction():
@@ -240,8 +286,9 @@ class IngestWorker:
                     try:
                         self.housekeeping(conn)
                     except psycopg.OperationalError as exc:
-                        log.warning("housekeeping skipped: %s", exc)
+                        log.warning("housekeeping skipped: %s", exc, extra={"error": str(exc)})
                     next_housekeeping = time.monotonic() + self.housekeeping_every_s
+                self._report_progress()
                 batch = self._collect()
                 if not batch:
                     continue
@@ -254,7 +301,11 @@ class IngestWorker:
                         break
                     except psycopg.OperationalError as exc:
                         # Database down or restarting: keep the batch (unacked) and retry.
-                        log.warning("database unavailable (%s); retrying the batch", exc)
+                        log.warning(
+                            "database unavailable (%s); retrying the batch",
+                            exc,
+                            extra={"error": str(exc), "messages": len(batch)},
+                        )
                         if conn is not None:
                             conn.close()
                         conn = None
@@ -275,12 +326,14 @@ def run_worker(
     worker = IngestWorker(config)
 
     def _graceful(signum: int, frame: object) -> None:
-        log.info("signal %d: flushing and acknowledging, then stopping", signum)
+        log.info(
+            "signal %d: flushing and acknowledging, then stopping", signum, extra={"signal": signum}
+        )
         worker.stop()
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _graceful)
         signal.signal(signal.SIGINT, _graceful)
     worker.run(duration_s=duration_s, idle_exit_s=idle_exit_s)
-    log.info("stopped at %s: %s", datetime.now(UTC).isoformat(), worker.totals)
+    log.info("stopped at %s: %s", datetime.now(UTC).isoformat(), worker.totals, extra=worker.totals)
     return worker.totals

@@ -8,6 +8,7 @@ serves the patient's readings and open flags over HTTP to the clinician.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -70,7 +71,7 @@ def gateway_cli(
 ) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, **tb.env_for(info)}
     argv = [
-        sys.executable, "-m", "homevitals", "gateway", *args,
+        sys.executable, "-m", "homevitals", "--json-logs", "gateway", *args,
         "--gateway-id", GATEWAY, "--adapter", info.gateway_adapter, "--state-dir", str(state),
         "--mqtt-url", mqtt_url, "--timezone", "UTC",
     ]  # fmt: skip
@@ -126,6 +127,10 @@ def test_meter_to_clinician(
             bed, tmp_path / "gw", gateway_url, "run", "--once", "--duration", "120"
         )
         assert synced.returncode == 0, synced.stdout + synced.stderr
+    # `homevitals --json-logs`: every log line is one JSON object; the sync line has fields.
+    logged = [json.loads(line) for line in synced.stderr.splitlines() if line.strip()]
+    sync_line = next(e for e in logged if e["msg"].startswith(f"{address}: synced"))
+    assert (sync_line["device"], sync_line["readings"]) == (address, len(records))
 
     def stored() -> list[tuple[float, int]]:
         with psycopg.connect(database_url) as conn:
