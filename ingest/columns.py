@@ -7,6 +7,8 @@ to pull its values out once and to build its COPY row.
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -22,6 +24,15 @@ from ingest.validation import EARLIEST, FUTURE_TOLERANCE, PLAUSIBLE, REQUIRED
 from ingest.wire import Reading
 
 HI_LO = frozenset({Condition.RESULT_ABOVE_RANGE, Condition.RESULT_BELOW_RANGE})
+# Reading ids are written as binary uuid: only the canonical text form is accepted.
+_UUID_TEXT = re.compile(
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+)
+# Binary COPY wraps out-of-range integers silently (2**40 was stored as 0): the ranges of
+# the integer columns are checked here. ``sequence`` is int4; a BP user id is a uint8
+# (Blood Pressure Service 1.1, 3.1: 0xFF = unknown user) in an int2 column.
+SEQUENCE_RANGE = (0, 2**31 - 1)
+USER_ID_RANGE = (0, 255)
 GLUCOSE_COLUMNS = (
     "time",
     "reading_id",
@@ -82,6 +93,9 @@ class Origin:
 
     topic: str
     gateway: str | None  # None: not from a gateway (bulk import)
+    # The payload holds a JSON ``\u0000`` escape: its text fields are checked one by one
+    # (PostgreSQL text cannot hold NUL); a raw bytes search keeps the usual case free.
+    may_hold_nul: bool = False
 
 
 @dataclass(slots=True)
@@ -155,6 +169,27 @@ def validate(flat: Flat, known_devices: set[str], now: datetime) -> Split:
             if reasons[i] is None:
                 reasons[i] = why(int(i))
 
+    # Fields the database would refuse (or, for integers, store wrapped): one cheap pass
+    # flags the odd readings, and only those get a closer look for the reason.
+    fullmatch, isfinite = _UUID_TEXT.fullmatch, math.isfinite
+    odd = np.fromiter(
+        (
+            fullmatch(r.id) is None
+            or (r.seq is not None and not SEQUENCE_RANGE[0] <= r.seq <= SEQUENCE_RANGE[1])
+            or (r.skew_s is not None and not isfinite(r.skew_s))
+            or ("user_id" in r.details and not _user_id_ok(r.details["user_id"]))
+            for r in readings
+        ),
+        bool,
+        n,
+    )
+    for k in np.flatnonzero(odd):
+        reasons[k] = _field_problem(readings[k])
+    if any(o.may_hold_nul for o in flat.origins):
+        suspect = np.fromiter(
+            (flat.origins[k].may_hold_nul for k in flat.origin), bool, n
+        ) & np.fromiter((_holds_nul(r) for r in readings), bool, n)
+        reject(suspect, partial(_same, "a text field holds a NUL character (\\u0000)"))
     times = np.fromiter((r.time.timestamp() for r in readings), np.float64, n)
     reject(times < EARLIEST.timestamp(), lambda i: "time before 2000-01-01: device clock unset")
     reject(
@@ -233,16 +268,53 @@ def _same(reason: str, i: int) -> str:
     return reason
 
 
+def _field_problem(r: Reading) -> str:
+    if _UUID_TEXT.fullmatch(r.id) is None:
+        return f"reading id {r.id[:64]!r} is not a UUID"
+    low, high = SEQUENCE_RANGE
+    if r.seq is not None and not low <= r.seq <= high:
+        return f"sequence number {r.seq} is out of range ({low}..{high})"
+    if r.skew_s is not None and not math.isfinite(r.skew_s):
+        return f"clock skew {r.skew_s} is not a finite number"
+    low, high = USER_ID_RANGE
+    return f"user id {r.details.get('user_id')!r} is not an integer {low}..{high}"
+
+
+def _user_id_ok(value: object) -> bool:
+    if value is None:
+        return True
+    return (
+        isinstance(value, int)
+        and not isinstance(value, bool)
+        and USER_ID_RANGE[0] <= value <= USER_ID_RANGE[1]
+    )
+
+
+def _holds_nul(r: Reading) -> bool:
+    texts = [r.id, r.device, r.device_time or ""]
+    texts += [o.unit for o in r.original.values()]
+    texts += [k for k in r.details]
+    texts += [v for v in r.details.values() if isinstance(v, str)]
+    return any("\x00" in t for t in texts)
+
+
+def uuid_bytes(ids: list[str]) -> list[bytes]:
+    """Canonical UUID texts (``validate`` checked them) -> 16 bytes each, in one pass."""
+    raw = bytes.fromhex("".join(ids).replace("-", ""))
+    return [raw[k : k + 16] for k in range(0, len(raw), 16)]
+
+
 def glucose_rows(flat: Flat, idx: list[int], patients: list[int | None]) -> list[tuple[Any, ...]]:
     out = []
     readings = flat.readings
-    for i, patient in zip(idx, patients, strict=True):
+    ids = uuid_bytes([readings[i].id for i in idx])
+    for i, patient, rid in zip(idx, patients, ids, strict=True):
         r = readings[i]
         original = r.original.get(Component.GLUCOSE) if r.original else None
         out.append(
             (
                 r.time,
-                r.id,
+                rid,
                 r.device,
                 patient,
                 "cgm" if r.kind is Kind.CGM else "smbg",
@@ -262,14 +334,15 @@ def glucose_rows(flat: Flat, idx: list[int], patients: list[int | None]) -> list
 def bp_rows(flat: Flat, idx: list[int], patients: list[int | None]) -> list[tuple[Any, ...]]:
     out = []
     readings = flat.readings
-    for i, patient in zip(idx, patients, strict=True):
+    ids = uuid_bytes([readings[i].id for i in idx])
+    for i, patient, rid in zip(idx, patients, ids, strict=True):
         r = readings[i]
         original = r.original.get(Component.SYSTOLIC) if r.original else None
         user = r.details.get("user_id")
         out.append(
             (
                 r.time,
-                r.id,
+                rid,
                 r.device,
                 patient,
                 r.values[Component.SYSTOLIC],
@@ -290,12 +363,13 @@ def bp_rows(flat: Flat, idx: list[int], patients: list[int | None]) -> list[tupl
 def body_rows(flat: Flat, idx: list[int], patients: list[int | None]) -> list[tuple[Any, ...]]:
     out = []
     readings = flat.readings
-    for i, patient in zip(idx, patients, strict=True):
+    ids = uuid_bytes([readings[i].id for i in idx])
+    for i, patient, rid in zip(idx, patients, ids, strict=True):
         r = readings[i]
         out.append(
             (
                 r.time,
-                r.id,
+                rid,
                 r.device,
                 patient,
                 r.kind.value,

@@ -8,7 +8,7 @@ from typing import Any
 
 import psycopg
 
-from ingest.pipeline import Message, process
+from ingest.pipeline import Message, process_isolating
 from ingest.registry import BindingCache
 
 UNKNOWN_DEVICE_PREFIX = "unknown device"
@@ -72,7 +72,7 @@ def reprocess(
         ).fetchall()
         if not rows:
             return 0, 0
-        result, _ = process(conn, [Message(str(t), bytes(p)) for _, t, p in rows], cache)
+        result, _ = process_isolating(conn, [Message(str(t), bytes(p)) for _, t, p in rows], cache)
         conn.execute(
             "UPDATE dead_letters SET reprocessed_at = now(),"
             " outcome = CASE WHEN %s THEN 'reprocessed; some rejected again' ELSE 'ingested' END"

@@ -18,7 +18,19 @@ from ingest.wire import (
     decode_status,
     gateway_of_topic,
 )
-from ingest.writer import WriteResult, write_split
+from ingest.writer import WriteResult, write_dead_letters, write_split
+
+# What a value can raise on its way into PostgreSQL when validation did not foresee it:
+# a dumper's ValueError/OverflowError, the server's DataError, a malformed binary field.
+# All of them are about the data; anything else (connection lost, timeouts) is retried.
+_DATA_ERRORS = (
+    psycopg.DataError,
+    psycopg.IntegrityError,
+    psycopg.errors.ProtocolViolation,
+    ValueError,
+    OverflowError,
+    TypeError,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +74,10 @@ def process(
                         raise WireError(
                             f"payload gateway {batch.gateway!r} does not match topic gateway {gateway!r}"
                         )
-                    flat.add(Origin(message.topic, gateway), batch.readings)
+                    flat.add(
+                        Origin(message.topic, gateway, b"\\u0000" in message.payload),
+                        batch.readings,
+                    )
                 elif channel == "events":
                     events = decode_events(message.payload)
                     if events.gateway != gateway:
@@ -95,3 +110,33 @@ def _ensure_gateway(conn: psycopg.Connection[Any], gateway: str) -> None:
         " ON CONFLICT (id) DO UPDATE SET last_seen = now()",
         (gateway,),
     )
+
+
+def process_isolating(
+    conn: psycopg.Connection[Any],
+    messages: Sequence[Message],
+    cache: BindingCache,
+    now: datetime | None = None,
+) -> tuple[WriteResult, list[str]]:
+    """``process``, safe against a message no check foresaw: if the batch fails on its
+    data, it is split in halves until the failing message is alone; that message is
+    dead-lettered whole with the error (replayable after a fix) and the rest is stored.
+    One poison message must not stop the stream or be redelivered forever."""
+    try:
+        return process(conn, messages, cache, now)
+    except _DATA_ERRORS as exc:
+        if conn.closed or conn.broken:
+            raise
+        failure = exc
+    if len(messages) == 1:
+        message = messages[0]
+        reason = f"could not be stored: {type(failure).__name__}: {str(failure).splitlines()[0]}"
+        with conn.transaction(), conn.cursor() as cur:
+            write_dead_letters(
+                cur, [_reject(message, gateway_of_topic(message.topic), reason[:500])]
+            )
+        return WriteResult(dead_letters=1), []
+    half = len(messages) // 2
+    first, changed_first = process_isolating(conn, messages[:half], cache, now)
+    second, changed_second = process_isolating(conn, messages[half:], cache, now)
+    return first.merged(second), changed_first + changed_second

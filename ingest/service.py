@@ -33,7 +33,7 @@ from ingest import metrics
 from ingest.deadletters import UNKNOWN_DEVICE_PREFIX, reprocess
 from ingest.migrations import migrate
 from ingest.mqtt_url import parse_mqtt_url
-from ingest.pipeline import Message, process
+from ingest.pipeline import Message, process_isolating
 from ingest.registry import BindingCache, attribute_pending
 from ingest.storage import apply_retention
 from ingest.wire import (
@@ -170,7 +170,7 @@ class IngestWorker:
 
     def _write(self, conn: psycopg.Connection[Any], batch: list[_Inbound]) -> None:
         started = time.perf_counter()
-        result, changed = process(conn, [b.message for b in batch], self.cache)
+        result, changed = process_isolating(conn, [b.message for b in batch], self.cache)
         if changed:
             self.cache.invalidate()
             parked, again = reprocess(

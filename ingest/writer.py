@@ -16,9 +16,8 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
-from psycopg import postgres, sql
-from psycopg.adapt import Dumper
-from psycopg.pq import Format
+from psycopg import sql
+from psycopg.types.string import BytesBinaryDumper
 
 from ingest.columns import (
     BODY_COLUMNS,
@@ -35,10 +34,15 @@ from ingest.registry import BindingCache
 
 NOTIFY_CHANNEL = "hv_readings"
 
+# Reading ids arrive as UUID text and go out as the 16 bytes of binary COPY's uuid field,
+# converted for a whole batch at once (``columns.uuid_bytes``); declared ``bytea`` so
+# psycopg copies them in C instead of calling a Python dumper per row.
+UUID_AS_BYTES = "bytea"
+
 _TYPES: dict[str, list[str]] = {
     "glucose": [
         "timestamptz",
-        "uuid",
+        UUID_AS_BYTES,
         "text",
         "int8",
         "text",
@@ -53,7 +57,7 @@ _TYPES: dict[str, list[str]] = {
     ],
     "blood_pressure": [
         "timestamptz",
-        "uuid",
+        UUID_AS_BYTES,
         "text",
         "int8",
         "float8",
@@ -69,7 +73,7 @@ _TYPES: dict[str, list[str]] = {
     ],
     "body_readings": [
         "timestamptz",
-        "uuid",
+        UUID_AS_BYTES,
         "text",
         "int8",
         "text",
@@ -100,25 +104,23 @@ class WriteResult:
     deduplicated_batches: int = 0
     patients: set[int] = field(default_factory=set)
 
+    def merged(self, other: WriteResult) -> WriteResult:
+        def add(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
+            return {k: a.get(k, 0) + b.get(k, 0) for k in a.keys() | b.keys()}
 
-class _UuidTextBinaryDumper(Dumper):
-    """Binary COPY of a uuid column from its text form: the wire carries ids as text and
-    building ``uuid.UUID`` objects only to take their bytes cost more than the COPY."""
-
-    format = Format.BINARY
-    oid = postgres.types["uuid"].oid
-
-    def dump(self, obj: Any) -> bytes:
-        return bytes.fromhex(obj.replace("-", "")) if isinstance(obj, str) else bytes(obj.bytes)
+        return WriteResult(
+            add(self.inserted, other.inserted),
+            add(self.duplicates, other.duplicates),
+            self.dead_letters + other.dead_letters,
+            self.deduplicated_batches + other.deduplicated_batches,
+            self.patients | other.patients,
+        )
 
 
 def register_dumpers(conn: psycopg.Connection[Any]) -> None:
-    """Applied to each ingest connection (not globally)."""
-    conn.adapters.register_dumper(_UuidText, _UuidTextBinaryDumper)
-
-
-class _UuidText(str):
-    """Marker type the dumper is registered under (COPY selects dumpers by column oid)."""
+    """The C bytes dumper for ``bytea`` fields: COPY picks dumpers by column type, and the
+    last one registered for ``bytea`` is psycopg's pure-Python ``Binary`` wrapper."""
+    conn.adapters.register_dumper(bytes, BytesBinaryDumper)
 
 
 def _copy(
