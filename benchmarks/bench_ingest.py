@@ -107,23 +107,22 @@ def publisher(url: str, payloads: list[bytes], rate: float | None, times: Any, s
 
 
 def raw_copy(url: str, readings: list[wire.Reading]) -> float:
+    """The same rows, built before the clock starts, in one binary COPY (the writer's
+    column types and dumpers)."""
     from ingest.columns import Flat, Origin, glucose_rows
+    from ingest.writer import COPY_TYPES, register_dumpers
 
     flat = Flat()
     flat.add(Origin("", GATEWAY), readings)
-    rows = [
-        (row[0], uuid.UUID(row[1]), *row[2:])
-        for row in glucose_rows(flat, list(range(len(readings))), [1] * len(readings))
-    ]
-    types = ["timestamptz", "uuid", "text", "int8", "text", "float8", "text[]", "int4",
-             "text", "float8", "float8", "text", "text"]  # fmt: skip
+    rows = glucose_rows(flat, list(range(len(readings))), [1] * len(readings))
     with psycopg.connect(url, autocommit=True) as conn:
+        register_dumpers(conn)
         conn.execute("TRUNCATE glucose")
         started = time.perf_counter()
         with conn.cursor() as cur, conn.transaction():
             columns = ", ".join(GLUCOSE_COLUMNS)
             with cur.copy(f"COPY glucose ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
-                copy.set_types(types)
+                copy.set_types(COPY_TYPES["glucose"])
                 for row in rows:
                     copy.write_row(row)
         elapsed = time.perf_counter() - started

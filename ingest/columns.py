@@ -20,7 +20,7 @@ import numpy as np
 import orjson
 
 from device_profiles.model import Component, Condition, Kind
-from ingest.validation import EARLIEST, FUTURE_TOLERANCE, PLAUSIBLE, REQUIRED
+from ingest.validation import COMPONENTS_OF, EARLIEST, FUTURE_TOLERANCE, PLAUSIBLE, REQUIRED
 from ingest.wire import Reading
 
 HI_LO = frozenset({Condition.RESULT_ABOVE_RANGE, Condition.RESULT_BELOW_RANGE})
@@ -47,6 +47,9 @@ GLUCOSE_COLUMNS = (
     "original_value",
     "original_unit",
     "gateway_id",
+    "trend_mgdl_min",
+    "quality_pct",
+    "details",
 )
 BP_COLUMNS = (
     "time",
@@ -63,6 +66,7 @@ BP_COLUMNS = (
     "original_unit",
     "user_id",
     "gateway_id",
+    "details",
 )
 BODY_COLUMNS = (
     "time",
@@ -75,6 +79,7 @@ BODY_COLUMNS = (
     "device_time",
     "skew_s",
     "gateway_id",
+    "details",
 )
 
 TABLE_OF_KIND: dict[Kind, str] = {
@@ -196,6 +201,7 @@ def validate(flat: Flat, known_devices: set[str], now: datetime) -> Split:
         times > (now + FUTURE_TOLERANCE).timestamp(),
         lambda i: f"time {readings[i].time.isoformat()} is in the future",
     )
+    kinds = np.fromiter((KIND_CODE[r.kind] for r in readings), np.int8, n)
     # Columns of the components actually present (usually one or four per reading).
     where: dict[Component, list[int]] = {}
     values: dict[Component, list[float]] = {}
@@ -210,7 +216,13 @@ def validate(flat: Flat, known_devices: set[str], now: datetime) -> Split:
         mask = np.zeros(n, dtype=bool)
         mask[rows] = True
         present[component] = mask
-        low, high = PLAUSIBLE[component]
+        foreign = ~np.isin(kinds[rows], _KIND_CODES_WITH[component])
+        if foreign.any():
+            reject(
+                np.isin(np.arange(n), rows[foreign]),
+                partial(_foreign_component, readings, component),
+            )
+        low, high = PLAUSIBLE.get(component, (np.nan, np.nan))
         bad = ~((column >= low) & (column <= high))  # NaN is bad too
         if bad.any():
             full = np.full(n, np.nan)
@@ -219,7 +231,6 @@ def validate(flat: Flat, known_devices: set[str], now: datetime) -> Split:
                 np.isin(np.arange(n), rows[bad]),
                 partial(_implausible, component.value, full, low, high),
             )
-    kinds = np.fromiter((KIND_CODE[r.kind] for r in readings), np.int8, n)
     no_value_ok = np.fromiter(
         (bool(r.conditions) and not HI_LO.isdisjoint(r.conditions) for r in readings), bool, n
     )
@@ -256,12 +267,20 @@ def validate(flat: Flat, known_devices: set[str], now: datetime) -> Split:
 
 
 KIND_CODE: dict[Kind, int] = {kind: code for code, kind in enumerate(Kind)}
+_KIND_CODES_WITH: dict[Component, list[int]] = {
+    component: [KIND_CODE[k] for k, allowed in COMPONENTS_OF.items() if component in allowed]
+    for component in Component
+}
 
 
 def _implausible(
     name: str, column: np.ndarray[Any, np.dtype[np.float64]], low: float, high: float, i: int
 ) -> str:
     return f"implausible {name} {column[i]:g} (allowed {low:g}..{high:g})"
+
+
+def _foreign_component(readings: list[Reading], component: Component, i: int) -> str:
+    return f"{readings[i].kind.value} reading with {component.value} (not one of its components)"
 
 
 def _same(reason: str, i: int) -> str:
@@ -304,6 +323,12 @@ def uuid_bytes(ids: list[str]) -> list[bytes]:
     return [raw[k : k + 16] for k in range(0, len(raw), 16)]
 
 
+def details_jsonb(details: dict[str, Any]) -> bytes | None:
+    """A reading's details as a binary-COPY jsonb field (version byte 1, then the JSON
+    text), so psycopg copies bytes in C; None for the usual empty dict."""
+    return b"\x01" + orjson.dumps(details) if details else None
+
+
 def glucose_rows(flat: Flat, idx: list[int], patients: list[int | None]) -> list[tuple[Any, ...]]:
     out = []
     readings = flat.readings
@@ -326,6 +351,9 @@ def glucose_rows(flat: Flat, idx: list[int], patients: list[int | None]) -> list
                 None if original is None else original.value,
                 None if original is None else original.unit,
                 flat.gateway(i),
+                r.values.get(Component.CGM_TREND),
+                r.values.get(Component.CGM_QUALITY),
+                details_jsonb(r.details),
             )
         )
     return out
@@ -355,6 +383,7 @@ def bp_rows(flat: Flat, idx: list[int], patients: list[int | None]) -> list[tupl
                 None if original is None else original.unit,
                 user if isinstance(user, int) and not isinstance(user, bool) else None,
                 flat.gateway(i),
+                details_jsonb(r.details),
             )
         )
     return out
@@ -378,6 +407,7 @@ def body_rows(flat: Flat, idx: list[int], patients: list[int | None]) -> list[tu
                 r.device_time,
                 r.skew_s,
                 flat.gateway(i),
+                details_jsonb(r.details),
             )
         )
     return out

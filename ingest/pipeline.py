@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,17 +21,18 @@ from ingest.wire import (
 )
 from ingest.writer import WriteResult, write_dead_letters, write_split
 
-# What a value can raise on its way into PostgreSQL when validation did not foresee it:
-# a dumper's ValueError/OverflowError, the server's DataError, a malformed binary field.
-# All of them are about the data; anything else (connection lost, timeouts) is retried.
-_DATA_ERRORS = (
-    psycopg.DataError,
-    psycopg.IntegrityError,
-    psycopg.errors.ProtocolViolation,
-    ValueError,
-    OverflowError,
-    TypeError,
-)
+log = logging.getLogger("homevitals.ingest")
+
+
+def _about_the_data(exc: Exception, conn: psycopg.Connection[Any]) -> bool:
+    """Whether a failed batch failed on its content (a value the database refused, a
+    malformed binary field, a case validation did not foresee) rather than on the
+    database being away (connection lost, shutdown, timeout): that one is retried."""
+    if conn.closed or conn.broken:
+        return False
+    if isinstance(exc, psycopg.errors.ProtocolViolation):
+        return True  # a binary COPY field the server could not read
+    return not isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,13 +126,21 @@ def process_isolating(
     One poison message must not stop the stream or be redelivered forever."""
     try:
         return process(conn, messages, cache, now)
-    except _DATA_ERRORS as exc:
-        if conn.closed or conn.broken:
+    except Exception as exc:
+        if not _about_the_data(exc, conn):
             raise
         failure = exc
     if len(messages) == 1:
         message = messages[0]
-        reason = f"could not be stored: {type(failure).__name__}: {str(failure).splitlines()[0]}"
+        first_line = (str(failure).splitlines() or [""])[0]
+        reason = f"could not be stored: {type(failure).__name__}: {first_line}"
+        log.error(
+            "message on %s dead-lettered whole: %s",
+            message.topic,
+            reason,
+            exc_info=failure,
+            extra={"topic": message.topic, "reason": reason},
+        )
         with conn.transaction(), conn.cursor() as cur:
             write_dead_letters(
                 cur, [_reject(message, gateway_of_topic(message.topic), reason[:500])]

@@ -37,6 +37,19 @@ REQUIRED: dict[Kind, tuple[Component, ...]] = {
     Kind.TEMPERATURE: (Component.TEMPERATURE,),
 }
 
+# Components a reading of each kind may carry: anything else has no column to go to and
+# would be dropped without a word (or, like the cuff pressure, is not a reading at all).
+COMPONENTS_OF: dict[Kind, frozenset[Component]] = {
+    Kind.GLUCOSE: frozenset({Component.GLUCOSE}),
+    Kind.CGM: frozenset({Component.GLUCOSE, Component.CGM_TREND, Component.CGM_QUALITY}),
+    Kind.BLOOD_PRESSURE: frozenset(
+        {Component.SYSTOLIC, Component.DIASTOLIC, Component.MEAN_ARTERIAL, Component.PULSE}
+    ),
+    Kind.WEIGHT: frozenset({Component.WEIGHT, Component.HEIGHT, Component.BMI}),
+    Kind.SPO2: frozenset({Component.SPO2, Component.PULSE, Component.PULSE_AMPLITUDE_INDEX}),
+    Kind.TEMPERATURE: frozenset({Component.TEMPERATURE}),
+}
+
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 # A corrected time further ahead than this is a device clock fault (or a meter's fake
 # far-future record), not a reading.

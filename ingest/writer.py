@@ -38,8 +38,10 @@ NOTIFY_CHANNEL = "hv_readings"
 # converted for a whole batch at once (``columns.uuid_bytes``); declared ``bytea`` so
 # psycopg copies them in C instead of calling a Python dumper per row.
 UUID_AS_BYTES = "bytea"
+# Likewise jsonb fields prepared by ``columns.details_jsonb``.
+JSONB_AS_BYTES = "bytea"
 
-_TYPES: dict[str, list[str]] = {
+COPY_TYPES: dict[str, list[str]] = {
     "glucose": [
         "timestamptz",
         UUID_AS_BYTES,
@@ -54,6 +56,9 @@ _TYPES: dict[str, list[str]] = {
         "float8",
         "text",
         "text",
+        "float8",
+        "float8",
+        JSONB_AS_BYTES,
     ],
     "blood_pressure": [
         "timestamptz",
@@ -70,6 +75,7 @@ _TYPES: dict[str, list[str]] = {
         "text",
         "int2",
         "text",
+        JSONB_AS_BYTES,
     ],
     "body_readings": [
         "timestamptz",
@@ -82,6 +88,7 @@ _TYPES: dict[str, list[str]] = {
         "text",
         "float8",
         "text",
+        JSONB_AS_BYTES,
     ],
 }
 _COLUMNS: dict[str, tuple[str, ...]] = {
@@ -129,7 +136,7 @@ def _copy(
     columns = sql.SQL(", ").join(sql.Identifier(c) for c in _COLUMNS[table])
     statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(target, columns)
     with cur.copy(statement) as copy:
-        copy.set_types(_TYPES[table])
+        copy.set_types(COPY_TYPES[table])
         for row in rows:
             copy.write_row(row)
 

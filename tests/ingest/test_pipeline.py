@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import msgspec
 import psycopg
 import pytest
 
@@ -182,3 +183,75 @@ def test_inventory_registers_a_missed_device_but_never_reassigns(
         ).fetchall()
     )
     assert owners == {dev_missed: "pt-pipe-5", dev_elsewhere: "pt-pipe-6"}
+
+
+def test_everything_a_reading_carries_is_stored(conn: Any, database_url: str) -> None:
+    """CGM trend and quality, details and the BP user: kept, not dropped at ingest."""
+    gw, dev = "gw-pipe-carry", "dev-pipe-carry"
+    enroll_patient(database_url, "pt-pipe-carry", [gw])
+    cache = BindingCache()
+    process(conn, [paired_message(gw, dev)], cache)
+    local = T0.replace(tzinfo=None).isoformat()
+    cgm = wire.Reading(
+        id=wire.reading_id(dev, Kind.CGM, local, None),
+        device=dev,
+        kind=Kind.CGM,
+        time=T0,
+        values={Component.GLUCOSE: 143.0, Component.CGM_TREND: -1.5, Component.CGM_QUALITY: 92.0},
+        device_time=local,
+        details={"time_offset_min": 1440},
+    )
+    smbg = msgspec.structs.replace(
+        glucose_reading(dev, 7, 118.0, T0 + timedelta(hours=1)),
+        details={"sample_type": "capillary_whole_blood", "sample_location": "finger"},
+    )
+    bp = wire.Reading(
+        id=wire.reading_id(dev, Kind.BLOOD_PRESSURE, local, None),
+        device=dev,
+        kind=Kind.BLOOD_PRESSURE,
+        time=T0,
+        values={Component.SYSTOLIC: 131.0, Component.DIASTOLIC: 84.0, Component.PULSE: 66.0},
+        device_time=local,
+        details={"user_id": 2, "cuff_fit": "loose"},
+    )
+    result, _ = process(conn, [readings_message(gw, [cgm, smbg, bp])], cache)
+    assert result.inserted == {"glucose": 2, "blood_pressure": 1}, result
+    rows = conn.execute(
+        "SELECT source, mgdl, trend_mgdl_min, quality_pct, details FROM glucose"
+        " WHERE device_id = %s ORDER BY time",
+        (dev,),
+    ).fetchall()
+    assert rows == [
+        ("cgm", 143.0, -1.5, 92.0, {"time_offset_min": 1440}),
+        (
+            "smbg",
+            118.0,
+            None,
+            None,
+            {"sample_type": "capillary_whole_blood", "sample_location": "finger"},
+        ),
+    ]
+    assert conn.execute(
+        "SELECT user_id, pulse, details FROM blood_pressure WHERE device_id = %s", (dev,)
+    ).fetchone() == (2, 66.0, {"user_id": 2, "cuff_fit": "loose"})
+
+
+def test_a_component_foreign_to_its_kind_is_dead_lettered(conn: Any, database_url: str) -> None:
+    gw, dev = "gw-pipe-foreign", "dev-pipe-foreign"
+    enroll_patient(database_url, "pt-pipe-foreign", [gw])
+    cache = BindingCache()
+    process(conn, [paired_message(gw, dev)], cache)
+    local = T0.replace(tzinfo=None).isoformat()
+    cuff = wire.Reading(
+        id=wire.reading_id(dev, Kind.BLOOD_PRESSURE, local, None),
+        device=dev,
+        kind=Kind.BLOOD_PRESSURE,
+        time=T0,
+        values={Component.SYSTOLIC: 120.0, Component.DIASTOLIC: 80.0, Component.CUFF_PRESSURE: 9.0},
+    )
+    result, _ = process(conn, [readings_message(gw, [cuff])], cache)
+    assert (result.inserted, result.dead_letters) == ({}, 1)
+    reason = conn.execute(
+        "SELECT reason FROM dead_letters WHERE device_id = %s ORDER BY id DESC LIMIT 1", (dev,)
+    ).fetchone()
+    assert reason == ("blood_pressure reading with cuff_pressure (not one of its components)",)
