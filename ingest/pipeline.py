@@ -130,6 +130,7 @@ def process_isolating(
         if not _about_the_data(exc, conn):
             raise
         failure = exc
+    cache.invalidate()  # it may hold bindings of the rolled-back transaction
     if len(messages) == 1:
         message = messages[0]
         first_line = (str(failure).splitlines() or [""])[0]

@@ -45,6 +45,8 @@ class BindingCache:
         self._loaded_at = -1.0
         self.devices: set[str] = set()
         self._bindings: dict[str, list[Binding]] = {}
+        # Devices with one open-ended binding (nearly all): no interval search per reading.
+        self._always: dict[str, int] = {}
 
     def add_known(self, conn: psycopg.Connection[tuple[object, ...]], devices: set[str]) -> None:
         """Look up just these devices (and their bindings) instead of a full reload."""
@@ -77,6 +79,11 @@ class BindingCache:
                 Binding(float(str(lower)), float(str(upper)), int(str(patient)))
             )
         self._bindings = bindings
+        self._always = {
+            device: spans[0].patient_id
+            for device, spans in bindings.items()
+            if len(spans) == 1 and spans[0].lower == -math.inf and spans[0].upper == math.inf
+        }
         self._loaded_at = time.monotonic()
 
     def patient_at(self, device: str, when: datetime) -> int | None:
@@ -90,12 +97,8 @@ class BindingCache:
         return None
 
     def patients_for(self, readings: Sequence[Reading]) -> list[int | None]:
-        """The patient of each reading; devices with one open-ended binding (nearly all)
-        skip the interval search."""
-        always: dict[str, int | None] = {}
-        for device, spans in self._bindings.items():
-            if len(spans) == 1 and spans[0].lower == -math.inf and spans[0].upper == math.inf:
-                always[device] = spans[0].patient_id
+        """The patient of each reading (the interval search only for re-bound devices)."""
+        always = self._always
         out: list[int | None] = []
         for r in readings:
             patient = always.get(r.device, -1)
