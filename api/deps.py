@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import psycopg
 from fastapi import Depends, HTTPException, Path, Query, Request, status
@@ -22,6 +22,9 @@ from api.core.config import ApiSettings
 from api.core.db import get_pool
 from api.core.principal import Principal
 from api.core.security import Role, TokenError, decode_token
+from api.schemas import Page
+
+T = TypeVar("T")
 
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token", auto_error=False)
 
@@ -198,6 +201,17 @@ class Pagination:
         if self.offset + self.limit >= total:
             return None
         return str(request.url.include_query_params(offset=self.offset + self.limit))
+
+    def of(self, items: list[T], total: int, request: Request) -> Page[T]:
+        """This page of a list of ``total`` items.  A bare ``Page`` is enough: FastAPI
+        validates it into the route's ``response_model`` (a ``Page[...]``)."""
+        return Page(
+            items=items,
+            total=total,
+            limit=self.limit,
+            offset=self.offset,
+            next=self.next_url(request, total),
+        )
 
 
 def get_pagination(

@@ -1,13 +1,14 @@
-"""The connection pool: autocommit connections; multi-statement writes open an explicit
-``conn.transaction()``."""
+"""The connection pool (autocommit connections; multi-statement writes open an explicit
+``conn.transaction()``), and ``count_rows`` for the totals of paged lists."""
 
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import Any, LiteralString
 
 import psycopg
 from fastapi import FastAPI
+from psycopg.abc import Params
 from psycopg_pool import ConnectionPool
 
 from api.core.config import ApiSettings
@@ -46,3 +47,11 @@ def get_pool(app: FastAPI) -> ConnectionPool[psycopg.Connection[Any]]:
                 pool.open(wait=True, timeout=30.0)
                 app.state.pool = pool
     return pool
+
+
+def count_rows(
+    conn: psycopg.Connection[Any], query: LiteralString | bytes, params: Params | None = None
+) -> int:
+    """The number a ``SELECT count(*) ...`` answers."""
+    row = conn.execute(query, params).fetchone()
+    return int(row[0]) if row else 0

@@ -20,15 +20,16 @@ import psycopg
 from fastapi import APIRouter, Form, HTTPException, Request, status
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from analytics.flags import FlagNotFoundError, FlagTransitionError, acknowledge, get_flag, resolve
+from analytics.flags import FlagNotFoundError, FlagTransitionError, get_flag
 from analytics.summary import agp, bp_summary, glucose_summary
 from api.core import audit
 from api.core.config import ApiSettings
 from api.core.principal import Principal
-from api.core.security import create_token, csrf_token, csrf_valid
+from api.core.security import csrf_token, csrf_valid
 from api.dashboard import charts
 from api.deps import ConnDep, DbId, SettingsDep, can_see, principal_from_token, visible_patients
-from api.routes.auth import authenticate
+from api.routes.auth import authenticate, signed_token
+from api.routes.flags import FlagAction, transition
 from api.routes.panel import triage_panel
 from api.routes.patients import fetch_patient, patient_devices
 from api.routes.targets import effective
@@ -90,15 +91,7 @@ def _html(content: str, status_code: int = 200) -> HTMLResponse:
 def _set_session(
     response: Response, settings: ApiSettings, user: Principal, session_id: str
 ) -> None:
-    token, _ = create_token(
-        settings.secret,
-        subject=str(user.user_id),
-        role=user.role,
-        patient_id=user.patient_id,
-        minutes=settings.access_token_minutes,
-        token_type="session",
-        session_id=session_id,
-    )
+    token = signed_token(settings, user, "session", session_id)
     response.set_cookie(
         SESSION_COOKIE,
         token,
@@ -433,7 +426,7 @@ def _flag_action(
     flag_id: int,
     csrf: str,
     note: str,
-    action: str,
+    action: FlagAction,
 ) -> Response:
     user = _session(request, conn, settings)
     if user is None:
@@ -450,10 +443,7 @@ def _flag_action(
         return _html(_page("Not found", "<p>No such flag.</p>", user), 404)
     note = note.strip()
     try:
-        if action == "acknowledge":
-            acknowledge(conn, flag_id, user.name, note or None)
-        else:
-            resolve(conn, flag_id, user.name, note)
+        transition(conn, flag_id, action, user.name, note or None)
     except FlagTransitionError as exc:
         return _html(_page("Not possible", f"<p>{escape(str(exc))}</p>", user), 409)
     audit.write(

@@ -14,6 +14,7 @@ from fastapi import APIRouter, HTTPException, Query, Request, status
 from psycopg.rows import dict_row
 
 from api.core import audit
+from api.core.db import count_rows
 from api.core.principal import Principal
 from api.deps import ConnDep, CurrentUser, can_see, visible_patients
 from api.fhir import resources as fr
@@ -54,10 +55,13 @@ def _not_found(kind: str, fhir_id: str) -> HTTPException:
     return HTTPException(status.HTTP_404_NOT_FOUND, f"{kind}/{fhir_id} not found")
 
 
-def _next(request: Request, offset: int, count: int, total: int) -> str | None:
-    if offset + count >= total:
-        return None
-    return str(request.url.include_query_params(_offset=offset + count))
+def _searchset(
+    request: Request, resources: list[dict[str, Any]], total: int, offset: int, count: int
+) -> fr.FhirResponse:
+    """The Bundle of one page of search results, with the link to the next page."""
+    more = offset + count < total
+    next_url = str(request.url.include_query_params(_offset=offset + count)) if more else None
+    return _fhir(fr.bundle(resources, _base(request), total, str(request.url), next_url))
 
 
 def _audit(
@@ -155,23 +159,14 @@ def search_patients(
         else:
             clauses.append("false")
     where = " AND ".join(clauses)
-    total_row = conn.execute(f"SELECT count(*) FROM patients WHERE {where}", params).fetchone()
-    total = int(total_row[0]) if total_row else 0
+    total = count_rows(conn, f"SELECT count(*) FROM patients WHERE {where}", params)
     with conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(
             f"{PATIENT_SQL} WHERE {where} ORDER BY id LIMIT %s OFFSET %s",
             [*params, count, offset],
         ).fetchall()
     _audit(conn, user, request, "fhir.patient.search", None, {"patients": [r["id"] for r in rows]})
-    return _fhir(
-        fr.bundle(
-            [fr.patient_resource(r) for r in rows],
-            _base(request),
-            total,
-            str(request.url),
-            _next(request, offset, count, total),
-        )
-    )
+    return _searchset(request, [fr.patient_resource(r) for r in rows], total, offset, count)
 
 
 # --- Device --------------------------------------------------------------------------------
@@ -228,8 +223,7 @@ def search_devices(
         f" WHERE g.patient_id IS NOT NULL) x WHERE {where_d}"
     )
     params = {"ids": ids}
-    total_row = conn.execute(f"SELECT count(*) FROM ({sql}) y", params).fetchone()
-    total = int(total_row[0]) if total_row else 0
+    total = count_rows(conn, f"SELECT count(*) FROM ({sql}) y", params)
     keys = conn.execute(
         f"{sql} ORDER BY kind DESC, key LIMIT %(count)s OFFSET %(offset)s",
         {**params, "count": count, "offset": offset},
@@ -246,11 +240,7 @@ def search_devices(
             out.extend(fr.gateway_resource(r) for r in rows.fetchall())
     pid = ids[0] if ids is not None and len(ids) == 1 else None
     _audit(conn, user, request, "fhir.device.search", pid, {"n": len(out)})
-    return _fhir(
-        fr.bundle(
-            out, _base(request), total, str(request.url), _next(request, offset, count, total)
-        )
-    )
+    return _searchset(request, out, total, offset, count)
 
 
 # --- Observation ---------------------------------------------------------------------------
@@ -405,8 +395,7 @@ def search_observations(
         params: list[Any] = []
         for _ in range(n):
             params.extend([ids, *date_params])
-        row = conn.execute(f"SELECT count(*) FROM ({union}) u", params).fetchone()
-        total = int(row[0]) if row else 0
+        total = count_rows(conn, f"SELECT count(*) FROM ({union}) u", params)
         direction = "DESC" if sort.startswith("-") else "ASC"
         keys = conn.execute(
             f"{union} ORDER BY time {direction}, reading_id, kind LIMIT %s OFFSET %s",
@@ -415,11 +404,7 @@ def search_observations(
         resources = _load(conn, [(k[0], k[1], k[2]) for k in keys])
     pid = ids[0] if len(ids) == 1 else None
     _audit(conn, user, request, "fhir.observation.search", pid, {"n": len(resources), "code": code})
-    return _fhir(
-        fr.bundle(
-            resources, _base(request), total, str(request.url), _next(request, offset, count, total)
-        )
-    )
+    return _searchset(request, resources, total, offset, count)
 
 
 @router.get("/Observation/{fhir_id}", summary="Read an Observation")
@@ -492,8 +477,7 @@ def search_flags(
     if status_ is not None:
         clauses.append("status = 'resolved'" if status_ == "inactive" else "status <> 'resolved'")
     where = " AND ".join(clauses)
-    row = conn.execute(f"SELECT count(*) FROM flags WHERE {where}", params).fetchone()
-    total = int(row[0]) if row else 0
+    total = count_rows(conn, f"SELECT count(*) FROM flags WHERE {where}", params)
     with conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(
             f"{FLAG_SQL} WHERE {where} ORDER BY opened_at DESC, id DESC LIMIT %s OFFSET %s",
@@ -501,15 +485,7 @@ def search_flags(
         ).fetchall()
     pid = ids[0] if ids is not None and len(ids) == 1 else None
     _audit(conn, user, request, "fhir.flag.search", pid, {"flags": [r["id"] for r in rows]})
-    return _fhir(
-        fr.bundle(
-            [fr.flag_resource(r) for r in rows],
-            _base(request),
-            total,
-            str(request.url),
-            _next(request, offset, count, total),
-        )
-    )
+    return _searchset(request, [fr.flag_resource(r) for r in rows], total, offset, count)
 
 
 @router.get("/Flag/{fhir_id}", summary="Read a Flag")

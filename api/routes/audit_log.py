@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
+from psycopg.rows import dict_row
 from pydantic import AwareDatetime
 
 from api.core import audit
+from api.core.db import count_rows
 from api.core.errors import COMMON
 from api.deps import AdminUser, ConnDep, PageDep
 from api.schemas import AuditOut, Page
@@ -40,13 +42,14 @@ def get_audit(
             clauses.append(sql)
             params.append(value)
     where = " AND ".join(clauses)
-    row = conn.execute(f"SELECT count(*) FROM audit_log WHERE {where}", params).fetchone()
-    total = int(row[0]) if row else 0
-    rows = conn.execute(
-        "SELECT id, at, actor, actor_id, role, action, patient_id, resource, client_ip, status,"
-        f" detail FROM audit_log WHERE {where} ORDER BY at DESC, id DESC LIMIT %s OFFSET %s",
-        [*params, page.limit, page.offset],
-    ).fetchall()
+    total = count_rows(conn, f"SELECT count(*) FROM audit_log WHERE {where}", params)
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(
+            "SELECT id, at, actor, actor_id, role, action, patient_id, resource, client_ip,"
+            f" status, detail FROM audit_log WHERE {where} ORDER BY at DESC, id DESC"
+            " LIMIT %s OFFSET %s",
+            [*params, page.limit, page.offset],
+        ).fetchall()
     audit.write(
         conn,
         admin,
@@ -55,26 +58,4 @@ def get_audit(
         resource="audit",
         patient_id=patient_id,
     )
-    items = [
-        AuditOut(
-            id=r[0],
-            at=r[1],
-            actor=r[2],
-            actor_id=r[3],
-            role=r[4],
-            action=r[5],
-            patient_id=r[6],
-            resource=r[7],
-            client_ip=r[8],
-            status=r[9],
-            detail=r[10],
-        )
-        for r in rows
-    ]
-    return Page[AuditOut](
-        items=items,
-        total=total,
-        limit=page.limit,
-        offset=page.offset,
-        next=page.next_url(request, total),
-    )
+    return page.of([AuditOut(**r) for r in rows], total, request)

@@ -16,6 +16,7 @@ from api.core.errors import COMMON, PUBLIC, TOO_MANY, UNAUTHORIZED
 from api.core.principal import Principal
 from api.core.security import (
     RateLimiter,
+    TokenType,
     create_token,
     digest,
     new_refresh_token,
@@ -46,6 +47,21 @@ def login_limiter(request: Request) -> RateLimiter:
     return limiter
 
 
+def _audit_refused(
+    conn: psycopg.Connection[Any], username: str, ip: str | None, code: int, reason: str
+) -> None:
+    # No principal yet: the entry names the account that was tried.
+    audit.write(
+        conn,
+        None,
+        "auth.login",
+        ip=ip,
+        status=code,
+        actor=username[:64],
+        detail={"reason": reason},
+    )
+
+
 def authenticate(
     conn: psycopg.Connection[Any],
     settings: ApiSettings,
@@ -58,15 +74,7 @@ def authenticate(
     key = f"{username.lower()}|{ip}"
     wait = limiter.retry_after(key)
     if wait is not None:
-        audit.write(
-            conn,
-            None,
-            "auth.login",
-            ip=ip,
-            status=429,
-            actor=username[:64],
-            detail={"reason": "rate limited"},
-        )
+        _audit_refused(conn, username, ip, status.HTTP_429_TOO_MANY_REQUESTS, "rate limited")
         raise HTTPException(
             status.HTTP_429_TOO_MANY_REQUESTS,
             f"too many failed sign-ins; retry in {wait} s",
@@ -80,15 +88,7 @@ def authenticate(
     ok = verify_password(password, row[4] if row else None)
     if row is None or not ok or not row[5]:
         limiter.hit(key)
-        audit.write(
-            conn,
-            None,
-            "auth.login",
-            ip=ip,
-            status=401,
-            actor=username[:64],
-            detail={"reason": "bad credentials"},
-        )
+        _audit_refused(conn, username, ip, status.HTTP_401_UNAUTHORIZED, "bad credentials")
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
             "incorrect username or password",
@@ -100,19 +100,33 @@ def authenticate(
     return principal
 
 
+def signed_token(
+    settings: ApiSettings,
+    user: Principal,
+    token_type: TokenType = "access",
+    session_id: str | None = None,
+) -> str:
+    """A token for a person, valid for the access-token lifetime: a bearer token, or the
+    dashboard's session cookie."""
+    token, _ = create_token(
+        settings.secret,
+        subject=str(user.user_id),
+        role=user.role,
+        patient_id=user.patient_id,
+        minutes=settings.access_token_minutes,
+        token_type=token_type,
+        session_id=session_id,
+    )
+    return token
+
+
 def issue_tokens(
     conn: psycopg.Connection[Any],
     settings: ApiSettings,
     user: Principal,
     family: uuid.UUID | None = None,
 ) -> TokenPair:
-    access, _ = create_token(
-        settings.secret,
-        subject=str(user.user_id),
-        role=user.role,
-        patient_id=user.patient_id,
-        minutes=settings.access_token_minutes,
-    )
+    access = signed_token(settings, user)
     refresh = new_refresh_token()
     conn.execute(
         "INSERT INTO refresh_tokens (user_id, token_hash, family, expires_at)"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Annotated, Any, Literal
 
+import psycopg
 from fastapi import APIRouter, HTTPException, Query, Request, status
 
 from analytics.flags import (
@@ -18,7 +19,9 @@ from analytics.flags import (
 )
 from analytics.rules import RULES_BY_ID
 from api.core import audit
+from api.core.db import count_rows
 from api.core.errors import COMMON, CONFLICT
+from api.core.principal import Principal
 from api.deps import (
     ConnDep,
     DbId,
@@ -34,6 +37,7 @@ router = APIRouter(prefix="/flags", tags=["flags"], responses=COMMON)
 
 Severity = Literal["urgent", "high", "medium", "low"]
 Status = Literal["open", "acknowledged", "resolved"]
+FlagAction = Literal["acknowledge", "resolve"]
 
 
 def flag_out(flag: Flag) -> FlagOut:
@@ -83,11 +87,7 @@ def get_flags(
         if values is not None:
             clauses.append(f"{column} = ANY(%s)")
             params.append(values)
-    row = conn.execute(
-        f"SELECT count(*) FROM flags WHERE {' AND '.join(clauses)}",
-        params,
-    ).fetchone()
-    total = int(row[0]) if row else 0
+    total = count_rows(conn, f"SELECT count(*) FROM flags WHERE {' AND '.join(clauses)}", params)
     audit.write(
         conn,
         user,
@@ -97,13 +97,7 @@ def get_flags(
         resource="flags",
         detail={"flags": [f.id for f in flags]},
     )
-    return Page[FlagOut](
-        items=[flag_out(f) for f in flags],
-        total=total,
-        limit=page.limit,
-        offset=page.offset,
-        next=page.next_url(request, total),
-    )
+    return page.of([flag_out(f) for f in flags], total, request)
 
 
 def _scoped_flag(
@@ -127,6 +121,34 @@ def get_one(flag_id: DbId, user: StaffUser, conn: ConnDep, request: Request) -> 
     return flag_out(flag)
 
 
+def transition(
+    conn: psycopg.Connection[Any], flag_id: int, action: FlagAction, by: str, note: str | None
+) -> Flag:
+    """Acknowledge (note optional) or resolve (note required) a flag, for the REST routes
+    and the dashboard forms alike; FlagTransitionError when the status or note forbids it."""
+    if action == "acknowledge":
+        return acknowledge(conn, flag_id, by, note)
+    return resolve(conn, flag_id, by, note or "")
+
+
+def _post_transition(
+    flag_id: int,
+    action: FlagAction,
+    note: str | None,
+    user: Principal,
+    conn: psycopg.Connection[Any],
+    request: Request,
+) -> FlagOut:
+    """404 outside the caller's scope, 409 when the transition is refused; audited."""
+    _, scope = _scoped_flag(conn, user, flag_id, request)
+    try:
+        flag = transition(conn, flag_id, action, user.name, note)
+    except FlagTransitionError as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
+    scope.audit(f"flag.{action}", f"flag/{flag_id}", {"note": note})
+    return flag_out(flag)
+
+
 @router.post(
     "/{flag_id}/acknowledge",
     response_model=FlagOut,
@@ -136,13 +158,7 @@ def get_one(flag_id: DbId, user: StaffUser, conn: ConnDep, request: Request) -> 
 def post_acknowledge(
     flag_id: DbId, body: AcknowledgeIn, user: StaffUser, conn: ConnDep, request: Request
 ) -> FlagOut:
-    _, scope = _scoped_flag(conn, user, flag_id, request)
-    try:
-        flag = acknowledge(conn, flag_id, user.name, body.note)
-    except FlagTransitionError as exc:
-        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
-    scope.audit("flag.acknowledge", f"flag/{flag_id}", {"note": body.note})
-    return flag_out(flag)
+    return _post_transition(flag_id, "acknowledge", body.note, user, conn, request)
 
 
 @router.post(
@@ -154,10 +170,4 @@ def post_acknowledge(
 def post_resolve(
     flag_id: DbId, body: ResolveIn, user: StaffUser, conn: ConnDep, request: Request
 ) -> FlagOut:
-    _, scope = _scoped_flag(conn, user, flag_id, request)
-    try:
-        flag = resolve(conn, flag_id, user.name, body.note)
-    except FlagTransitionError as exc:
-        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
-    scope.audit("flag.resolve", f"flag/{flag_id}", {"note": body.note})
-    return flag_out(flag)
+    return _post_transition(flag_id, "resolve", body.note, user, conn, request)

@@ -90,10 +90,4 @@ def get_panel(user: StaffUser, conn: ConnDep, page: PageDep, request: Request) -
         resource="panel",
         detail={"patients": [e.patient.id for e in chunk]},
     )
-    return Page[PanelEntry](
-        items=chunk,
-        total=len(entries),
-        limit=page.limit,
-        offset=page.offset,
-        next=page.next_url(request, len(entries)),
-    )
+    return page.of(chunk, len(entries), request)

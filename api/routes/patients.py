@@ -13,6 +13,7 @@ from fastapi import APIRouter, HTTPException, Request, status
 
 from api.core import audit
 from api.core.config import ApiSettings
+from api.core.db import count_rows
 from api.core.errors import COMMON, CONFLICT
 from api.core.security import digest, new_code
 from api.deps import (
@@ -166,8 +167,7 @@ def list_patients(
     """Admin: all; clinician: their panel; patient: themselves.  Ordered by family name."""
     ids = visible_patients(conn, user)
     where, params = ("true", []) if ids is None else ("p.id = ANY(%s)", [ids])
-    total_row = conn.execute(f"SELECT count(*) FROM patients p WHERE {where}", params).fetchone()
-    total = int(total_row[0]) if total_row else 0
+    total = count_rows(conn, f"SELECT count(*) FROM patients p WHERE {where}", params)
     rows = conn.execute(
         f"SELECT {PATIENT_COLUMNS} FROM patients p WHERE {where}"
         " ORDER BY p.family_name NULLS LAST, p.given_name NULLS LAST, p.id LIMIT %s OFFSET %s",
@@ -182,13 +182,7 @@ def list_patients(
         resource="patients",
         detail={"patients": [p.id for p in items]},
     )
-    return Page[PatientOut](
-        items=items,
-        total=total,
-        limit=page.limit,
-        offset=page.offset,
-        next=page.next_url(request, total),
-    )
+    return page.of(items, total, request)
 
 
 @router.get("/{patient_id}", response_model=PatientOut, summary="One patient")
@@ -283,11 +277,11 @@ def device_out(row: tuple[Any, ...], settings: ApiSettings) -> DeviceOut:
 def patient_devices(
     conn: psycopg.Connection[Any], patient_id: int, settings: ApiSettings, limit: int, offset: int
 ) -> tuple[list[DeviceOut], int]:
-    total_row = conn.execute(
-        "SELECT count(*) FROM device_bindings WHERE patient_id = %s", (patient_id,)
-    ).fetchone()
+    total = count_rows(
+        conn, "SELECT count(*) FROM device_bindings WHERE patient_id = %s", (patient_id,)
+    )
     rows = conn.execute(DEVICE_QUERY, (patient_id, limit, offset)).fetchall()
-    return [device_out(r, settings) for r in rows], int(total_row[0]) if total_row else 0
+    return [device_out(r, settings) for r in rows], total
 
 
 @router.get(
@@ -300,13 +294,7 @@ def list_devices(
 ) -> Page[DeviceOut]:
     items, total = patient_devices(scope.conn, scope.patient_id, settings, page.limit, page.offset)
     scope.audit("device.list", f"patient/{scope.patient_id}/devices")
-    return Page[DeviceOut](
-        items=items,
-        total=total,
-        limit=page.limit,
-        offset=page.offset,
-        next=page.next_url(request, total),
-    )
+    return page.of(items, total, request)
 
 
 @router.post(

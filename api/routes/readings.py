@@ -7,12 +7,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-import psycopg
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
+from psycopg.rows import dict_row
 from pydantic import AwareDatetime
 
+from api.core.db import count_rows
 from api.core.errors import COMMON
-from api.deps import PageDep, Pagination, PatientDep
+from api.deps import PageDep, Pagination, PatientDep, PatientScope
 from api.schemas import (
     BodyReadingOut,
     BpBucketOut,
@@ -39,12 +40,18 @@ BUCKETS: dict[str, timedelta] = {
     "7d": timedelta(days=7),
 }
 Bucket = Literal["5m", "15m", "30m", "1h", "2h", "4h", "6h", "12h", "1d", "7d"]
+# Buckets start at local midnight/hour (%(tz)s is the patient's zone), not UTC.
+BUCKET = "SELECT time_bucket(%(width)s, time, %(tz)s) AS bucket"
 
 
 @dataclass(frozen=True, slots=True)
 class TimeRange:
     start: datetime
     end: datetime
+
+    def audit_detail(self, **extra: Any) -> dict[str, Any]:
+        """What an audited read over this range records, with ``extra``."""
+        return {"start": self.start, "end": self.end, **extra}
 
 
 def time_range(
@@ -76,19 +83,27 @@ BucketQuery = Annotated[Bucket, Query(description="bucket width")]
 
 
 def _page(
-    conn: psycopg.Connection[Any],
+    scope: PatientScope,
+    span: TimeRange,
+    page: Pagination,
     count_sql: str,
     rows_sql: str,
-    params: dict[str, Any],
-    page: Pagination,
-) -> tuple[list[tuple[Any, ...]], int]:
-    row = conn.execute(count_sql.encode(), params).fetchone()
-    total = int(row[0]) if row else 0
-    rows = conn.execute(rows_sql.encode(), {**params, "limit": page.limit, "offset": page.offset})
-    return rows.fetchall(), total
+    **filters: Any,
+) -> tuple[list[dict[str, Any]], int]:
+    """One page of rows, by column name (``rows_sql`` names its columns as the response
+    model's fields and leaves LIMIT/OFFSET to this), and the total ``count_sql`` counts.
+    Both take ``%(pid)s``, ``%(start)s``, ``%(end)s`` from scope and span, and ``filters``."""
+    params = {"pid": scope.patient_id, "start": span.start, "end": span.end, **filters}
+    total = count_rows(scope.conn, count_sql.encode(), params)
+    with scope.conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(
+            (rows_sql + " LIMIT %(limit)s OFFSET %(offset)s").encode(),
+            {**params, "limit": page.limit, "offset": page.offset},
+        )
+        return cur.fetchall(), total
 
 
-def _tz(scope: Any) -> str:
+def _tz(scope: PatientScope) -> str:
     row = scope.conn.execute(
         "SELECT timezone FROM patients WHERE id = %s", (scope.patient_id,)
     ).fetchone()
@@ -113,43 +128,21 @@ def glucose_readings(
     request: Request,
     source: Annotated[Literal["cgm", "smbg"] | None, Query()] = None,
 ) -> Page[GlucoseReadingOut]:
-    params = {"pid": scope.patient_id, "start": span.start, "end": span.end, "source": source}
     rows, total = _page(
-        scope.conn,
+        scope,
+        span,
+        page,
         "SELECT count(*)" + GLUCOSE_WHERE,
         "SELECT time, reading_id, device_id, source, mgdl, conditions, device_time, skew_s,"
-        " gateway_id"
-        + GLUCOSE_WHERE
-        + " ORDER BY time, reading_id LIMIT %(limit)s OFFSET %(offset)s",
-        params,
-        page,
+        " gateway_id" + GLUCOSE_WHERE + " ORDER BY time, reading_id",
+        source=source,
     )
     scope.audit(
         "readings.glucose",
         f"patient/{scope.patient_id}/readings/glucose",
-        {"start": span.start, "end": span.end, "n": len(rows)},
+        span.audit_detail(n=len(rows)),
     )
-    items = [
-        GlucoseReadingOut(
-            time=r[0],
-            reading_id=r[1],
-            device_id=r[2],
-            source=r[3],
-            mgdl=r[4],
-            conditions=list(r[5]),
-            device_time=r[6],
-            skew_s=r[7],
-            gateway_id=r[8],
-        )
-        for r in rows
-    ]
-    return Page[GlucoseReadingOut](
-        items=items,
-        total=total,
-        limit=page.limit,
-        offset=page.offset,
-        next=page.next_url(request, total),
-    )
+    return page.of([GlucoseReadingOut(**r) for r in rows], total, request)
 
 
 @router.get(
@@ -167,36 +160,24 @@ def glucose_buckets(
 ) -> Page[GlucoseBucketOut]:
     """HI/LO results without a number and control-solution tests are left out."""
     where = GLUCOSE_WHERE + " AND mgdl IS NOT NULL AND NOT ('control_solution' = ANY(conditions))"
-    params = {
-        "pid": scope.patient_id,
-        "start": span.start,
-        "end": span.end,
-        "source": source,
-        "width": BUCKETS[bucket],
-        "tz": _tz(scope),
-    }
-    grouped = "SELECT time_bucket(%(width)s, time, %(tz)s) AS b" + where + " GROUP BY b"
     rows, total = _page(
-        scope.conn,
-        f"SELECT count(*) FROM ({grouped}) g",
-        "SELECT time_bucket(%(width)s, time, %(tz)s) AS b, count(*), avg(mgdl), min(mgdl),"
-        " max(mgdl)" + where + " GROUP BY b ORDER BY b LIMIT %(limit)s OFFSET %(offset)s",
-        params,
+        scope,
+        span,
         page,
+        f"SELECT count(*) FROM ({BUCKET}{where} GROUP BY bucket) g",
+        f"{BUCKET}, count(*) AS n, avg(mgdl) AS mean, min(mgdl) AS min, max(mgdl) AS max"
+        + where
+        + " GROUP BY bucket ORDER BY bucket",
+        source=source,
+        width=BUCKETS[bucket],
+        tz=_tz(scope),
     )
     scope.audit(
         "readings.glucose_buckets",
         f"patient/{scope.patient_id}/readings/glucose",
-        {"start": span.start, "end": span.end, "bucket": bucket},
+        span.audit_detail(bucket=bucket),
     )
-    items = [GlucoseBucketOut(bucket=r[0], n=r[1], mean=r[2], min=r[3], max=r[4]) for r in rows]
-    return Page[GlucoseBucketOut](
-        items=items,
-        total=total,
-        limit=page.limit,
-        offset=page.offset,
-        next=page.next_url(request, total),
-    )
+    return page.of([GlucoseBucketOut(**r) for r in rows], total, request)
 
 
 BP_WHERE = (
@@ -212,45 +193,20 @@ BP_WHERE = (
 def bp_readings(
     scope: PatientDep, span: RangeDep, page: PageDep, request: Request
 ) -> Page[BpReadingOut]:
-    params = {"pid": scope.patient_id, "start": span.start, "end": span.end}
     rows, total = _page(
-        scope.conn,
+        scope,
+        span,
+        page,
         "SELECT count(*)" + BP_WHERE,
         "SELECT time, reading_id, device_id, systolic, diastolic, mean_arterial, pulse,"
-        " conditions, device_time, skew_s, gateway_id"
-        + BP_WHERE
-        + " ORDER BY time, reading_id LIMIT %(limit)s OFFSET %(offset)s",
-        params,
-        page,
+        " conditions, device_time, skew_s, gateway_id" + BP_WHERE + " ORDER BY time, reading_id",
     )
     scope.audit(
         "readings.blood_pressure",
         f"patient/{scope.patient_id}/readings/blood-pressure",
-        {"start": span.start, "end": span.end, "n": len(rows)},
+        span.audit_detail(n=len(rows)),
     )
-    items = [
-        BpReadingOut(
-            time=r[0],
-            reading_id=r[1],
-            device_id=r[2],
-            systolic=r[3],
-            diastolic=r[4],
-            mean_arterial=r[5],
-            pulse=r[6],
-            conditions=list(r[7]),
-            device_time=r[8],
-            skew_s=r[9],
-            gateway_id=r[10],
-        )
-        for r in rows
-    ]
-    return Page[BpReadingOut](
-        items=items,
-        total=total,
-        limit=page.limit,
-        offset=page.offset,
-        next=page.next_url(request, total),
-    )
+    return page.of([BpReadingOut(**r) for r in rows], total, request)
 
 
 @router.get(
@@ -265,48 +221,25 @@ def bp_buckets(
     request: Request,
     bucket: BucketQuery = "1d",
 ) -> Page[BpBucketOut]:
-    params = {
-        "pid": scope.patient_id,
-        "start": span.start,
-        "end": span.end,
-        "width": BUCKETS[bucket],
-        "tz": _tz(scope),
-    }
-    grouped = "SELECT time_bucket(%(width)s, time, %(tz)s) AS b" + BP_WHERE + " GROUP BY b"
     rows, total = _page(
-        scope.conn,
-        f"SELECT count(*) FROM ({grouped}) g",
-        "SELECT time_bucket(%(width)s, time, %(tz)s) AS b, count(*), avg(systolic),"
-        " avg(diastolic), max(systolic), max(diastolic), avg(pulse)"
-        + BP_WHERE
-        + " GROUP BY b ORDER BY b LIMIT %(limit)s OFFSET %(offset)s",
-        params,
+        scope,
+        span,
         page,
+        f"SELECT count(*) FROM ({BUCKET}{BP_WHERE} GROUP BY bucket) g",
+        f"{BUCKET}, count(*) AS n, avg(systolic) AS systolic_mean,"
+        " avg(diastolic) AS diastolic_mean, max(systolic) AS systolic_max,"
+        " max(diastolic) AS diastolic_max, avg(pulse) AS pulse_mean"
+        + BP_WHERE
+        + " GROUP BY bucket ORDER BY bucket",
+        width=BUCKETS[bucket],
+        tz=_tz(scope),
     )
     scope.audit(
         "readings.blood_pressure_buckets",
         f"patient/{scope.patient_id}/readings/blood-pressure",
-        {"start": span.start, "end": span.end, "bucket": bucket},
+        span.audit_detail(bucket=bucket),
     )
-    items = [
-        BpBucketOut(
-            bucket=r[0],
-            n=r[1],
-            systolic_mean=r[2],
-            diastolic_mean=r[3],
-            systolic_max=r[4],
-            diastolic_max=r[5],
-            pulse_mean=r[6],
-        )
-        for r in rows
-    ]
-    return Page[BpBucketOut](
-        items=items,
-        total=total,
-        limit=page.limit,
-        offset=page.offset,
-        next=page.next_url(request, total),
-    )
+    return page.of([BpBucketOut(**r) for r in rows], total, request)
 
 
 BODY_WHERE = (
@@ -327,38 +260,18 @@ def body_readings(
     request: Request,
     kind: Annotated[str | None, Query(pattern=r"^[a-z_]{1,32}$")] = None,
 ) -> Page[BodyReadingOut]:
-    params = {"pid": scope.patient_id, "start": span.start, "end": span.end, "kind": kind}
     rows, total = _page(
-        scope.conn,
+        scope,
+        span,
+        page,
         "SELECT count(*)" + BODY_WHERE,
         "SELECT time, reading_id, device_id, kind, components, conditions, device_time, skew_s,"
-        " gateway_id" + BODY_WHERE + " ORDER BY time, reading_id LIMIT %(limit)s OFFSET %(offset)s",
-        params,
-        page,
+        " gateway_id" + BODY_WHERE + " ORDER BY time, reading_id",
+        kind=kind,
     )
     scope.audit(
         "readings.body",
         f"patient/{scope.patient_id}/readings/body",
-        {"start": span.start, "end": span.end, "n": len(rows)},
+        span.audit_detail(n=len(rows)),
     )
-    items = [
-        BodyReadingOut(
-            time=r[0],
-            reading_id=r[1],
-            device_id=r[2],
-            kind=r[3],
-            components=r[4],
-            conditions=list(r[5]),
-            device_time=r[6],
-            skew_s=r[7],
-            gateway_id=r[8],
-        )
-        for r in rows
-    ]
-    return Page[BodyReadingOut](
-        items=items,
-        total=total,
-        limit=page.limit,
-        offset=page.offset,
-        next=page.next_url(request, total),
-    )
+    return page.of([BodyReadingOut(**r) for r in rows], total, request)

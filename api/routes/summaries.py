@@ -15,10 +15,16 @@ from analytics.summary import (
     glucose_summary,
 )
 from api.core.errors import COMMON
-from api.deps import PatientDep
-from api.routes.readings import RangeDep
+from api.deps import PatientDep, PatientScope
+from api.routes.readings import RangeDep, TimeRange
 
 router = APIRouter(prefix="/patients/{patient_id}", tags=["summaries"], responses=COMMON)
+
+
+def _audit_read(scope: PatientScope, span: TimeRange, action: str, path: str) -> None:
+    """Audit a read of the patient's ``path`` over ``span``; called once the summary is
+    computed, so a request that fails is not recorded as a read."""
+    scope.audit(action, f"patient/{scope.patient_id}/{path}", span.audit_detail())
 
 
 @router.get(
@@ -28,11 +34,7 @@ router = APIRouter(prefix="/patients/{patient_id}", tags=["summaries"], response
 )
 def get_glucose_summary(scope: PatientDep, span: RangeDep) -> GlucoseSummaryResult:
     result = glucose_summary(scope.conn, scope.patient_id, span.start, span.end)
-    scope.audit(
-        "summary.glucose",
-        f"patient/{scope.patient_id}/glucose/summary",
-        {"start": span.start, "end": span.end},
-    )
+    _audit_read(scope, span, "summary.glucose", "glucose/summary")
     return result
 
 
@@ -49,11 +51,7 @@ def get_agp(
     ] = 15,
 ) -> AgpResult:
     result = agp(scope.conn, scope.patient_id, span.start, span.end, bin_minutes)
-    scope.audit(
-        "summary.agp",
-        f"patient/{scope.patient_id}/glucose/agp",
-        {"start": span.start, "end": span.end},
-    )
+    _audit_read(scope, span, "summary.agp", "glucose/agp")
     return result
 
 
@@ -64,9 +62,5 @@ def get_agp(
 )
 def get_bp_summary(scope: PatientDep, span: RangeDep) -> BpSummaryResult:
     result = bp_summary(scope.conn, scope.patient_id, span.start, span.end)
-    scope.audit(
-        "summary.blood_pressure",
-        f"patient/{scope.patient_id}/blood-pressure/summary",
-        {"start": span.start, "end": span.end},
-    )
+    _audit_read(scope, span, "summary.blood_pressure", "blood-pressure/summary")
     return result

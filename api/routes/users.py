@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException, Request, Response, status
 
 from api.core import audit
+from api.core.db import count_rows
 from api.core.errors import COMMON, CONFLICT
 from api.core.security import hash_password
 from api.deps import AdminUser, ConnDep, DbId, PageDep
@@ -16,19 +17,12 @@ router = APIRouter(prefix="/users", tags=["users"], responses=COMMON)
 
 @router.get("", response_model=Page[UserOut], summary="List users")
 def list_users(admin: AdminUser, conn: ConnDep, page: PageDep, request: Request) -> Page[UserOut]:
-    total_row = conn.execute("SELECT count(*) FROM users").fetchone()
-    total = int(total_row[0]) if total_row else 0
+    total = count_rows(conn, "SELECT count(*) FROM users")
     rows = conn.execute(
         f"SELECT {USER_COLUMNS} FROM users ORDER BY id LIMIT %s OFFSET %s",
         (page.limit, page.offset),
     ).fetchall()
-    return Page[UserOut](
-        items=[user_out(r) for r in rows],
-        total=total,
-        limit=page.limit,
-        offset=page.offset,
-        next=page.next_url(request, total),
-    )
+    return page.of([user_out(r) for r in rows], total, request)
 
 
 @router.post(
@@ -112,22 +106,15 @@ def get_panel(
     user_id: DbId, admin: AdminUser, conn: ConnDep, page: PageDep, request: Request
 ) -> Page[int]:
     _clinician(conn, user_id)
-    total_row = conn.execute(
-        "SELECT count(*) FROM clinician_panel WHERE clinician_id = %s", (user_id,)
-    ).fetchone()
-    total = int(total_row[0]) if total_row else 0
+    total = count_rows(
+        conn, "SELECT count(*) FROM clinician_panel WHERE clinician_id = %s", (user_id,)
+    )
     rows = conn.execute(
         "SELECT patient_id FROM clinician_panel WHERE clinician_id = %s ORDER BY patient_id"
         " LIMIT %s OFFSET %s",
         (user_id, page.limit, page.offset),
     ).fetchall()
-    return Page[int](
-        items=[int(r[0]) for r in rows],
-        total=total,
-        limit=page.limit,
-        offset=page.offset,
-        next=page.next_url(request, total),
-    )
+    return page.of([int(r[0]) for r in rows], total, request)
 
 
 @router.post(
