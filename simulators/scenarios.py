@@ -45,6 +45,7 @@ from simulators.patients import (
     Injection,
     PatientData,
     PatientProfile,
+    default_devices,
     office_bp,
     simulate,
 )
@@ -311,14 +312,20 @@ def _patient_seed(seed: int, attempt: int) -> int:
     return int.from_bytes(digest[:7], "little")
 
 
-def _local(data: PatientData, day: int, clock: time) -> datetime:
-    zone = ZoneInfo(data.profile.timezone)
-    return datetime.combine(data.start + timedelta(days=day), clock, zone).astimezone(UTC)
-
-
 def _local_for(profile: PatientProfile, start: date, day: int, clock: time) -> datetime:
+    """UTC of ``clock`` on local day ``day`` from ``start`` (``_local`` for a draft: no
+    ``PatientData`` exists yet)."""
     zone = ZoneInfo(profile.timezone)
     return datetime.combine(start + timedelta(days=day), clock, zone).astimezone(UTC)
+
+
+def _local(data: PatientData, day: int, clock: time) -> datetime:
+    return _local_for(data.profile, data.start, day, clock)
+
+
+def _middle_day(days: int) -> int:
+    """The day of an injected one-off event: mid-period, day 1 at the earliest."""
+    return min(days - 1, max(1, days // 2))
 
 
 def _cgm_bands(
@@ -341,6 +348,17 @@ def _bp_bands(
 
 def _others(*present: str) -> tuple[str, ...]:
     return tuple(r for r in ALL_RULES if r not in present)
+
+
+def _uneventful(
+    data: PatientData,
+    cgm: Mapping[str, tuple[float | None, float | None]],
+    sbp: tuple[float | None, float | None],
+    dbp: tuple[float | None, float | None],
+) -> _Judgement:
+    """A patient nothing happens to: only bands to meet, and no rule may fire."""
+    stats = [*_cgm_bands(data, cgm), *_bp_bands(data, sbp, dbp)]
+    return _Judgement((), tuple(stats), ALL_RULES)
 
 
 GLUCOSE_KIT = (Kind.GLUCOSE, Kind.CGM, Kind.BLOOD_PRESSURE)
@@ -368,15 +386,14 @@ def _stable_t1_judge(data: PatientData, draft: _Draft, devices: Mapping[Kind, st
         "tbr_54_pct": (None, 0.0),
         "cv_pct": (None, 36.0),
     }
-    stats = [*_cgm_bands(data, bands), *_bp_bands(data, (None, 120.0), (None, 80.0))]
-    return _Judgement((), tuple(stats), ALL_RULES)
+    return _uneventful(data, bands, (None, 120.0), (None, 80.0))
 
 
 # severe_hypo ---------------------------------------------------------------------------
 
 
 def _severe_hypo_at(days: int, start: date, profile: PatientProfile) -> datetime:
-    return _local_for(profile, start, min(days - 1, max(1, days // 2)), time(15, 40))
+    return _local_for(profile, start, _middle_day(days), time(15, 40))
 
 
 def _severe_hypo_draft(days: int, seed: int, start: date) -> _Draft:
@@ -401,31 +418,24 @@ def _below_interval(
 def _severe_hypo_judge(data: PatientData, draft: _Draft, devices: Mapping[Kind, str]) -> _Judgement:
     hypo = draft.injections[0]
     assert isinstance(hypo, HypoEpisode)
-    window = timedelta(minutes=15)
-    events = [
-        ExpectedEvent(
+
+    def seen_by(kind: Kind, start: datetime, end: datetime) -> ExpectedEvent:
+        return ExpectedEvent(
             type="severe_hypoglycemia",
             rule_id=RULE_URGENT_LOW_GLUCOSE,
-            start=hypo.at - window,
-            end=hypo.at + window,
-            kind=Kind.GLUCOSE,
-            device=devices[Kind.GLUCOSE],
+            start=start,
+            end=end,
+            kind=kind,
+            device=devices[kind],
             details={"nadir_mg_dl": hypo.nadir, "threshold_mg_dl": 54.0, "at": iso_z(hypo.at)},
         )
-    ]
+
+    # The fingerstick is checked around the nadir; the CGM wherever it reads below 54.
+    window = timedelta(minutes=15)
+    events = [seen_by(Kind.GLUCOSE, hypo.at - window, hypo.at + window)]
     cgm_low = _below_interval(data.cgm.time, data.cgm.glucose, hypo.at, 54.0)
     if cgm_low is not None:
-        events.append(
-            ExpectedEvent(
-                type="severe_hypoglycemia",
-                rule_id=RULE_URGENT_LOW_GLUCOSE,
-                start=cgm_low[0],
-                end=cgm_low[1],
-                kind=Kind.CGM,
-                device=devices[Kind.CGM],
-                details={"nadir_mg_dl": hypo.nadir, "threshold_mg_dl": 54.0, "at": iso_z(hypo.at)},
-            )
-        )
+        events.append(seen_by(Kind.CGM, *cgm_low))
     bands = {"tbr_54_pct": (0.0, 1.0)}
     return _Judgement(
         tuple(events), tuple(_cgm_bands(data, bands)), _others(RULE_URGENT_LOW_GLUCOSE)
@@ -481,7 +491,7 @@ def _crisis_draft(days: int, seed: int, start: date) -> _Draft:
     profile = PatientProfile(
         "bp-crisis", diabetes=DiabetesType.NONE, bp_stage=BpStage.STAGE1, seed=seed
     )
-    at = _local_for(profile, start, min(days - 1, max(1, days // 2)), time(10, 20))
+    at = _local_for(profile, start, _middle_day(days), time(10, 20))
     return _Draft(profile, (BpCrisis(at, 194.0, 124.0),), (Kind.BLOOD_PRESSURE,))
 
 
@@ -546,17 +556,6 @@ def _data_gap_judge(data: PatientData, draft: _Draft, devices: Mapping[Kind, str
 # stage2_hypertension, masked, white coat --------------------------------------------------
 
 
-def _bp_profile(name: str, stage: BpStage, pattern: BpPattern, seed: int) -> PatientProfile:
-    return PatientProfile(
-        name, diabetes=DiabetesType.NONE, bp_stage=stage, bp_pattern=pattern, seed=seed
-    )
-
-
-def _stage2_draft(days: int, seed: int, start: date) -> _Draft:
-    profile = _bp_profile("stage2-htn", BpStage.STAGE2, BpPattern.SUSTAINED, seed)
-    return _Draft(profile, (), (Kind.BLOOD_PRESSURE,))
-
-
 def _home_average_event(
     data: PatientData, devices: Mapping[Kind, str], stage: str
 ) -> ExpectedEvent:
@@ -575,31 +574,44 @@ def _home_average_event(
     )
 
 
-def _stage2_judge(data: PatientData, draft: _Draft, devices: Mapping[Kind, str]) -> _Judgement:
-    stats = _bp_bands(data, (140.0, 178.0), (90.0, 118.0))
-    event = _home_average_event(data, devices, "stage2")
-    return _Judgement((event,), tuple(stats), _others(RULE_BP_HOME_AVERAGE))
+@dataclass(frozen=True, slots=True)
+class _HomeBp:
+    """A cuff-only patient judged by home averages; these scenarios differ only in data."""
+
+    profile_name: str
+    stage: BpStage
+    pattern: BpPattern
+    sbp: tuple[float | None, float | None]  # band of the home systolic mean
+    dbp: tuple[float | None, float | None]
+    event_stage: str | None  # stage of the expected home-average event; None: no rule fires
+
+    def draft(self, days: int, seed: int, start: date) -> _Draft:
+        profile = PatientProfile(
+            self.profile_name,
+            diabetes=DiabetesType.NONE,
+            bp_stage=self.stage,
+            bp_pattern=self.pattern,
+            seed=seed,
+        )
+        return _Draft(profile, (), (Kind.BLOOD_PRESSURE,))
+
+    def judge(self, data: PatientData, draft: _Draft, devices: Mapping[Kind, str]) -> _Judgement:
+        stats = tuple(_bp_bands(data, self.sbp, self.dbp))
+        if self.event_stage is None:
+            return _Judgement((), stats, ALL_RULES)
+        event = _home_average_event(data, devices, self.event_stage)
+        return _Judgement((event,), stats, _others(RULE_BP_HOME_AVERAGE))
 
 
-def _masked_draft(days: int, seed: int, start: date) -> _Draft:
-    profile = _bp_profile("masked-htn", BpStage.STAGE1, BpPattern.MASKED, seed)
-    return _Draft(profile, (), (Kind.BLOOD_PRESSURE,))
-
-
-def _masked_judge(data: PatientData, draft: _Draft, devices: Mapping[Kind, str]) -> _Judgement:
-    stats = _bp_bands(data, (130.0, 139.9), (80.0, 89.9))
-    event = _home_average_event(data, devices, "stage1")
-    return _Judgement((event,), tuple(stats), _others(RULE_BP_HOME_AVERAGE))
-
-
-def _white_coat_draft(days: int, seed: int, start: date) -> _Draft:
-    profile = _bp_profile("white-coat", BpStage.NORMAL, BpPattern.WHITE_COAT, seed)
-    return _Draft(profile, (), (Kind.BLOOD_PRESSURE,))
-
-
-def _white_coat_judge(data: PatientData, draft: _Draft, devices: Mapping[Kind, str]) -> _Judgement:
-    stats = _bp_bands(data, (None, 124.9), (None, 79.9))
-    return _Judgement((), tuple(stats), ALL_RULES)
+_STAGE2 = _HomeBp(
+    "stage2-htn", BpStage.STAGE2, BpPattern.SUSTAINED, (140.0, 178.0), (90.0, 118.0), "stage2"
+)
+_MASKED = _HomeBp(
+    "masked-htn", BpStage.STAGE1, BpPattern.MASKED, (130.0, 139.9), (80.0, 89.9), "stage1"
+)
+_WHITE_COAT = _HomeBp(
+    "white-coat", BpStage.NORMAL, BpPattern.WHITE_COAT, (None, 124.9), (None, 79.9), None
+)
 
 
 # nondiabetic_normal, declining_adherence, irregular_pulse ---------------------------------
@@ -618,8 +630,7 @@ def _normal_judge(data: PatientData, draft: _Draft, devices: Mapping[Kind, str])
         "tir_70_180_pct": (95.0, 100.0),
         "tbr_54_pct": (0.0, 0.0),
     }
-    stats = [*_cgm_bands(data, bands), *_bp_bands(data, (None, 124.9), (None, 79.9))]
-    return _Judgement((), tuple(stats), ALL_RULES)
+    return _uneventful(data, bands, (None, 124.9), (None, 79.9))
 
 
 def _declining_draft(days: int, seed: int, start: date) -> _Draft:
@@ -736,24 +747,24 @@ SCENARIOS: dict[str, Scenario] = {
             "Sustained stage 2 hypertension: home average >= 140/90.",
             14,
             7,
-            _stage2_draft,
-            _stage2_judge,
+            _STAGE2.draft,
+            _STAGE2.judge,
         ),
         Scenario(
             "masked_hypertension",
             "Masked hypertension: office normal, home average stage 1 (130-139 / 80-89).",
             14,
             7,
-            _masked_draft,
-            _masked_judge,
+            _MASKED.draft,
+            _MASKED.judge,
         ),
         Scenario(
             "white_coat",
             "White-coat pattern: office hypertensive, home normal; no home rule may fire.",
             14,
             7,
-            _white_coat_draft,
-            _white_coat_judge,
+            _WHITE_COAT.draft,
+            _WHITE_COAT.judge,
         ),
         Scenario(
             "nondiabetic_normal",
@@ -816,12 +827,7 @@ def run_scenario(
     for attempt in range(MAX_ATTEMPTS):
         draft = scenario.draft(days, _patient_seed(seed, attempt), start)
         pid = draft.profile.patient_id
-        all_devices = {
-            Kind.GLUCOSE: f"sim-{pid}-1",
-            Kind.BLOOD_PRESSURE: f"sim-{pid}-2",
-            Kind.CGM: f"sim-{pid}-3",
-            **(devices or {}),
-        }
+        all_devices = {**default_devices(pid), **(devices or {})}
         kit = {k: all_devices[k] for k in draft.kinds}
         data = simulate(draft.profile, days, start, draft.injections)
         judgement = scenario.judge(data, draft, kit)

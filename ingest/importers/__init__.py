@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import codecs
 import csv
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -139,11 +139,39 @@ def read_table(path: Path, encoding: str, header_index: int) -> Table:
     return Table(frame, header_index + 2, columns)
 
 
+def read_export(path: Path, is_header: Callable[[list[str]], bool], not_found: str) -> Table:
+    """A vendor export's data lines, below the first of its first lines whose fields
+    ``is_header`` accepts (vendors write title and patient lines above the header)."""
+    encoding = encoding_of(path)
+    for index, line in enumerate(head_lines(path, encoding)):
+        if is_header(split_header(line)[1]):
+            return read_table(path, encoding, index)
+    raise ImportFileError(not_found)
+
+
+def reason(mask: pd.Series, why: str | pd.Series) -> pd.Series:
+    """One dead-letter cause per row: ``why`` (per row, if a Series) where ``mask``, else None."""
+    out = pd.Series(None, index=mask.index, dtype=object)
+    out[mask] = why if isinstance(why, str) else why[mask]
+    return out
+
+
 def blank_and_ragged(table: Table) -> tuple[pd.Series, pd.Series]:
-    """Rows with no field at all, and rows with more fields than the header."""
+    """Rows with no field at all, and the reason of rows with more fields than the header."""
     extra = table.frame.iloc[:, len(table.columns) :]
     blank = table.frame.isna().all(axis=1)
-    return blank, extra.notna().any(axis=1)
+    ragged = extra.notna().any(axis=1)
+    return blank, reason(ragged, f"more fields than the header's {len(table.columns)}")
+
+
+def time_errors(stamp: pd.Series, read: pd.Series, expected: str) -> tuple[pd.Series, pd.Series]:
+    """The reasons of a timestamp column: missing, and present but not read (``read``: the
+    rows whose time was read) as ``expected``."""
+    invalid = stamp.notna() & ~read
+    return (
+        reason(stamp.isna(), "missing timestamp"),
+        reason(invalid, "invalid timestamp " + stamp.map(repr) + f" (expected {expected})"),
+    )
 
 
 def text(frame: pd.DataFrame, column: str | None) -> pd.Series:
@@ -228,12 +256,14 @@ def first_error(*reasons: pd.Series) -> pd.Series:
     return out.astype(object).where(out.notna(), None)
 
 
-def empty_rows(index: pd.Index) -> pd.DataFrame:
-    """A ROW_COLUMNS frame with every row unset, for a format module to fill."""
+def empty_rows(table: Table) -> pd.DataFrame:
+    """A ROW_COLUMNS frame of ``table``'s rows: their file lines, every other column unset,
+    for a format module to fill."""
+    index = table.frame.index
     n = len(index)
     return pd.DataFrame(
         {
-            "line": np.zeros(n, dtype=np.int64),
+            "line": table.first_line + index.to_numpy(),
             "patient": pd.Series(None, index=index, dtype=object),
             "device": pd.Series(None, index=index, dtype=object),
             "kind": pd.Series(Kind.GLUCOSE.value, index=index, dtype=object),

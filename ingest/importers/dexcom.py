@@ -31,8 +31,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
-
 from device_profiles.model import Kind
 from ingest.importers import (
     HIGH_WORDS,
@@ -43,15 +41,13 @@ from ingest.importers import (
     blank_and_ragged,
     device_token,
     empty_rows,
-    encoding_of,
     first_error,
     glucose_values,
-    head_lines,
     iso_text,
     pick_format,
-    read_table,
-    split_header,
+    read_export,
     text,
+    time_errors,
     unit_of,
 )
 
@@ -61,21 +57,18 @@ TIMESTAMP_FORMATS = ("%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M")
 EVENT_KIND = {"egv": Kind.CGM, "calibration": Kind.GLUCOSE}
 
 
-def find_header(lines: list[str]) -> int:
-    for i, line in enumerate(lines):
-        _, fields = split_header(line)
-        if "Event Type" in fields and any(f.startswith("Timestamp") for f in fields):
-            return i
-    raise ImportFileError(
-        "not a Dexcom Clarity export: no header line with 'Timestamp (...)' and 'Event Type'"
-    )
+def is_header(fields: list[str]) -> bool:
+    return "Event Type" in fields and any(f.startswith("Timestamp") for f in fields)
 
 
 def parse(path: Path, patient: str | None) -> Parsed:
     if not patient:
         raise ImportFileError("a Dexcom Clarity export names no patient id: give --patient")
-    encoding = encoding_of(path)
-    table = read_table(path, encoding, find_header(head_lines(path, encoding)))
+    table = read_export(
+        path,
+        is_header,
+        "not a Dexcom Clarity export: no header line with 'Timestamp (...)' and 'Event Type'",
+    )
     columns = table.columns
     time_column = next(c for c in columns if c.startswith("Timestamp"))
     value_column = next((c for c in columns if c.startswith("Glucose Value")), None)
@@ -83,12 +76,11 @@ def parse(path: Path, patient: str | None) -> Parsed:
         raise ImportFileError("Dexcom export without a 'Glucose Value (...)' column")
     unit = unit_of(value_column)
     frame = table.frame
-    rows = empty_rows(frame.index)
-    rows["line"] = table.first_line + frame.index.to_numpy()
+    rows = empty_rows(table)
     rows["patient"] = patient
     rows["unit"] = unit
 
-    blank, ragged = blank_and_ragged(table)
+    blank, bad_fields = blank_and_ragged(table)
     event = text(frame, "Event Type")
     kind = event.str.lower().map(EVENT_KIND)
     reading = kind.notna() & ~blank
@@ -112,14 +104,7 @@ def parse(path: Path, patient: str | None) -> Parsed:
     token = transmitter.where(transmitter.notna(), source)
     rows["device"] = token.map(lambda t: f"import:dexcom:{device_token(t, 'unknown')}")
 
-    bad_fields = pd.Series(None, index=frame.index, dtype=object)
-    bad_fields[ragged] = f"more fields than the header's {len(columns)}"
-    no_time = pd.Series(None, index=frame.index, dtype=object)
-    no_time[stamp.isna()] = "missing timestamp"
-    bad_time = pd.Series(None, index=frame.index, dtype=object)
-    invalid = stamp.notna() & local.isna()
-    bad_time[invalid] = "invalid timestamp " + stamp[invalid].map(repr) + f" (expected {fmt})"
-    error = first_error(bad_fields, no_time, bad_time, values.error)
+    error = first_error(bad_fields, *time_errors(stamp, local.notna(), fmt), values.error)
     rows["error"] = error.where(reading, None)
 
     devices = {

@@ -39,7 +39,9 @@ from ingest.importers import (
     glucose_values,
     iso_text,
     read_table,
+    reason,
     text,
+    time_errors,
 )
 
 FORMAT = "generic"
@@ -66,9 +68,8 @@ def parse(path: Path, patient: str | None) -> Parsed:
         raise ImportFileError("the file has an 'id' column; --patient is only for files without")
     if "id" not in names and not patient:
         raise ImportFileError("generic CSV without an 'id' column: give --patient")
-    rows = empty_rows(frame.index)
-    rows["line"] = table.first_line + frame.index.to_numpy()
-    blank, ragged = blank_and_ragged(table)
+    rows = empty_rows(table)
+    blank, bad_fields = blank_and_ragged(table)
 
     ids = text(frame, names["id"]) if "id" in names else pd.Series(patient, index=frame.index)
     rows["patient"] = ids
@@ -98,17 +99,10 @@ def parse(path: Path, patient: str | None) -> Parsed:
     kind = kind_text.str.lower().map(KINDS)
     rows["kind"] = kind.where(kind_text.notna(), Kind.GLUCOSE.value)
 
-    def reason(mask: pd.Series, why: str | pd.Series) -> pd.Series:
-        out = pd.Series(None, index=frame.index, dtype=object)
-        out[mask] = why if isinstance(why, str) else why[mask]
-        return out
-
-    bad_time = stamp.notna() & local.isna() & utc.isna()
     rows["error"] = first_error(
-        reason(ragged, f"more fields than the header's {len(table.columns)}"),
+        bad_fields,
         reason(ids.isna(), "missing patient id"),
-        reason(stamp.isna(), "missing timestamp"),
-        reason(bad_time, "invalid timestamp " + stamp.map(repr) + " (expected ISO 8601)"),
+        *time_errors(stamp, local.notna() | utc.notna(), "ISO 8601"),
         reason(glucose.isna(), "missing glucose value"),
         values.error,
         reason(unit_text.notna() & unit.isna(), "invalid unit " + unit_text.map(repr)),

@@ -46,15 +46,14 @@ from ingest.importers import (
     blank_and_ragged,
     device_token,
     empty_rows,
-    encoding_of,
     first_error,
     glucose_values,
-    head_lines,
     iso_text,
     pick_format,
-    read_table,
-    split_header,
+    read_export,
+    reason,
     text,
+    time_errors,
     unit_of,
 )
 
@@ -85,27 +84,23 @@ LO_MGDL = 40.0
 HI_MGDL = 500.0
 
 
-def find_header(lines: list[str]) -> int:
-    for i, line in enumerate(lines):
-        _, fields = split_header(line)
-        if "Device Timestamp" in fields and "Record Type" in fields:
-            return i
-    raise ImportFileError(
-        "not a LibreView export: no header line with 'Device Timestamp' and 'Record Type'"
-    )
+def is_header(fields: list[str]) -> bool:
+    return "Device Timestamp" in fields and "Record Type" in fields
 
 
 def parse(path: Path, patient: str | None) -> Parsed:
     if not patient:
         raise ImportFileError("a LibreView export names no patient id: give --patient")
-    encoding = encoding_of(path)
-    table = read_table(path, encoding, find_header(head_lines(path, encoding)))
+    table = read_export(
+        path,
+        is_header,
+        "not a LibreView export: no header line with 'Device Timestamp' and 'Record Type'",
+    )
     frame = table.frame
-    rows = empty_rows(frame.index)
-    rows["line"] = table.first_line + frame.index.to_numpy()
+    rows = empty_rows(table)
     rows["patient"] = patient
 
-    blank, ragged = blank_and_ragged(table)
+    blank, bad_fields = blank_and_ragged(table)
     record_text = text(frame, "Record Type")
     record = pd.to_numeric(record_text, errors="coerce")
     known = record.isin(list(RECORDS)).fillna(False).astype(bool)
@@ -154,16 +149,8 @@ def parse(path: Path, patient: str | None) -> Parsed:
     token = serial.where(serial.notna(), device_name)
     rows["device"] = token.map(lambda t: f"import:libreview:{device_token(t, 'unknown')}")
 
-    bad_fields = pd.Series(None, index=frame.index, dtype=object)
-    bad_fields[ragged] = f"more fields than the header's {len(table.columns)}"
-    bad_type = pd.Series(None, index=frame.index, dtype=object)
-    bad_type[bad_record] = "invalid record type " + record_text[bad_record].map(repr)
-    no_time = pd.Series(None, index=frame.index, dtype=object)
-    no_time[stamp.isna()] = "missing timestamp"
-    bad_time = pd.Series(None, index=frame.index, dtype=object)
-    invalid = stamp.notna() & local.isna()
-    bad_time[invalid] = "invalid timestamp " + stamp[invalid].map(repr) + f" (expected {fmt})"
-    error = first_error(bad_fields, bad_type, no_time, bad_time, value_error)
+    bad_type = reason(bad_record, "invalid record type " + record_text.map(repr))
+    error = first_error(bad_fields, bad_type, *time_errors(stamp, local.notna(), fmt), value_error)
     rows["error"] = error.where(reading, None)
 
     models = dict(zip(rows["device"], device_name, strict=True))

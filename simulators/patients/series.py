@@ -16,6 +16,7 @@ with the status annunciation and it keeps "LO" sortable and plottable.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import ClassVar
@@ -61,6 +62,47 @@ def naive_datetimes(times: DatetimeArray) -> list[datetime]:
 def iso_seconds(times: DatetimeArray) -> list[str]:
     """Device times as the gateway reports them: ISO 8601 to the second, no zone."""
     return [str(s) for s in np.datetime_as_string(times.astype("datetime64[s]"), unit="s")]
+
+
+# The kind-specific fields of one wire reading, in this order: values, conditions,
+# original, details, seq.  A plain tuple, not a NamedTuple: a CGM month is ~8,600 readings
+# and building named tuples by keyword cost ~10 % of ``readings()``.
+_WireFields = tuple[
+    dict[Component, float],
+    list[Condition],
+    dict[Component, Original],
+    dict[str, int | float | str | bool | None],
+    int | None,
+]
+
+
+def _wire_readings(
+    series: DeviceSeries, device_id: str, fields: Iterable[_WireFields]
+) -> list[Reading]:
+    """Wire readings of ``series``, one per item of ``fields`` (in row order).
+
+    Identity, UTC time, device time and clock skew are built the same way for every kind,
+    here, so the three series cannot drift apart in how a gateway would report them.
+    """
+    skew = float(series.skew_s) if series.skew_s else None
+    return [
+        Reading(
+            id=reading_id(device_id, series.kind, dt, seq),
+            device=device_id,
+            kind=series.kind,
+            time=t,
+            values=values,
+            device_time=dt,
+            seq=seq,
+            skew_s=skew,
+            conditions=conditions,
+            original=original,
+            details=details,
+        )
+        for t, dt, (values, conditions, original, details, seq) in zip(
+            utc_datetimes(series.time), iso_seconds(series.device_time), fields, strict=True
+        )
+    ]
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -122,6 +164,16 @@ class SmbgSeries:
     def wire_unit(self) -> GlucoseUnit:
         return GlucoseUnit.MOL_PER_L if self.original_unit == "mmol/L" else GlucoseUnit.KG_PER_L
 
+    def _rows(self) -> Iterator[tuple[float, float, int, int]]:
+        """Per reading, the columns both views read: glucose, displayed value, sequence, flag."""
+        return zip(
+            self.glucose.tolist(),
+            self.original.tolist(),
+            self.sequence.tolist(),
+            self.flag.tolist(),
+            strict=True,
+        )
+
     def measurements(self) -> list[Measurement]:
         """As ``device_profiles.glucose`` parses them (the meal context is a separate
         characteristic, so it is not in the measurement; see ``meal``)."""
@@ -140,53 +192,32 @@ class SmbgSeries:
                 conditions=frozenset(_RANGE_CONDITION[f]),
                 details=details,
             )
-            for g, o, t, s, f in zip(
-                self.glucose.tolist(),
-                self.original.tolist(),
-                naive_datetimes(self.device_time),
-                self.sequence.tolist(),
-                self.flag.tolist(),
-                strict=True,
-            )
+            for (g, o, s, f), t in zip(self._rows(), naive_datetimes(self.device_time), strict=True)
         ]
 
     def readings(self, device_id: str) -> list[Reading]:
         """As a gateway publishes them, with the meal context merged into the details."""
         unit = self.original_unit
         wire_unit = str(self.wire_unit)
-        skew = float(self.skew_s) if self.skew_s else None
-        out: list[Reading] = []
-        for g, o, t, dt, s, f, m in zip(
-            self.glucose.tolist(),
-            self.original.tolist(),
-            utc_datetimes(self.time),
-            iso_seconds(self.device_time),
-            self.sequence.tolist(),
-            self.flag.tolist(),
-            self.meal.tolist(),
-            strict=True,
-        ):
-            out.append(
-                Reading(
-                    id=reading_id(device_id, Kind.GLUCOSE, dt, s),
-                    device=device_id,
-                    kind=Kind.GLUCOSE,
-                    time=t,
-                    values={Component.GLUCOSE: g},
-                    device_time=dt,
-                    seq=s,
-                    skew_s=skew,
-                    conditions=list(_RANGE_CONDITION[f]),
-                    original={Component.GLUCOSE: Original(o, unit)},
-                    details={
+        return _wire_readings(
+            self,
+            device_id,
+            (
+                (
+                    {Component.GLUCOSE: g},
+                    list(_RANGE_CONDITION[f]),
+                    {Component.GLUCOSE: Original(o, unit)},
+                    {
                         "units": wire_unit,
                         "sample_type": "capillary_plasma",
                         "sample_location": "finger",
                         "meal": m,
                     },
+                    s,
                 )
-            )
-        return out
+                for (g, o, s, f), m in zip(self._rows(), self.meal.tolist(), strict=True)
+            ),
+        )
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -227,6 +258,16 @@ class CgmSeries:
             }
         )
 
+    def _rows(self) -> Iterator[tuple[float, float, int, int]]:
+        """Per reading, the columns both views read: glucose, trend, time offset, flag."""
+        return zip(
+            self.glucose.tolist(),
+            self.trend.tolist(),
+            self.time_offset.tolist(),
+            self.flag.tolist(),
+            strict=True,
+        )
+
     def measurements(self) -> list[Measurement]:
         return [
             Measurement(
@@ -239,45 +280,27 @@ class CgmSeries:
                 conditions=frozenset(_RANGE_CONDITION[f]),
                 details={"e2e_crc": False},
             )
-            for g, tr, off, f in zip(
-                self.glucose.tolist(),
-                self.trend.tolist(),
-                self.time_offset.tolist(),
-                self.flag.tolist(),
-                strict=True,
-            )
+            for g, tr, off, f in self._rows()
         ]
 
     def readings(self, device_id: str) -> list[Reading]:
-        skew = float(self.skew_s) if self.skew_s else None
-        out: list[Reading] = []
-        for g, tr, t, dt, off, f in zip(
-            self.glucose.tolist(),
-            self.trend.tolist(),
-            utc_datetimes(self.time),
-            iso_seconds(self.device_time),
-            self.time_offset.tolist(),
-            self.flag.tolist(),
-            strict=True,
-        ):
-            out.append(
-                Reading(
-                    id=reading_id(device_id, Kind.CGM, dt, None),
-                    device=device_id,
-                    kind=Kind.CGM,
-                    time=t,
-                    values={Component.GLUCOSE: g, Component.CGM_TREND: tr},
-                    device_time=dt,
-                    skew_s=skew,
-                    conditions=list(_RANGE_CONDITION[f]),
-                    original={
+        return _wire_readings(
+            self,
+            device_id,
+            (
+                (
+                    {Component.GLUCOSE: g, Component.CGM_TREND: tr},
+                    list(_RANGE_CONDITION[f]),
+                    {
                         Component.GLUCOSE: Original(g, "mg/dL"),
                         Component.CGM_TREND: Original(tr, "mg/dL/min"),
                     },
-                    details={"e2e_crc": False, "time_offset_min": off},
+                    {"e2e_crc": False, "time_offset_min": off},
+                    None,  # the identity uses the session offset's device time, no sequence
                 )
-            )
-        return out
+                for g, tr, off, f in self._rows()
+            ),
+        )
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -316,6 +339,17 @@ class BpSeries:
             }
         )
 
+    def _rows(self) -> Iterator[tuple[float, float, float, float, list[Condition]]]:
+        """Per reading, what both views read: systolic, diastolic, mean, pulse, conditions."""
+        return zip(
+            self.systolic.tolist(),
+            self.diastolic.tolist(),
+            self.mean_arterial.tolist(),
+            self.pulse.tolist(),
+            self._conditions(),
+            strict=True,
+        )
+
     def _conditions(self) -> list[list[Condition]]:
         out: list[list[Condition]] = []
         for irr, mov, pf in zip(
@@ -348,55 +382,36 @@ class BpSeries:
                 conditions=frozenset(c),
                 details={"units": PressureUnit.MMHG, "intermediate": False},
             )
-            for s, d, m, p, t, c in zip(
-                self.systolic.tolist(),
-                self.diastolic.tolist(),
-                self.mean_arterial.tolist(),
-                self.pulse.tolist(),
-                naive_datetimes(self.device_time),
-                self._conditions(),
-                strict=True,
+            for (s, d, m, p, c), t in zip(
+                self._rows(), naive_datetimes(self.device_time), strict=True
             )
         ]
 
     def readings(self, device_id: str) -> list[Reading]:
-        skew = float(self.skew_s) if self.skew_s else None
-        out: list[Reading] = []
-        for s, d, m, p, t, dt, c in zip(
-            self.systolic.tolist(),
-            self.diastolic.tolist(),
-            self.mean_arterial.tolist(),
-            self.pulse.tolist(),
-            utc_datetimes(self.time),
-            iso_seconds(self.device_time),
-            self._conditions(),
-            strict=True,
-        ):
-            out.append(
-                Reading(
-                    id=reading_id(device_id, Kind.BLOOD_PRESSURE, dt, None),
-                    device=device_id,
-                    kind=Kind.BLOOD_PRESSURE,
-                    time=t,
-                    values={
+        return _wire_readings(
+            self,
+            device_id,
+            (
+                (
+                    {
                         Component.SYSTOLIC: s,
                         Component.DIASTOLIC: d,
                         Component.MEAN_ARTERIAL: m,
                         Component.PULSE: p,
                     },
-                    device_time=dt,
-                    skew_s=skew,
-                    conditions=c,
-                    original={
+                    c,
+                    {
                         Component.SYSTOLIC: Original(s, "mm[Hg]"),
                         Component.DIASTOLIC: Original(d, "mm[Hg]"),
                         Component.MEAN_ARTERIAL: Original(m, "mm[Hg]"),
                         Component.PULSE: Original(p, "/min"),
                     },
-                    details=dict(_BP_DETAILS),
+                    dict(_BP_DETAILS),
+                    None,  # cuffs send no sequence number
                 )
-            )
-        return out
+                for s, d, m, p, c in self._rows()
+            ),
+        )
 
 
 DeviceSeries = SmbgSeries | CgmSeries | BpSeries

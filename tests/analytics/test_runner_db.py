@@ -16,15 +16,14 @@ from typing import Any
 
 import psycopg
 import pytest
+from analytics_helpers import pair, reading, send
 
 from analytics.flags import list_flags
 from analytics.runner import LAST_ADHERENCE_KEY, LAST_PASS_KEY, PassReport, full_pass, run
 from device_profiles.model import Component, Kind
 from homevitals.services.postgres import LocalPostgres
-from ingest import wire
 from ingest.migrations import migrate
 from ingest.patients import enroll_patient
-from ingest.pipeline import Message, process
 from ingest.registry import BindingCache
 
 pytestmark = pytest.mark.services
@@ -41,39 +40,22 @@ class Meter:
         self.seq = 0
         self.patient_id = enroll_patient(url, f"pt-{tag}", [self.gateway])
         self.cache = BindingCache()
-        paired = wire.EventsMessage(
-            wire.SCHEMA_EVENT,
+        pair(
+            conn,
+            self.cache,
             self.gateway,
-            [
-                wire.DevicePaired(
-                    device=self.device, at=datetime(2020, 1, 1, tzinfo=UTC), profile="glucose-meter"
-                )
-            ],
+            {self.device: "glucose-meter"},
+            datetime(2020, 1, 1, tzinfo=UTC),
         )
-        process(conn, [Message(wire.events_topic(self.gateway), wire.encode(paired))], self.cache)
 
     def send(self, *readings: tuple[datetime, float]) -> None:
         batch = []
         for when, mgdl in readings:
             self.seq += 1
-            local = when.replace(tzinfo=None).isoformat()
             batch.append(
-                wire.Reading(
-                    id=wire.reading_id(self.device, Kind.GLUCOSE, local, self.seq),
-                    device=self.device,
-                    kind=Kind.GLUCOSE,
-                    time=when,
-                    values={Component.GLUCOSE: mgdl},
-                    device_time=local,
-                    seq=self.seq,
-                )
+                reading(self.device, Kind.GLUCOSE, when, {Component.GLUCOSE: mgdl}, self.seq)
             )
-        payload = wire.encode(
-            wire.ReadingsBatch(wire.SCHEMA_READINGS, self.gateway, datetime.now(UTC), batch)
-        )
-        result, _ = process(
-            self.conn, [Message(wire.readings_topic(self.gateway), payload)], self.cache
-        )
+        result = send(self.conn, self.cache, self.gateway, batch)
         assert result.inserted == {"glucose": len(batch)}, result
 
     def flags(self) -> set[str]:

@@ -14,6 +14,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from analytics_helpers import pair, send
 
 from analytics.flags import (
     Flag,
@@ -27,9 +28,7 @@ from analytics.flags import (
 from analytics.rules import RULES_BY_ID, Severity
 from analytics.runner import evaluate_patients
 from device_profiles.model import Component, Kind
-from ingest import wire
 from ingest.patients import enroll_patient
-from ingest.pipeline import Message, process
 from ingest.registry import BindingCache
 from simulators.scenarios import (
     ExpectedEvent,
@@ -73,28 +72,10 @@ def ingest_scenario(
         database_url, f"pt-{tag}", [gateway], str(result.truth.patient["timezone"])
     )
     cache = BindingCache()
-    paired = wire.EventsMessage(
-        wire.SCHEMA_EVENT,
-        gateway,
-        [
-            wire.DevicePaired(device=device, at=result.truth.period_start, profile=PROFILE[kind])
-            for kind, device in result.devices.items()
-        ],
-    )
-    process(conn, [Message(wire.events_topic(gateway), wire.encode(paired))], cache)
+    profiles = {device: PROFILE[kind] for kind, device in result.devices.items()}
+    pair(conn, cache, gateway, profiles, result.truth.period_start)
     readings = result.readings()
-    messages = [
-        Message(
-            wire.readings_topic(gateway),
-            wire.encode(
-                wire.ReadingsBatch(
-                    wire.SCHEMA_READINGS, gateway, readings[-1].time, readings[i : i + CHUNK]
-                )
-            ),
-        )
-        for i in range(0, len(readings), CHUNK)
-    ]
-    written, _ = process(conn, messages, cache)
+    written = send(conn, cache, gateway, readings, sent_at=readings[-1].time, chunk=CHUNK)
     assert sum(written.inserted.values()) == len(readings), written
     assert written.dead_letters == 0
     return Ingested(result, patient_id)

@@ -15,11 +15,10 @@ from typing import Any
 
 import psycopg
 import pytest
+from analytics_helpers import pair, reading, send
 
 from device_profiles.model import Component, Kind
-from ingest import wire
 from ingest.patients import enroll_patient
-from ingest.pipeline import Message, process
 from ingest.registry import BindingCache
 
 pytestmark = pytest.mark.services
@@ -42,20 +41,6 @@ BP = [
 ]
 
 
-def reading(
-    device: str, kind: Kind, when: datetime, values: dict[Component, float]
-) -> wire.Reading:
-    local = when.replace(tzinfo=None).isoformat()
-    return wire.Reading(
-        id=wire.reading_id(device, kind, local, None),
-        device=device,
-        kind=kind,
-        time=when,
-        values=values,
-        device_time=local,
-    )
-
-
 @pytest.fixture()
 def patient(database_url: str) -> str:
     tag = f"an-cli-{uuid.uuid4().hex[:8]}"
@@ -66,11 +51,6 @@ def patient(database_url: str) -> str:
         Kind.CGM: f"{tag}-cgm",
         Kind.BLOOD_PRESSURE: f"{tag}-bp",
     }
-    paired = wire.EventsMessage(
-        wire.SCHEMA_EVENT,
-        gateway,
-        [wire.DevicePaired(device=d, at=FROM, profile=str(k)) for k, d in devices.items()],
-    )
     readings = [
         *(
             reading(devices[Kind.GLUCOSE], Kind.GLUCOSE, t, {Component.GLUCOSE: v})
@@ -87,13 +67,10 @@ def patient(database_url: str) -> str:
             for t, s, d in BP
         ),
     ]
-    batch = wire.ReadingsBatch(wire.SCHEMA_READINGS, gateway, datetime.now(UTC), readings)
     with psycopg.connect(database_url, autocommit=True) as conn:
         cache = BindingCache()
-        process(conn, [Message(wire.events_topic(gateway), wire.encode(paired))], cache)
-        result, _ = process(
-            conn, [Message(wire.readings_topic(gateway), wire.encode(batch))], cache
-        )
+        pair(conn, cache, gateway, {d: str(k) for k, d in devices.items()}, FROM)
+        result = send(conn, cache, gateway, readings)
     assert result.inserted == {"glucose": 19, "blood_pressure": 4}, result
     return external_id
 
