@@ -7,7 +7,7 @@ field, the offset and how many bytes were there.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable
 from decimal import Decimal
 from functools import lru_cache
 from struct import Struct
@@ -104,3 +104,21 @@ def set_to_flags(members: Collection[E], table: tuple[tuple[int, E], ...]) -> in
         if member in members:
             value |= bit
     return value
+
+
+def bit_table(members: Iterable[E], first_bit: int = 0) -> tuple[tuple[int, E], ...]:
+    """``(bit, member)`` pairs for members that take consecutive bits from ``first_bit``."""
+    return tuple((1 << bit, member) for bit, member in enumerate(members, first_bit))
+
+
+def parse_feature_bits(name: str, data: bytes, table: tuple[tuple[int, E], ...]) -> frozenset[E]:
+    """A Feature characteristic that is exactly one u16 bit field (GSS §3.31 Blood
+    Pressure Feature, §3.103 Glucose Feature); unknown/RFU bits are ignored."""
+    need(name, data, 0, 2, "features")
+    check_end(name, data, 2)
+    return flags_to_set(U16.unpack_from(data, 0)[0], table)
+
+
+def encode_feature_bits(members: Collection[E], table: tuple[tuple[int, E], ...]) -> bytes:
+    """Inverse of :func:`parse_feature_bits`."""
+    return U16.pack(set_to_flags(members, table))

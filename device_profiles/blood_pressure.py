@@ -32,18 +32,22 @@ from decimal import Decimal
 from functools import lru_cache
 from struct import Struct
 
+from device_profiles._fields import encode_user_id, parse_user_id, units_detail
 from device_profiles._wire import (
     U8,
     U16,
+    bit_table,
     check_end,
+    encode_feature_bits,
     flags_to_set,
     need,
     original_sfloat,
+    parse_feature_bits,
     quantity,
     set_to_flags,
     sfloat_decimal,
 )
-from device_profiles.date_time import DATE_TIME_SIZE, encode_date_time, parse_date_time
+from device_profiles.date_time import encode_date_time, parse_optional_date_time
 from device_profiles.errors import UnrepresentableValueError
 from device_profiles.model import (
     MMHG_PER_KPA,
@@ -71,7 +75,6 @@ MEASUREMENT = "Blood Pressure Measurement (0x2A35)"
 INTERMEDIATE = "Intermediate Cuff Pressure (0x2A36)"
 FEATURE = "Blood Pressure Feature (0x2A49)"
 
-UNKNOWN_USER = 0xFF
 _PRESSURES = Struct("<HHH")
 
 _F_KPA = 0x01
@@ -136,18 +139,16 @@ def _parse(name: str, data: bytes, first: Component) -> Measurement:
         "units": unit,
         "intermediate": first is Component.CUFF_PRESSURE,
     }
-    offset = 7
-    device_time = None
-    if flags & _F_TIME:
-        device_time = parse_date_time(data, offset, characteristic=name, field="time_stamp")
-        offset += DATE_TIME_SIZE
+    # Then the optional fields in flag order (BLS §3.1.1).
+    device_time, offset = parse_optional_date_time(
+        data, 7, flags & _F_TIME, characteristic=name, field="time_stamp"
+    )
     if flags & _F_PULSE:
         need(name, data, offset, 2, "pulse_rate")
         values[Component.PULSE] = _pulse(U16.unpack_from(data, offset)[0])
         offset += 2
     if flags & _F_USER:
-        need(name, data, offset, 1, "user_id")
-        details["user_id"] = None if data[offset] == UNKNOWN_USER else data[offset]
+        details["user_id"] = parse_user_id(name, data, offset)
         offset += 1
     conditions: frozenset[Condition] = frozenset()
     if flags & _F_STATUS:
@@ -191,10 +192,7 @@ def _word(name: str, q: Quantity | None, component: Component) -> int:
 def _encode(name: str, m: Measurement, first: Component) -> bytes:
     if m.kind is not Kind.BLOOD_PRESSURE:
         raise UnrepresentableValueError(f"{name}: kind {m.kind} is not blood_pressure")
-    try:
-        unit = PressureUnit(str(m.details.get("units", PressureUnit.MMHG)))
-    except ValueError:
-        raise UnrepresentableValueError(f"{name}: units {m.details.get('units')!r}") from None
+    unit = units_detail(name, m, PressureUnit, PressureUnit.MMHG)
     flags = _F_KPA if unit is PressureUnit.KPA else 0
     words = [
         _word(name, m.values.get(c), c)
@@ -209,13 +207,8 @@ def _encode(name: str, m: Measurement, first: Component) -> bytes:
         flags |= _F_PULSE
         parts.append(U16.pack(original_sfloat(name, pulse)))
     if "user_id" in m.details:
-        user = m.details["user_id"]
-        if user is None:
-            user = UNKNOWN_USER
-        if not isinstance(user, int) or isinstance(user, bool) or not 0 <= user <= UNKNOWN_USER:
-            raise UnrepresentableValueError(f"{name}: user id {user!r} not in 0..254 or None")
         flags |= _F_USER
-        parts.append(U8.pack(user))
+        parts.append(encode_user_id(name, m.details["user_id"]))
     unknown = m.conditions - _ALL_CONDITIONS
     if unknown:
         raise UnrepresentableValueError(f"{name}: cannot encode {sorted(unknown)}")
@@ -256,9 +249,7 @@ class BloodPressureFeature(enum.StrEnum):
     MULTIPLE_BOND = "multiple_bond"
 
 
-FEATURE_BITS: tuple[tuple[int, BloodPressureFeature], ...] = tuple(
-    (1 << i, f) for i, f in enumerate(BloodPressureFeature)
-)
+FEATURE_BITS: tuple[tuple[int, BloodPressureFeature], ...] = bit_table(BloodPressureFeature)
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,10 +259,8 @@ class BloodPressureFeatures:
 
 def parse_blood_pressure_feature(data: bytes) -> BloodPressureFeatures:
     """Decode Blood Pressure Feature (GSS §3.31): u16 bit field."""
-    need(FEATURE, data, 0, 2, "features")
-    check_end(FEATURE, data, 2)
-    return BloodPressureFeatures(flags_to_set(U16.unpack_from(data, 0)[0], FEATURE_BITS))
+    return BloodPressureFeatures(parse_feature_bits(FEATURE, data, FEATURE_BITS))
 
 
 def encode_blood_pressure_feature(features: BloodPressureFeatures) -> bytes:
-    return U16.pack(set_to_flags(features.supported, FEATURE_BITS))
+    return encode_feature_bits(features.supported, FEATURE_BITS)

@@ -28,6 +28,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 
 from device_profiles._wire import (
     U8,
@@ -49,8 +50,9 @@ from device_profiles.current_time import (
     parse_time_zone,
 )
 from device_profiles.date_time import DATE_TIME_SIZE, encode_date_time, parse_date_time
-from device_profiles.errors import UnrepresentableValueError
+from device_profiles.errors import MalformedPayloadError, UnrepresentableValueError
 from device_profiles.glucose import SAMPLE_TYPE_CODES, SampleLocation, SampleType
+from device_profiles.ieee11073 import encode_sfloat
 from device_profiles.model import Component, Condition, DetailValue, Kind, Measurement, Quantity
 
 __all__ = [
@@ -58,21 +60,35 @@ __all__ = [
     "CgmFeatures",
     "CgmSessionStartTime",
     "CgmStatus",
+    "SocpOpcode",
+    "SocpProtocolError",
+    "SocpRequest",
+    "SocpResponse",
+    "SocpResponseCode",
+    "cgm_measurement",
     "crc16_mcrf4xx",
     "encode_cgm_feature",
     "encode_cgm_measurement",
+    "encode_cgm_session_run_time",
     "encode_cgm_session_start_time",
     "encode_cgm_status",
+    "encode_socp_request",
+    "encode_socp_response",
     "parse_cgm_feature",
     "parse_cgm_measurement",
+    "parse_cgm_session_run_time",
     "parse_cgm_session_start_time",
     "parse_cgm_status",
+    "parse_socp_request",
+    "parse_socp_response",
 ]
 
 MEASUREMENT = "CGM Measurement (0x2AA7)"
 FEATURE = "CGM Feature (0x2AA8)"
 STATUS = "CGM Status (0x2AA9)"
 SESSION_START = "CGM Session Start Time (0x2AAA)"
+SESSION_RUN_TIME = "CGM Session Run Time (0x2AAB)"
+SOCP = "CGM Specific Ops Control Point (0x2AAC)"
 
 
 def _crc_table() -> tuple[int, ...]:
@@ -385,3 +401,156 @@ def encode_cgm_feature(value: CgmFeatures) -> bytes:
 
 
 _ = Quantity  # re-exported type used in docs
+
+
+def cgm_measurement(
+    *,
+    time_offset_minutes: int,
+    mg_dl: float | Decimal,
+    conditions: frozenset[Condition] = frozenset(),
+    e2e_crc: bool = False,
+) -> Measurement:
+    """A CGM record as :func:`parse_cgm_measurement` returns it (for encoders/simulators).
+
+    ``mg_dl`` must be representable as an SFLOAT (e.g. a whole number up to 2045; 2046
+    and 2047 are the special values +INFINITY and NaN at exponent 0).
+    """
+    value = sfloat_decimal(encode_sfloat(float(mg_dl)))
+    return Measurement(
+        kind=Kind.CGM,
+        values={Component.GLUCOSE: quantity(value, "mg/dL")},
+        time_offset_minutes=time_offset_minutes,
+        conditions=conditions,
+        details={"e2e_crc": e2e_crc},
+    )
+
+
+# --- CGM Session Run Time (CGMS §3.5) ------------------------------------------------
+
+
+def parse_cgm_session_run_time(data: bytes) -> tuple[int, bool]:
+    """Decode: expected run time u16 hours, [E2E-CRC] -> (hours, CRC present)."""
+    need(SESSION_RUN_TIME, data, 0, 2, "session_run_time")
+    crc = _crc_tail(SESSION_RUN_TIME, data, 2)
+    return U16.unpack_from(data, 0)[0], crc
+
+
+def encode_cgm_session_run_time(hours: int, e2e_crc: bool = False) -> bytes:
+    if not 0 <= hours <= 0xFFFF:
+        raise UnrepresentableValueError(f"{SESSION_RUN_TIME}: {hours} h is not a u16")
+    return _with_crc(U16.pack(hours), e2e_crc)
+
+
+# --- CGM Specific Ops Control Point (CGMS §3.7) ---------------------------------------
+
+
+class SocpOpcode(enum.IntEnum):
+    """CGMS §3.7 Op Codes (the ones HomeVitals knows; others are answered "not supported")."""
+
+    SET_COMMUNICATION_INTERVAL = 0x01
+    GET_COMMUNICATION_INTERVAL = 0x02
+    COMMUNICATION_INTERVAL_RESPONSE = 0x03
+    SET_GLUCOSE_CALIBRATION_VALUE = 0x04
+    GET_GLUCOSE_CALIBRATION_VALUE = 0x05
+    GLUCOSE_CALIBRATION_VALUE_RESPONSE = 0x06
+    START_SESSION = 0x1A
+    STOP_SESSION = 0x1B
+    RESPONSE_CODE = 0x1C
+
+
+class SocpResponseCode(enum.IntEnum):
+    """CGMS §3.7 Response Code values."""
+
+    SUCCESS = 0x01
+    OPCODE_NOT_SUPPORTED = 0x02
+    INVALID_OPERAND = 0x03
+    PROCEDURE_NOT_COMPLETED = 0x04
+    PARAMETER_OUT_OF_RANGE = 0x05
+
+
+class SocpProtocolError(MalformedPayloadError):
+    """A SOCP write a sensor must reject; ``response_code`` is its answer (None: the
+    bytes are not even a request, e.g. empty)."""
+
+    def __init__(self, data: bytes, reason: str, response_code: SocpResponseCode | None) -> None:
+        super().__init__(SOCP, data, reason)
+        self.response_code = response_code
+
+
+@dataclass(frozen=True, slots=True)
+class SocpRequest:
+    """``opcode`` as an int when it is not one we know (answered "not supported")."""
+
+    opcode: SocpOpcode | int
+    operand: bytes = b""
+    e2e_crc: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SocpResponse:
+    """Opcode 0x1C: ``request_opcode`` answered ``code``."""
+
+    request_opcode: SocpOpcode | int
+    code: SocpResponseCode
+    e2e_crc: bool = False
+
+
+def _socp_body(data: bytes, e2e_crc: bool) -> bytes:
+    # CGMS §3.7: with E2E-CRC supported, every SOCP value ends with the CRC over the rest.
+    if not e2e_crc:
+        return data
+    if len(data) < 3:
+        raise bad(SOCP, data, "E2E-CRC missing")
+    _check_crc(SOCP, data, 0, len(data) - 2)
+    return data[:-2]
+
+
+def parse_socp_request(data: bytes, *, e2e_crc: bool = False) -> SocpRequest:
+    """Decode a SOCP write: ``opcode u8, operand..., [E2E-CRC]``.
+
+    Start/Stop Session take no operand (extra bytes: invalid operand).  A CRC error is a
+    plain MalformedPayloadError (the sensor answers it with an ATT error, not on the SOCP).
+    """
+    need(SOCP, data, 0, 1, "opcode")
+    body = _socp_body(data, e2e_crc)
+    try:
+        opcode: SocpOpcode | int = SocpOpcode(body[0])
+    except ValueError:
+        opcode = body[0]
+    if opcode in (SocpOpcode.START_SESSION, SocpOpcode.STOP_SESSION) and len(body) != 1:
+        raise SocpProtocolError(
+            data, f"{SocpOpcode(opcode).name} takes no operand", SocpResponseCode.INVALID_OPERAND
+        )
+    return SocpRequest(opcode, body[1:], e2e_crc)
+
+
+def encode_socp_request(request: SocpRequest) -> bytes:
+    if not 0 <= request.opcode <= 0xFF:
+        raise UnrepresentableValueError(f"{SOCP}: opcode {request.opcode} is not a u8")
+    return _with_crc(bytes((request.opcode,)) + request.operand, request.e2e_crc)
+
+
+def parse_socp_response(data: bytes, *, e2e_crc: bool = False) -> SocpResponse:
+    """Decode a SOCP indication of opcode 0x1C: request opcode u8, response code u8."""
+    body = _socp_body(data, e2e_crc)
+    need(SOCP, body, 0, 3, "response")
+    check_end(SOCP, body, 3)
+    if body[0] != SocpOpcode.RESPONSE_CODE:
+        raise bad(SOCP, data, f"opcode {body[0]:#04x} is not a response code")
+    try:
+        code = SocpResponseCode(body[2])
+    except ValueError:
+        raise bad(SOCP, data, f"reserved response code {body[2]:#04x}") from None
+    request: SocpOpcode | int
+    try:
+        request = SocpOpcode(body[1])
+    except ValueError:
+        request = body[1]
+    return SocpResponse(request, code, e2e_crc)
+
+
+def encode_socp_response(response: SocpResponse) -> bytes:
+    if not 0 <= response.request_opcode <= 0xFF:
+        raise UnrepresentableValueError(f"{SOCP}: opcode {response.request_opcode} is not a u8")
+    body = bytes((SocpOpcode.RESPONSE_CODE, response.request_opcode, response.code))
+    return _with_crc(body, response.e2e_crc)

@@ -30,7 +30,13 @@ from struct import Struct
 from device_profiles._wire import need
 from device_profiles.errors import InvalidDateTimeError, UnrepresentableValueError
 
-__all__ = ["DATE_TIME", "DATE_TIME_SIZE", "encode_date_time", "parse_date_time"]
+__all__ = [
+    "DATE_TIME",
+    "DATE_TIME_SIZE",
+    "encode_date_time",
+    "parse_date_time",
+    "parse_optional_date_time",
+]
 
 DATE_TIME = Struct("<HBBBBB")
 DATE_TIME_SIZE = DATE_TIME.size  # 7
@@ -89,6 +95,18 @@ def parse_date_time(
             field="day",
             value=day,
         ) from None
+
+
+def parse_optional_date_time(
+    data: bytes, offset: int, present: int, *, characteristic: str, field: str
+) -> tuple[datetime | None, int]:
+    """An optional 7-byte time stamp that a flag bit announces (Blood Pressure, Weight,
+    PLX and Temperature Measurement): ``(date-time, offset after it)`` when ``present``
+    is non-zero, else ``(None, offset)``."""
+    if not present:
+        return None, offset
+    value = parse_date_time(data, offset, characteristic=characteristic, field=field)
+    return value, offset + DATE_TIME_SIZE
 
 
 def encode_date_time(value: datetime | None) -> bytes:

@@ -41,10 +41,13 @@ from device_profiles._wire import (
     U16,
     U16_U8,
     bad,
+    bit_table,
     check_end,
+    encode_feature_bits,
     flags_to_set,
     need,
     original_sfloat,
+    parse_feature_bits,
     quantity,
     set_to_flags,
     sfloat_decimal,
@@ -163,6 +166,11 @@ _F_CONTEXT_FOLLOWS = 0x10
 _F_RFU = 0xE0
 
 
+def _is_control_solution(sample_type: SampleType, location: SampleLocation) -> bool:
+    """Type 10 or location 4: a control-solution test, not a patient reading."""
+    return sample_type is SampleType.CONTROL_SOLUTION or location is SampleLocation.CONTROL_SOLUTION
+
+
 def _mgdl_from_mmoll(mmoll: Decimal) -> float:
     return float(mmoll) * MGDL_PER_MMOLL
 
@@ -183,7 +191,8 @@ def parse_glucose_measurement(data: bytes, *, month13_rollover: bool = False) ->
     ``month13_rollover`` is for ``Quirk.MONTH_13_CLOCK`` profiles only; see
     :mod:`device_profiles.date_time`.
     """
-    # Flags u8, sequence number u16, base time (7).
+    # Flags u8, sequence number u16, base time (7), then the optional fields in flag
+    # order (GSS §3.104).
     if len(data) < 3:
         need(MEASUREMENT, data, 0, 1, "flags")
         need(MEASUREMENT, data, 1, 2, "sequence_number")
@@ -217,10 +226,7 @@ def parse_glucose_measurement(data: bytes, *, month13_rollover: bool = False) ->
         details["units"] = unit
         details["sample_type"] = sample_type
         details["sample_location"] = location
-        if (
-            sample_type is SampleType.CONTROL_SOLUTION
-            or location is SampleLocation.CONTROL_SOLUTION
-        ):
+        if _is_control_solution(sample_type, location):
             conditions.add(Condition.CONTROL_SOLUTION)
     if flags & _F_STATUS:
         need(MEASUREMENT, data, offset, 2, "sensor_status_annunciation")
@@ -278,10 +284,7 @@ def encode_glucose_measurement(m: Measurement) -> bytes:
             flags |= _F_MOL_PER_L
         sample_type = _detail_enum(m, "sample_type", SampleType)
         location = _detail_enum(m, "sample_location", SampleLocation)
-        control = (
-            sample_type is SampleType.CONTROL_SOLUTION
-            or location is SampleLocation.CONTROL_SOLUTION
-        )
+        control = _is_control_solution(sample_type, location)
         word = (
             original_sfloat(MEASUREMENT, q)
             if q.special is not None
@@ -336,9 +339,7 @@ def glucose_measurement(
             )
         details["sample_type"] = sample_type
         details["sample_location"] = sample_location
-        if SampleType.CONTROL_SOLUTION in (sample_type,) or (
-            sample_location is SampleLocation.CONTROL_SOLUTION
-        ):
+        if _is_control_solution(sample_type, sample_location):
             cond.add(Condition.CONTROL_SOLUTION)
     return Measurement(
         kind=Kind.GLUCOSE,
@@ -604,9 +605,7 @@ class GlucoseFeature(enum.StrEnum):
     MULTIPLE_BOND = "multiple_bond"
 
 
-FEATURE_BITS: tuple[tuple[int, GlucoseFeature], ...] = tuple(
-    (1 << i, feature) for i, feature in enumerate(GlucoseFeature)
-)
+FEATURE_BITS: tuple[tuple[int, GlucoseFeature], ...] = bit_table(GlucoseFeature)
 
 
 @dataclass(frozen=True, slots=True)
@@ -618,10 +617,8 @@ class GlucoseFeatures:
 
 def parse_glucose_feature(data: bytes) -> GlucoseFeatures:
     """Decode Glucose Feature (GSS §3.103): u16 bit field."""
-    need(FEATURE, data, 0, 2, "features")
-    check_end(FEATURE, data, 2)
-    return GlucoseFeatures(flags_to_set(U16.unpack_from(data, 0)[0], FEATURE_BITS))
+    return GlucoseFeatures(parse_feature_bits(FEATURE, data, FEATURE_BITS))
 
 
 def encode_glucose_feature(features: GlucoseFeatures) -> bytes:
-    return U16.pack(set_to_flags(features.supported, FEATURE_BITS))
+    return encode_feature_bits(features.supported, FEATURE_BITS)

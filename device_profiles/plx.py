@@ -19,6 +19,7 @@ from __future__ import annotations
 from device_profiles._wire import (
     U8,
     U16,
+    bit_table,
     check_end,
     flags_to_set,
     need,
@@ -27,7 +28,7 @@ from device_profiles._wire import (
     set_to_flags,
     sfloat_decimal,
 )
-from device_profiles.date_time import DATE_TIME_SIZE, encode_date_time, parse_date_time
+from device_profiles.date_time import encode_date_time, parse_optional_date_time
 from device_profiles.errors import UnrepresentableValueError
 from device_profiles.model import Component, Condition, Kind, Measurement
 
@@ -42,45 +43,40 @@ _F_PAI = 0x08
 _F_CLOCK_NOT_SET = 0x10
 _F_RFU = 0xE0
 
-MEASUREMENT_STATUS_BITS: tuple[tuple[int, Condition], ...] = tuple(
-    (1 << (5 + i), c)
-    for i, c in enumerate(
-        (
-            Condition.MEASUREMENT_ONGOING,
-            Condition.EARLY_ESTIMATED_DATA,
-            Condition.VALIDATED_DATA,
-            Condition.FULLY_QUALIFIED_DATA,
-            Condition.DATA_FROM_STORAGE,
-            Condition.DEMONSTRATION_DATA,
-            Condition.TESTING_DATA,
-            Condition.CALIBRATION_ONGOING,
-            Condition.MEASUREMENT_UNAVAILABLE,
-            Condition.QUESTIONABLE_MEASUREMENT,
-            Condition.INVALID_MEASUREMENT,
-        )
-    )
+MEASUREMENT_STATUS_BITS: tuple[tuple[int, Condition], ...] = bit_table(
+    (
+        Condition.MEASUREMENT_ONGOING,
+        Condition.EARLY_ESTIMATED_DATA,
+        Condition.VALIDATED_DATA,
+        Condition.FULLY_QUALIFIED_DATA,
+        Condition.DATA_FROM_STORAGE,
+        Condition.DEMONSTRATION_DATA,
+        Condition.TESTING_DATA,
+        Condition.CALIBRATION_ONGOING,
+        Condition.MEASUREMENT_UNAVAILABLE,
+        Condition.QUESTIONABLE_MEASUREMENT,
+        Condition.INVALID_MEASUREMENT,
+    ),
+    first_bit=5,
 )
-DEVICE_STATUS_BITS: tuple[tuple[int, Condition], ...] = tuple(
-    (1 << i, c)
-    for i, c in enumerate(
-        (
-            Condition.EXTENDED_DISPLAY_UPDATE_ONGOING,
-            Condition.EQUIPMENT_MALFUNCTION,
-            Condition.SIGNAL_PROCESSING_IRREGULARITY,
-            Condition.INADEQUATE_SIGNAL,
-            Condition.POOR_SIGNAL,
-            Condition.LOW_PERFUSION,
-            Condition.ERRATIC_SIGNAL,
-            Condition.NONPULSATILE_SIGNAL,
-            Condition.QUESTIONABLE_PULSE,
-            Condition.SIGNAL_ANALYSIS_ONGOING,
-            Condition.SENSOR_INTERFERENCE,
-            Condition.SENSOR_UNCONNECTED,
-            Condition.UNKNOWN_SENSOR,
-            Condition.SENSOR_DISPLACED,
-            Condition.SENSOR_MALFUNCTION,
-            Condition.SENSOR_DISCONNECTED,
-        )
+DEVICE_STATUS_BITS: tuple[tuple[int, Condition], ...] = bit_table(
+    (
+        Condition.EXTENDED_DISPLAY_UPDATE_ONGOING,
+        Condition.EQUIPMENT_MALFUNCTION,
+        Condition.SIGNAL_PROCESSING_IRREGULARITY,
+        Condition.INADEQUATE_SIGNAL,
+        Condition.POOR_SIGNAL,
+        Condition.LOW_PERFUSION,
+        Condition.ERRATIC_SIGNAL,
+        Condition.NONPULSATILE_SIGNAL,
+        Condition.QUESTIONABLE_PULSE,
+        Condition.SIGNAL_ANALYSIS_ONGOING,
+        Condition.SENSOR_INTERFERENCE,
+        Condition.SENSOR_UNCONNECTED,
+        Condition.UNKNOWN_SENSOR,
+        Condition.SENSOR_DISPLACED,
+        Condition.SENSOR_MALFUNCTION,
+        Condition.SENSOR_DISCONNECTED,
     )
 )
 _MEASUREMENT_CONDITIONS = frozenset(c for _, c in MEASUREMENT_STATUS_BITS)
@@ -89,6 +85,7 @@ _DEVICE_CONDITIONS = frozenset(c for _, c in DEVICE_STATUS_BITS)
 
 def parse_plx_spot_check(data: bytes) -> Measurement:
     """Decode a PLX Spot-Check Measurement indication (GSS §3.172)."""
+    # Flags u8, SpO2 and PR SFLOAT, then the optional fields in flag order (PLXS §3.1).
     need(NAME, data, 0, 5, "flags_spo2_pr")
     flags = data[0]
     spo2, pulse = U16.unpack_from(data, 1)[0], U16.unpack_from(data, 3)[0]
@@ -96,11 +93,9 @@ def parse_plx_spot_check(data: bytes) -> Measurement:
         Component.SPO2: quantity(sfloat_decimal(spo2), "%"),
         Component.PULSE: quantity(sfloat_decimal(pulse), "/min"),
     }
-    offset = 5
-    device_time = None
-    if flags & _F_TIME:
-        device_time = parse_date_time(data, offset, characteristic=NAME, field="timestamp")
-        offset += DATE_TIME_SIZE
+    device_time, offset = parse_optional_date_time(
+        data, 5, flags & _F_TIME, characteristic=NAME, field="timestamp"
+    )
     conditions: set[Condition] = set()
     if flags & _F_CLOCK_NOT_SET:
         conditions.add(Condition.DEVICE_CLOCK_NOT_SET)

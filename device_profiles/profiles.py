@@ -47,7 +47,8 @@ class FetchMethod(enum.StrEnum):
 
     RACP_SEQUENCE = "racp_sequence"  # write RACP "report records >= last+1", await indications
     INDICATIONS_ON_CONNECT = "indications_on_connect"  # device indicates stored readings itself
-    NOTIFICATIONS = "notifications"  # live stream while connected (CGM)
+    # CGM: RACP "report records with Time Offset >= last+1" (CGMS 1.0.1 §3.6, filter 0x01)
+    RACP_TIME_OFFSET = "racp_time_offset"
 
 
 class ClockSupport(enum.StrEnum):
@@ -216,9 +217,10 @@ _ALL: tuple[DeviceProfile, ...] = (
         display_name="Continuous glucose monitor (CGM Profile)",
         service_uuids=(uuids.CGM_SERVICE,),
         measurement_uuid=uuids.CGM_MEASUREMENT,
-        fetch=FetchMethod.NOTIFICATIONS,
+        # Stored records by Time Offset over the RACP, not the live notification stream.
+        fetch=FetchMethod.RACP_TIME_OFFSET,
         requires_bonding=True,
-        clock=ClockSupport.NONE,  # time is Session Start Time + offset
+        clock=ClockSupport.NONE,  # time is Session Start Time (+ zone, DST) + offset
     ),
     DeviceProfile(
         id="weight-scale",

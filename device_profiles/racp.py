@@ -53,7 +53,9 @@ __all__ = [
     "report_last",
     "report_number_all",
     "report_number_from",
+    "report_number_from_time_offset",
     "report_records_from",
+    "report_records_from_time_offset",
 ]
 
 NAME = "Record Access Control Point (0x2A52)"
@@ -81,6 +83,8 @@ class RacpOperator(enum.IntEnum):
 class RacpFilterType(enum.IntEnum):
     SEQUENCE_NUMBER = 1  # CGM Service: time offset (same u16 operand)
     USER_FACING_TIME = 2
+    # CGMS v1.0.1 §3.6 (RACP): filter type 0x01 is the Time Offset (u16 minutes).
+    TIME_OFFSET = 1  # an alias of SEQUENCE_NUMBER: same code, same operand shape
 
 
 class RacpResponseCode(enum.IntEnum):
@@ -357,3 +361,24 @@ def delete_all() -> bytes:
 def abort() -> bytes:
     """``03 00``: abort the running procedure."""
     return bytes((RacpOpcode.ABORT_OPERATION, RacpOperator.NULL))
+
+
+def _time_offset(opcode: RacpOpcode, minutes: int) -> bytes:
+    return encode_racp_request(
+        RacpRequest(
+            opcode, RacpOperator.GREATER_THAN_OR_EQUAL, RacpFilterType.TIME_OFFSET, (minutes,)
+        )
+    )
+
+
+def report_records_from_time_offset(minutes: int) -> bytes:
+    """``01 03 01 <minutes u16>``: CGM records with Time Offset ≥ ``minutes`` (CGMS §3.6).
+
+    A CGM collector's "everything after what I have" is ``(last offset + 1)``.
+    """
+    return _time_offset(RacpOpcode.REPORT_STORED_RECORDS, minutes)
+
+
+def report_number_from_time_offset(minutes: int) -> bytes:
+    """``04 03 01 <minutes u16>``: how many CGM records have Time Offset ≥ ``minutes``."""
+    return _time_offset(RacpOpcode.REPORT_NUMBER_OF_STORED_RECORDS, minutes)

@@ -88,11 +88,16 @@ class Characteristic:
     encode: Callable[[Any], bytes]
 
 
-def _dis(name: str) -> Callable[[bytes], object]:
-    return partial(parse_dis_string, characteristic=name)
+_Row = tuple[str, str, Callable[[bytes], object], Callable[[Any], bytes]]
 
 
-_TABLE: tuple[tuple[str, str, Callable[[bytes], object], Callable[[Any], bytes]], ...] = (
+def _dis(uuid: str, name: str) -> _Row:
+    """A Device Information string; its errors name it as ``<name> (0x2A29)``."""
+    label = f"{name} (0x{uuid[4:8].upper()})"
+    return uuid, name, partial(parse_dis_string, characteristic=label), encode_dis_string
+
+
+_TABLE: tuple[_Row, ...] = (
     (
         uuids.GLUCOSE_MEASUREMENT,
         "Glucose Measurement",
@@ -125,42 +130,12 @@ _TABLE: tuple[tuple[str, str, Callable[[bytes], object], Callable[[Any], bytes]]
         parse_blood_pressure_feature,
         encode_blood_pressure_feature,
     ),
-    (
-        uuids.MANUFACTURER_NAME,
-        "Manufacturer Name String",
-        _dis("Manufacturer Name String (0x2A29)"),
-        encode_dis_string,
-    ),
-    (
-        uuids.MODEL_NUMBER,
-        "Model Number String",
-        _dis("Model Number String (0x2A24)"),
-        encode_dis_string,
-    ),
-    (
-        uuids.SERIAL_NUMBER,
-        "Serial Number String",
-        _dis("Serial Number String (0x2A25)"),
-        encode_dis_string,
-    ),
-    (
-        uuids.FIRMWARE_REVISION,
-        "Firmware Revision String",
-        _dis("Firmware Revision String (0x2A26)"),
-        encode_dis_string,
-    ),
-    (
-        uuids.HARDWARE_REVISION,
-        "Hardware Revision String",
-        _dis("Hardware Revision String (0x2A27)"),
-        encode_dis_string,
-    ),
-    (
-        uuids.SOFTWARE_REVISION,
-        "Software Revision String",
-        _dis("Software Revision String (0x2A28)"),
-        encode_dis_string,
-    ),
+    _dis(uuids.MANUFACTURER_NAME, "Manufacturer Name String"),
+    _dis(uuids.MODEL_NUMBER, "Model Number String"),
+    _dis(uuids.SERIAL_NUMBER, "Serial Number String"),
+    _dis(uuids.FIRMWARE_REVISION, "Firmware Revision String"),
+    _dis(uuids.HARDWARE_REVISION, "Hardware Revision String"),
+    _dis(uuids.SOFTWARE_REVISION, "Software Revision String"),
     (uuids.BATTERY_LEVEL, "Battery Level", parse_battery_level, encode_battery_level),
     (uuids.CURRENT_TIME, "Current Time", parse_current_time, encode_current_time),
     (

@@ -18,7 +18,7 @@ import enum
 from decimal import Decimal
 
 from device_profiles._wire import U8, U32, bad, check_end, float_decimal, need, quantity
-from device_profiles.date_time import DATE_TIME_SIZE, encode_date_time, parse_date_time
+from device_profiles.date_time import encode_date_time, parse_optional_date_time
 from device_profiles.errors import UnrepresentableValueError
 from device_profiles.ieee11073 import encode_float
 from device_profiles.model import Component, DetailValue, Kind, Measurement
@@ -65,6 +65,7 @@ def _celsius(fahrenheit: Decimal) -> float:
 
 def parse_temperature_measurement(data: bytes) -> Measurement:
     """Decode a Temperature Measurement indication (GSS §3.214)."""
+    # Flags u8, temperature FLOAT, then the optional fields in flag order (GSS §3.214).
     need(NAME, data, 0, 5, "flags_temperature")
     flags = data[0]
     exact = float_decimal(U32.unpack_from(data, 1)[0])
@@ -75,11 +76,9 @@ def parse_temperature_measurement(data: bytes) -> Measurement:
         unit = TemperatureUnit.CELSIUS
         temperature = quantity(exact, unit.value)
     details: dict[str, DetailValue] = {"units": unit}
-    offset = 5
-    device_time = None
-    if flags & _F_TIME:
-        device_time = parse_date_time(data, offset, characteristic=NAME, field="time_stamp")
-        offset += DATE_TIME_SIZE
+    device_time, offset = parse_optional_date_time(
+        data, 5, flags & _F_TIME, characteristic=NAME, field="time_stamp"
+    )
     if flags & _F_TYPE:
         need(NAME, data, offset, 1, "temperature_type")
         kind = TYPE_CODES.get(data[offset])

@@ -21,8 +21,9 @@ import enum
 from decimal import Decimal
 from struct import Struct
 
+from device_profiles._fields import encode_user_id, parse_user_id, units_detail
 from device_profiles._wire import U8, U16, check_end, need
-from device_profiles.date_time import DATE_TIME_SIZE, encode_date_time, parse_date_time
+from device_profiles.date_time import encode_date_time, parse_optional_date_time
 from device_profiles.errors import UnrepresentableValueError
 from device_profiles.model import (
     KG_PER_LB,
@@ -39,7 +40,6 @@ __all__ = ["WeightUnits", "encode_weight_measurement", "parse_weight_measurement
 
 NAME = "Weight Measurement (0x2A9D)"
 UNSUCCESSFUL = 0xFFFF
-UNKNOWN_USER = 0xFF
 M_PER_IN = Decimal("0.0254")
 _BMI_HEIGHT = Struct("<HH")
 
@@ -85,20 +85,18 @@ def _height(raw: int, units: WeightUnits) -> Quantity:
 
 def parse_weight_measurement(data: bytes) -> Measurement:
     """Decode a Weight Measurement indication (GSS §3.241)."""
+    # Flags u8, weight u16, then the optional fields in flag order (GSS §3.241).
     need(NAME, data, 0, 3, "flags_weight")
     flags = data[0]
     units = WeightUnits.IMPERIAL if flags & _F_IMPERIAL else WeightUnits.SI
     raw_weight = U16.unpack_from(data, 1)[0]
     values = {Component.WEIGHT: _weight(raw_weight, units)}
     details: dict[str, DetailValue] = {"units": units}
-    offset = 3
-    device_time = None
-    if flags & _F_TIME:
-        device_time = parse_date_time(data, offset, characteristic=NAME, field="time_stamp")
-        offset += DATE_TIME_SIZE
+    device_time, offset = parse_optional_date_time(
+        data, 3, flags & _F_TIME, characteristic=NAME, field="time_stamp"
+    )
     if flags & _F_USER:
-        need(NAME, data, offset, 1, "user_id")
-        details["user_id"] = None if data[offset] == UNKNOWN_USER else data[offset]
+        details["user_id"] = parse_user_id(NAME, data, offset)
         offset += 1
     if flags & _F_BMI_HEIGHT:
         need(NAME, data, offset, 4, "bmi_height")
@@ -138,10 +136,7 @@ def encode_weight_measurement(m: Measurement) -> bytes:
     """Inverse of :func:`parse_weight_measurement`."""
     if m.kind is not Kind.WEIGHT:
         raise UnrepresentableValueError(f"{NAME}: kind {m.kind} is not weight")
-    try:
-        units = WeightUnits(str(m.details.get("units", WeightUnits.SI)))
-    except ValueError:
-        raise UnrepresentableValueError(f"{NAME}: units {m.details.get('units')!r}") from None
+    units = units_detail(NAME, m, WeightUnits, WeightUnits.SI)
     flags = _F_IMPERIAL if units is WeightUnits.IMPERIAL else 0
     weight = m.values.get(Component.WEIGHT)
     if m.conditions - {Condition.MEASUREMENT_UNSUCCESSFUL}:
@@ -155,12 +150,8 @@ def encode_weight_measurement(m: Measurement) -> bytes:
         flags |= _F_TIME
         parts.append(encode_date_time(m.device_time))
     if "user_id" in m.details:
-        user = m.details["user_id"]
-        user = UNKNOWN_USER if user is None else user
-        if not isinstance(user, int) or isinstance(user, bool) or not 0 <= user <= UNKNOWN_USER:
-            raise UnrepresentableValueError(f"{NAME}: user id {user!r} not in 0..254 or None")
         flags |= _F_USER
-        parts.append(U8.pack(user))
+        parts.append(encode_user_id(NAME, m.details["user_id"]))
     bmi, height = m.values.get(Component.BMI), m.values.get(Component.HEIGHT)
     if (bmi is None) != (height is None):
         raise UnrepresentableValueError(f"{NAME}: BMI and height come together")

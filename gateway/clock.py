@@ -93,3 +93,23 @@ def gateway_wall_now(zone: ZoneInfo, now: datetime | None = None) -> datetime:
     """The gateway's wall clock in ``zone`` (naive), e.g. to set a device clock."""
     current = now or datetime.now(UTC)
     return current.astimezone(zone).replace(tzinfo=None)
+
+
+def session_start_to_utc(
+    start: datetime,
+    *,
+    time_zone_minutes: int | None,
+    dst_minutes: int | None,
+    zone: ZoneInfo,
+) -> datetime:
+    """UTC of a CGM Session Start Time (CGMS §3.4; GSS Time Zone / DST Offset).
+
+    The sensor reports the start as the local wall time of the collector that set it,
+    with that collector's Time Zone (offset of its *standard* time from UTC) and DST
+    Offset: UTC = wall − (time zone + DST).  When either field is unknown the wall
+    time is read in the gateway's zone (the ``fold=0`` policy above).
+    """
+    if time_zone_minutes is None or dst_minutes is None:
+        return wall_to_utc(start, zone)
+    offset = timedelta(minutes=time_zone_minutes + dst_minutes)
+    return (start - offset).replace(tzinfo=UTC)

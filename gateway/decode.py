@@ -10,13 +10,19 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from device_profiles.model import Measurement
+from device_profiles.cgm import (
+    CgmSessionStartTime,
+    encode_cgm_session_start_time,
+    parse_cgm_session_start_time,
+)
+from device_profiles.current_time import DST_MINUTES
+from device_profiles.model import Kind, Measurement
 from device_profiles.profiles import DeviceProfile
-from gateway.clock import device_time_text, device_time_to_utc
+from gateway.clock import device_time_text, device_time_to_utc, session_start_to_utc
 from ingest.wire import Original, Reading, reading_id
 
 Parser = Callable[[bytes], tuple[Measurement, ...]]
@@ -42,6 +48,55 @@ class TimeContext:
     received_at: datetime  # UTC; the reading time when the device gives none
 
 
+@dataclass(frozen=True, slots=True)
+class CgmSession:
+    """One CGM sensor session: what a record's Time Offset counts from.
+
+    ``start`` is the CGM Session Start Time (0x2AAA) as the sensor reports it: the
+    local wall time of the collector that set it; ``start_utc`` applies its Time Zone
+    and DST Offset (``gateway.clock.session_start_to_utc``).  ``key`` (hex of the three
+    fields, without CRC) is what the device cursor belongs to.
+    """
+
+    start: datetime
+    start_utc: datetime
+    key: str
+    e2e_crc: bool = False
+
+    @classmethod
+    def from_start_time(
+        cls, value: CgmSessionStartTime, zone: ZoneInfo, *, e2e_crc: bool = False
+    ) -> CgmSession | None:
+        """None when the sensor does not know its session start (date 0)."""
+        if value.start is None:
+            return None
+        start_utc = session_start_to_utc(
+            value.start,
+            time_zone_minutes=value.time_zone_minutes,
+            dst_minutes=DST_MINUTES.get(value.dst_offset),
+            zone=zone,
+        )
+        key = encode_cgm_session_start_time(replace(value, e2e_crc=False)).hex()
+        return cls(value.start, start_utc, key, e2e_crc)
+
+    @classmethod
+    def from_key(cls, key: str, zone: ZoneInfo, *, e2e_crc: bool = False) -> CgmSession | None:
+        """The session a stored cursor belongs to (None if the key is unreadable)."""
+        try:
+            value = parse_cgm_session_start_time(bytes.fromhex(key))
+        except ValueError:  # not hex, or MalformedPayloadError (a ValueError too)
+            return None
+        return cls.from_start_time(value, zone, e2e_crc=e2e_crc)
+
+    def local_time(self, offset_minutes: int) -> datetime:
+        return self.start + timedelta(minutes=offset_minutes)
+
+    def utc_time(self, offset_minutes: int) -> datetime:
+        # The offset is elapsed sensor time: added in UTC, so a DST change during the
+        # session does not move records.
+        return self.start_utc + timedelta(minutes=offset_minutes)
+
+
 def _detail(value: object) -> int | float | str | bool | None:
     if isinstance(value, enum.Enum):
         return str(value.value)
@@ -50,7 +105,10 @@ def _detail(value: object) -> int | float | str | bool | None:
     return str(value)
 
 
-def to_reading(device_id: str, m: Measurement, clock: TimeContext) -> Reading:
+def to_reading(
+    device_id: str, m: Measurement, clock: TimeContext, session: CgmSession | None = None
+) -> Reading:
+    """The wire reading of ``m``; CGM records need their ``session`` to be dated."""
     details = {key: _detail(value) for key, value in m.details.items()}
     if m.time_offset_minutes is not None:
         details["time_offset_min"] = m.time_offset_minutes
@@ -63,6 +121,23 @@ def to_reading(device_id: str, m: Measurement, clock: TimeContext) -> Reading:
         if q.special is not None:
             details[f"special_{component.value}"] = q.special.value
         original[component] = Original(q.original_value, q.original_unit)
+    if m.kind is Kind.CGM and session is not None and m.time_offset_minutes is not None:
+        # Time = session start + offset; identity = device, kind, that sensor-local time
+        # and the offset (two sessions can share a wall time, never with the same offset).
+        details["cgm_session_start"] = device_time_text(session.start)
+        device_time_cgm = device_time_text(session.local_time(m.time_offset_minutes))
+        return Reading(
+            id=reading_id(device_id, m.kind, device_time_cgm, m.time_offset_minutes),
+            device=device_id,
+            kind=m.kind,
+            time=session.utc_time(m.time_offset_minutes),
+            values=values,
+            device_time=device_time_cgm,
+            skew_s=clock.skew_s,
+            conditions=sorted(m.conditions),
+            original=original,
+            details=details,
+        )
     if m.device_time is not None:
         device_time: str | None = device_time_text(m.device_time)
         time = device_time_to_utc(

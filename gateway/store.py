@@ -37,7 +37,8 @@ CREATE TABLE IF NOT EXISTS devices (
     last_sync_readings INTEGER,
     battery_percent INTEGER,
     skew_s REAL,
-    last_error TEXT
+    last_error TEXT,
+    session TEXT                        -- what the cursor belongs to (CGM: session start)
 );
 CREATE TABLE IF NOT EXISTS device_errors (
     address TEXT NOT NULL,
@@ -91,6 +92,13 @@ class GatewayDB:
         self.conn.execute("PRAGMA synchronous=FULL")
         self.conn.execute("PRAGMA busy_timeout=30000")
         self.conn.executescript(SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Columns added after a state file was created (SQLite: ADD COLUMN only)."""
+        columns = {row[1] for row in self.conn.execute("PRAGMA table_info(devices)")}
+        if "session" not in columns:
+            self.conn.execute("ALTER TABLE devices ADD COLUMN session TEXT")
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -127,12 +135,15 @@ class PairedDevice:
     battery_percent: int | None = None
     skew_s: float | None = None
     last_error: str | None = None
+    # The cursor's scope: a CGM cursor (time offset) is only valid in the sensor session
+    # it was taken in (``gateway.decode.CgmSession.key``); None for other devices.
+    session: str | None = None
 
 
 _DEVICE_COLUMNS = (
     "address, profile, name, manufacturer, model, serial, firmware, patient, paired_at, "
     "cursor, last_device_time, last_sync_at, last_sync_readings, battery_percent, skew_s, "
-    "last_error"
+    "last_error, session"
 )
 
 
@@ -190,17 +201,32 @@ class DeviceStore:
         *,
         cursor: int | None,
         last_device_time: str | None,
+        session: str | None = None,
     ) -> None:
-        """Move the download cursor forward (never back); call inside a transaction."""
+        """Move the download cursor forward (never back); call inside a transaction.
+
+        With a ``session`` different from the stored one (a new CGM sensor session,
+        whose time offsets restart at 0) the cursor and last device time are replaced,
+        not compared.
+        """
         conn.execute(
             "UPDATE devices SET "
-            "cursor = CASE WHEN ? IS NULL THEN cursor "
-            "WHEN cursor IS NULL OR ? > cursor THEN ? ELSE cursor END, "
-            "last_device_time = CASE WHEN ? IS NULL THEN last_device_time "
-            "WHEN last_device_time IS NULL OR ? > last_device_time THEN ? "
-            "ELSE last_device_time END "
-            "WHERE address = ?",
-            (cursor, cursor, cursor, last_device_time, last_device_time, last_device_time, address),
+            "cursor = CASE WHEN :session IS NOT NULL AND session IS NOT :session THEN :cursor "
+            "WHEN :cursor IS NULL THEN cursor "
+            "WHEN cursor IS NULL OR :cursor > cursor THEN :cursor ELSE cursor END, "
+            "last_device_time = CASE "
+            "WHEN :session IS NOT NULL AND session IS NOT :session THEN :time "
+            "WHEN :time IS NULL THEN last_device_time "
+            "WHEN last_device_time IS NULL OR :time > last_device_time THEN :time "
+            "ELSE last_device_time END, "
+            "session = COALESCE(:session, session) "
+            "WHERE address = :address",
+            {
+                "cursor": cursor,
+                "time": last_device_time,
+                "session": session,
+                "address": address,
+            },
         )
 
     def record_sync(

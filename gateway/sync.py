@@ -18,10 +18,12 @@ from zoneinfo import ZoneInfo
 from bleak.backends.device import BLEDevice
 
 from device_profiles import uuids
+from device_profiles.cgm import MEASUREMENT as CGM_MEASUREMENT
+from device_profiles.cgm import CgmSessionStartTime
 from device_profiles.current_time import current_time_now, encode_current_time, parse_current_time
 from device_profiles.device_info import parse_battery_level, parse_dis_string
 from device_profiles.errors import MalformedPayloadError
-from device_profiles.model import Measurement
+from device_profiles.model import Kind, Measurement
 from device_profiles.profiles import ClockSupport, DeviceProfile, FetchMethod, Quirk
 from gateway.clock import (
     NEGLIGIBLE_SKEW_S,
@@ -31,7 +33,7 @@ from gateway.clock import (
     stable_skew,
 )
 from gateway.config import SyncSettings
-from gateway.decode import Parser, TimeContext, parser_for, to_reading
+from gateway.decode import CgmSession, Parser, TimeContext, parser_for, to_reading
 from gateway.fetch import FETCHERS
 from gateway.outbox import Outbox
 from gateway.store import DeviceStore, GatewayDB, PairedDevice
@@ -43,6 +45,10 @@ log = logging.getLogger(__name__)
 # A record dated this far after the device's own "now" is not a real measurement
 # (e.g. the fake far-future HI record some meters add when their memory is full).
 FUTURE_TOLERANCE = timedelta(days=1)
+# A CGM Session Start Time within this of the stored one is the same session (another
+# collector rewrote it with a slightly different clock): keep the stored start, so the
+# cursor and the reading identities stay valid.
+CGM_SESSION_TOLERANCE = timedelta(minutes=15)
 
 DEVICE_INFO = {
     "manufacturer": uuids.MANUFACTURER_NAME,
@@ -95,6 +101,8 @@ class RecordBuffer:
         self.last_device_time = device.last_device_time
         self.reversed = Quirk.REVERSED_SEQUENCE in profile.quirks
         self.uses_sequence = profile.fetch is FetchMethod.RACP_SEQUENCE and not self.reversed
+        self.is_cgm = profile.family is Kind.CGM
+        self.session: CgmSession | None = None  # CGM: set by start_cgm_session
         reference = device_now or gateway_wall_now(clock.zone)
         self.latest_plausible = reference + FUTURE_TOLERANCE
         self.pending: list[Reading] = []
@@ -113,6 +121,41 @@ class RecordBuffer:
         )
         self.devices.count_error(self.device.address, "malformed", f"{exc.reason}: {exc.hex}")
 
+    def start_cgm_session(
+        self, start_time: CgmSessionStartTime, *, e2e_crc: bool, current_offset: int | None
+    ) -> int | None:
+        zone = self.clock.zone
+        session = CgmSession.from_start_time(start_time, zone, e2e_crc=e2e_crc)
+        if session is None:
+            raise ValueError("CGM session start time is unknown")  # the fetcher checks first
+        stored = self.device.session
+        previous = None if stored is None else CgmSession.from_key(stored, zone, e2e_crc=e2e_crc)
+        same = (
+            previous is not None
+            and abs(previous.start_utc - session.start_utc) <= CGM_SESSION_TOLERANCE
+            # Offsets restart at 0 in a new session: a sensor "now" below the cursor
+            # cannot be the session the cursor was taken in.
+            and not (
+                current_offset is not None
+                and self.device.cursor is not None
+                and current_offset < self.device.cursor
+            )
+        )
+        if same and previous is not None:
+            self.session = previous
+            self.cursor = self.device.cursor
+        else:
+            if stored is not None:
+                log.info(
+                    "%s: new CGM session started %s (was %s): fetching all its records",
+                    self.device.address,
+                    session.start,
+                    None if previous is None else previous.start,
+                )
+            self.session = session
+            self.cursor = None
+        return self.cursor
+
     def add(self, raw: bytes) -> None:
         try:
             measurements = self.parse(raw)
@@ -125,6 +168,19 @@ class RecordBuffer:
             self.flush()
 
     def _add(self, m: Measurement, raw: bytes) -> None:
+        if (
+            self.is_cgm
+            and self.session is not None
+            and self.session.e2e_crc
+            and not m.details.get("e2e_crc")
+        ):
+            self.malformed(
+                CGM_MEASUREMENT,
+                MalformedPayloadError(
+                    CGM_MEASUREMENT, raw, "E2E-CRC missing (the sensor supports it)"
+                ),
+            )
+            return
         if self._already_have(m):
             self.result.duplicates += 1
             return
@@ -140,18 +196,31 @@ class RecordBuffer:
         if self.reversed and m.sequence is not None:
             # Its numbers shift as the meter stores records: neither identity nor cursor.
             m = _without_sequence(m)
-        self.pending.append(to_reading(self.device.address, m, self.clock))
+        reading = to_reading(self.device.address, m, self.clock, self.session)
+        self.pending.append(reading)
         if self.uses_sequence and m.sequence is not None:
             self._pending_cursor = max(self._pending_cursor or 0, m.sequence)
+        if self.is_cgm and m.time_offset_minutes is not None:
+            self._pending_cursor = max(self._pending_cursor or 0, m.time_offset_minutes)
+        text: str | None = None
         if m.device_time is not None:
             text = device_time_text(m.device_time)
-            if self._pending_time is None or text > self._pending_time:
-                self._pending_time = text
+        elif self.is_cgm:
+            text = reading.device_time
+        if text is not None and (self._pending_time is None or text > self._pending_time):
+            self._pending_time = text
 
     def _already_have(self, m: Measurement) -> bool:
         """Records at or below the cursor (meters that ignore the RACP filter)."""
         if self.uses_sequence:
             return m.sequence is not None and self.cursor is not None and m.sequence <= self.cursor
+        if self.is_cgm:
+            # Sensors that ignore the filter, or a cursor at the u16 limit.
+            return (
+                m.time_offset_minutes is not None
+                and self.cursor is not None
+                and m.time_offset_minutes <= self.cursor
+            )
         if self.reversed and m.device_time is not None and self.last_device_time is not None:
             return device_time_text(m.device_time) <= self.last_device_time
         return False
@@ -166,6 +235,7 @@ class RecordBuffer:
                 self.device.address,
                 cursor=self._pending_cursor,
                 last_device_time=self._pending_time,
+                session=None if self.session is None else self.session.key,
             )
         if self._pending_cursor is not None:
             self.cursor = max(self.cursor or 0, self._pending_cursor)

@@ -126,7 +126,10 @@ async def _run(spec: DeviceSpec, bus: str | None) -> None:
 def _control_main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="python -m simulators.ble control")
     p.add_argument("socket", type=Path)
-    p.add_argument("cmd", help="status | add | battery | set_skew | disconnect | insert_strip")
+    p.add_argument(
+        "cmd",
+        help="status | add | battery | set_skew | disconnect | insert_strip | start_session | stop_session",
+    )
     p.add_argument("arg", nargs="?", help="add: readings file; battery: level; set_skew: s")
     args = p.parse_args(argv)
     command: dict[str, object] = {"cmd": args.cmd}

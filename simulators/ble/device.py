@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Self
 
@@ -25,6 +25,7 @@ from dbus_fast.aio import MessageBus
 from device_profiles.model import Kind
 from simulators.ble import control
 from simulators.ble.bp_cuff import BloodPressureCuff
+from simulators.ble.cgm_sensor import CgmSensor
 from simulators.ble.core import DeviceCore, Quirk
 from simulators.ble.gatt import (
     Advertisement,
@@ -40,8 +41,11 @@ __all__ = ["SimulatedDevice", "serve_device"]
 
 log = logging.getLogger(__name__)
 
-# GAP Appearance values (Assigned Numbers §2.6): glucose meter, blood pressure (arm).
-_APPEARANCE = {Kind.GLUCOSE: 0x0D00, Kind.BLOOD_PRESSURE: 0x0381}
+# GAP Appearance values (Assigned Numbers §2.6, category << 6 | sub-category): generic
+# glucose meter (category 0x010), blood pressure arm (0x00E, 1), generic continuous
+# glucose monitor (0x034).
+_APPEARANCE = {Kind.GLUCOSE: 0x0400, Kind.BLOOD_PRESSURE: 0x0381, Kind.CGM: 0x0D00}
+Behaviour = GlucoseMeter | BloodPressureCuff | CgmSensor
 
 
 class SimulatedDevice:
@@ -53,7 +57,7 @@ class SimulatedDevice:
         self._bus: MessageBus | None = None
         self._app: GattApplication | None = None
         self._control: asyncio.Server | None = None
-        self.behaviour: GlucoseMeter | BloodPressureCuff | None = None
+        self.behaviour: Behaviour | None = None
         self.core: DeviceCore | None = None
 
     @property
@@ -67,8 +71,10 @@ class SimulatedDevice:
             bus = MessageBus(bus_type=BusType.SYSTEM)
         self._bus = await bus.connect()
         core = DeviceCore(self.spec, self._bus)
-        behaviour: GlucoseMeter | BloodPressureCuff
-        if self.spec.device_profile.family is Kind.GLUCOSE:
+        behaviour: Behaviour
+        if self.spec.device_profile.family is Kind.CGM:
+            behaviour = CgmSensor(core, self.spec.readings)
+        elif self.spec.device_profile.family is Kind.GLUCOSE:
             behaviour = GlucoseMeter(core, self.spec.readings)
         else:
             behaviour = BloodPressureCuff(core, self.spec.readings)
@@ -127,13 +133,14 @@ class SimulatedDevice:
             await wait_bus_closed(self._bus)
 
     # ------------------------------------------------------------------ control API
-    def _require(self) -> tuple[DeviceCore, GlucoseMeter | BloodPressureCuff]:
+    def _require(self) -> tuple[DeviceCore, Behaviour]:
         if self.core is None or self.behaviour is None:
             raise RuntimeError("device not started")
         return self.core, self.behaviour
 
     def add_readings(self, readings: Sequence[Reading]) -> list[int]:
-        """Store new readings while running; glucose: their sequence numbers."""
+        """Store new readings while running; glucose: their sequence numbers, CGM: their
+        time offsets."""
         return self._require()[1].add_readings(readings)
 
     async def disconnect(self) -> int:
@@ -175,6 +182,16 @@ class SimulatedDevice:
             return {"clock_skew_s": core.clock.skew_s}
         if name == "disconnect":
             return {"dropped": await self.disconnect()}
+        if name in ("start_session", "stop_session"):
+            _, behaviour = self._require()
+            if not isinstance(behaviour, CgmSensor):
+                raise ValueError(f"{name} is a CGM sensor command")
+            if name == "stop_session":
+                behaviour.stop_session()
+            else:
+                start = command.get("start")
+                behaviour.start_session(None if start is None else datetime.fromisoformat(start))
+            return behaviour.status()
         if name == "insert_strip":
             # Some meters drop the link when a strip goes in (DOMAIN.md).
             dropped = 0

@@ -78,6 +78,10 @@ class AttErrorCode(enum.IntEnum):
     REQUEST_NOT_SUPPORTED = 0x06
     INVALID_ATTRIBUTE_VALUE_LENGTH = 0x0D
     APPLICATION_ERROR = 0x80  # e.g. CTS "data field ignored"
+    # CGMS v1.0.1 application errors for E2E-CRC protected writes.
+    MISSING_CRC = 0x80  # same code as APPLICATION_ERROR: an alias
+    INVALID_CRC = 0x81
+    OUT_OF_RANGE = 0xFF  # Core Specification Supplement Part B §1.2
     CCCD_IMPROPERLY_CONFIGURED = 0xFD
     PROCEDURE_ALREADY_IN_PROGRESS = 0xFE
 

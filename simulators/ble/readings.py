@@ -9,6 +9,9 @@ One JSON object per line; blank lines and lines starting with ``#`` are ignored:
 Glucose: ``mg_dl`` or ``mmol_l`` (or neither, for a status-only record), optional
 ``sequence`` (the meter numbers records without one), ``sample_type`` /
 ``sample_location`` (``device_profiles.glucose`` names), ``time_offset_minutes``.
+CGM (``"kind": "cgm"``, always explicit): ``mg_dl`` and either ``device_time`` (the
+sensor's local time; the offset from its session start is derived) or
+``time_offset_minutes``.
 Blood pressure: ``systolic``, ``diastolic`` (mmHg), optional ``mean_arterial``,
 ``pulse``, ``user_id``.  Both: ``device_time`` is the device's own local clock reading
 (ISO, no zone), ``conditions`` are :class:`device_profiles.model.Condition` values.
@@ -129,8 +132,10 @@ def reading_from_json(obj: Mapping[str, Any]) -> Reading:
         kind = Kind.GLUCOSE
     else:
         raise ReadingFormatError(f"cannot tell the kind of reading: {dict(obj)!r}")
-    if kind not in (Kind.GLUCOSE, Kind.BLOOD_PRESSURE):
-        raise ReadingFormatError(f"simulated devices hold glucose or blood pressure, not {kind}")
+    if kind not in (Kind.GLUCOSE, Kind.CGM, Kind.BLOOD_PRESSURE):
+        raise ReadingFormatError(
+            f"simulated devices hold glucose, CGM or blood pressure readings, not {kind}"
+        )
     time_text = _str(obj, "device_time")
     try:
         device_time = datetime.fromisoformat(time_text) if time_text else None

@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from device_profiles.current_time import DstOffset
+from device_profiles.model import Kind
 from device_profiles.profiles import ClockSupport, DeviceProfile, Quirk, get_profile
 from device_profiles.racp import RacpOperator
 from simulators.ble.readings import Reading, load_readings, reading_from_json
@@ -23,6 +26,7 @@ SUPPORTED_PROFILES = frozenset(
         "glucose-meter-full-memory",
         "bp-cuff",
         "bp-cuff-unsent-only",
+        "cgm",
     }
 )
 
@@ -34,6 +38,7 @@ _NAME_TEMPLATES = {
     "glucose-meter-full-memory": "GLMR-{serial}",
     "bp-cuff": "HV-BP-{serial}",
     "bp-cuff-unsent-only": "BPM-{serial}",
+    "cgm": "HV-CGM-{serial}",
 }
 _ADAPTER = re.compile(r"hci(\d+)")
 
@@ -69,6 +74,15 @@ class DeviceSpec:
     manufacturer: str = "HomeVitals Simulated Devices"
     model: str | None = None  # default: the profile id
     firmware: str = "1.0.0"
+    # CGM sensors (CGMS v1.0.1): the running session's start on the sensor's own clock
+    # (None: its first reading's time, else the sensor clock at start-up), with the time zone / DST the collector
+    # wrote (GSS Time Zone in minutes, None = unknown; DstOffset value), and whether
+    # the sensor supports E2E-CRC (CGM Feature bit 12).
+    session_start: datetime | None = None
+    time_zone_minutes: int | None = 0
+    dst_offset: DstOffset = DstOffset.STANDARD_TIME
+    e2e_crc: bool = False
+    session_run_time_h: int = 336  # 14 days
     _profile: DeviceProfile = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -163,6 +177,14 @@ class DeviceSpec:
             out["control_socket"] = str(self.control_socket)
         if self.model is not None:
             out["model"] = self.model
+        if self._profile.family is Kind.CGM:
+            out["session_start"] = (
+                None if self.session_start is None else self.session_start.isoformat()
+            )
+            out["time_zone_minutes"] = self.time_zone_minutes
+            out["dst_offset"] = self.dst_offset.value
+            out["e2e_crc"] = self.e2e_crc
+            out["session_run_time_h"] = self.session_run_time_h
         return out
 
     @classmethod
@@ -180,6 +202,7 @@ class DeviceSpec:
             quirks = data.get("quirks")
             clock = data.get("clock")
             control = data.get("control_socket")
+            start = data.get("session_start")
             return cls(
                 profile=str(data["profile"]),
                 adapter=str(data["adapter"]),
@@ -202,6 +225,11 @@ class DeviceSpec:
                 manufacturer=str(data.get("manufacturer", "HomeVitals Simulated Devices")),
                 model=data.get("model"),
                 firmware=str(data.get("firmware", "1.0.0")),
+                session_start=None if start is None else datetime.fromisoformat(start),
+                time_zone_minutes=data.get("time_zone_minutes", 0),
+                dst_offset=DstOffset(data.get("dst_offset", DstOffset.STANDARD_TIME.value)),
+                e2e_crc=bool(data.get("e2e_crc", False)),
+                session_run_time_h=int(data.get("session_run_time_h", 336)),
             )
         except (KeyError, TypeError, ValueError) as e:
             if isinstance(e, DeviceSpecError):
