@@ -1,8 +1,9 @@
 """The FastAPI application: ``create_app(settings, provision_gateway)``.
 
-Run it with uvicorn's factory mode, e.g. from the CLI, which passes a function that
-writes a gateway's MQTT username/password into the broker's password file and reloads
-the broker.
+The CLI (``homevitals api run``) builds it with a function that writes a gateway's MQTT
+username/password into the broker's password file.  ``app_from_env`` is the factory for
+running uvicorn directly, with workers: ``uvicorn --factory api.main:app_from_env
+--workers 4`` and ``HOMEVITALS_API_*`` in the environment.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from api.core.config import ApiSettings
 from api.core.db import get_pool
 from api.core.errors import ErrorOut, FieldError
-from api.core.security import RateLimiter
+from api.core.throttle import Throttle
 from api.dashboard.routes import router as dashboard_router
 from api.fhir.resources import operation_outcome_response
 from api.fhir.routes import router as fhir_router
@@ -146,9 +147,12 @@ def create_app(
     app.state.settings = settings
     app.state.pool = None
     app.state.provision_gateway = provision_gateway
-    app.state.login_limiter = RateLimiter(settings.login_max_failures, settings.login_window_s)
-    app.state.register_limiter = RateLimiter(
-        settings.register_max_attempts, settings.login_window_s
+    # In the database, so the limits hold across worker processes and restarts.
+    app.state.login_throttle = Throttle(
+        "login", settings.login_max_failures, settings.login_window_s
+    )
+    app.state.register_throttle = Throttle(
+        "register", settings.register_max_attempts, settings.login_window_s
     )
     _install_error_handlers(app)
 
@@ -177,7 +181,14 @@ def create_app(
     return app
 
 
-def _include_optional(app: FastAPI) -> None:
+def app_from_env() -> FastAPI:
+    """uvicorn factory (``factory=True``; needed for ``workers`` > 1, where each worker
+    process builds its own app): settings from ``HOMEVITALS_API_*``.  No broker
+    provisioning: gateways enrolled through this app get no MQTT account unless the
+    broker is provisioned otherwise (``homevitals api run`` provisions the local one)."""
+    return create_app(ApiSettings())
 
+
+def _include_optional(app: FastAPI) -> None:
     app.include_router(fhir_router, prefix=FHIR_PREFIX)
     app.include_router(dashboard_router, prefix=DASHBOARD_PREFIX)

@@ -202,6 +202,17 @@ class DeviceAssignIn(Model):
 
 # --- readings ----------------------------------------------------------------------------
 
+# What the device reported beyond the main values, as ingest stored it (the wire's
+# ``details``: scalar values only), e.g. {"sample_type": "capillary_plasma",
+# "sample_location": "finger"} for a fingerstick, {"user_id": 1} for a cuff.
+ReadingDetails = Annotated[
+    dict[str, int | float | str | bool | None] | None,
+    Field(
+        description="what the device reported beyond the main values (sample type and"
+        " location, device user, time offset, ...); null when it reported nothing more"
+    ),
+]
+
 
 class GlucoseReadingOut(BaseModel):
     time: datetime
@@ -213,6 +224,13 @@ class GlucoseReadingOut(BaseModel):
     device_time: str | None
     skew_s: float | None
     gateway_id: str | None
+    trend_mgdl_min: float | None = Field(
+        default=None, description="CGM trend, mg/dL per minute (CGM records that carry it)"
+    )
+    quality_pct: float | None = Field(
+        default=None, description="CGM quality, % (CGM records that carry it)"
+    )
+    details: ReadingDetails = None
 
 
 class BpReadingOut(BaseModel):
@@ -227,6 +245,7 @@ class BpReadingOut(BaseModel):
     device_time: str | None
     skew_s: float | None
     gateway_id: str | None
+    details: ReadingDetails = None
 
 
 class BodyReadingOut(BaseModel):
@@ -239,6 +258,7 @@ class BodyReadingOut(BaseModel):
     device_time: str | None
     skew_s: float | None
     gateway_id: str | None
+    details: ReadingDetails = None
 
 
 class GlucoseBucketOut(BaseModel):

@@ -2,12 +2,30 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from homevitals.config import Settings, load_settings
+
+if TYPE_CHECKING:
+    pass
+
+# Import string of the uvicorn factory below: worker processes import it by name.
+APP_FACTORY = "homevitals.cli_api:app_from_env"
+
+
+def jwt_secret_file(settings: Settings) -> Path:
+    """The API's signing key, generated on first use (state directory, mode 0600)."""
+    from homevitals.services.system import read_or_create_secret
+
+    path = settings.state_dir.resolve() / "secrets" / "api_jwt_secret"
+    read_or_create_secret(path, nbytes=48)
+    return path
 
 
 def build_app(settings: Settings) -> Any:
@@ -15,16 +33,13 @@ def build_app(settings: Settings) -> Any:
     from api.core.config import ApiSettings
     from api.main import create_app
     from homevitals.services.manager import endpoints, local_mosquitto
-    from homevitals.services.system import read_or_create_secret
 
     found = endpoints(settings)
-    secret_file = settings.state_dir.resolve() / "secrets" / "api_jwt_secret"
-    read_or_create_secret(secret_file, nbytes=48)
+    secret_file = jwt_secret_file(settings)
     provision = None
     mqtt_public = None
     if settings.uses_local_broker:
-        broker = local_mosquitto(settings)
-        provision = broker.set_user
+        provision = local_mosquitto(settings).set_user  # locks the password file itself
         mqtt_public = f"mqtt://127.0.0.1:{settings.mqtt_port}"
     api_settings = ApiSettings(
         database_url=found.database_url,
@@ -41,21 +56,64 @@ def api() -> None:
     """The HTTP API (/api/v1, FHIR R4 under /fhir) and the clinician dashboard."""
 
 
+def app_from_env() -> Any:
+    """uvicorn factory for ``homevitals api run``: every worker process builds its app
+    from the same ``HOMEVITALS_*`` environment (and ``homevitals.toml``) as the command,
+    with the log set-up the command exported."""
+    from gateway.logs import setup_logging
+
+    setup_logging(
+        os.environ.get("HOMEVITALS_LOG_LEVEL", "WARNING"),
+        json_lines=os.environ.get("HOMEVITALS_JSON_LOGS", "") == "1",
+    )
+    return build_app(load_settings())
+
+
+def _export_for_workers(host: str | None) -> Settings:
+    """Put what the command line decided into the environment the workers inherit."""
+    if host is not None:
+        os.environ["HOMEVITALS_API_HOST"] = host  # also decides the cookies' Secure flag
+    root = click.get_current_context().find_root().params
+    os.environ["HOMEVITALS_LOG_LEVEL"] = logging.getLevelName(logging.getLogger().level)
+    os.environ["HOMEVITALS_JSON_LOGS"] = "1" if root.get("json_logs") else "0"
+    return load_settings()
+
+
 @api.command("run")
 @click.option(
     "--host", default=None, help="Bind address (default HOMEVITALS_API_HOST or 127.0.0.1)."
 )
 @click.option("--port", type=int, default=None, help="Port (default HOMEVITALS_API_PORT or 8765).")
-def run(host: str | None, port: int | None) -> None:
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="uvicorn worker processes; each has its own database pool"
+    " (HOMEVITALS_API_POOL_MAX_SIZE connections at most).",
+)
+def run(host: str | None, port: int | None, workers: int) -> None:
     """Serve the API and dashboard with uvicorn."""
     import uvicorn
 
-    settings = load_settings()
-    if host is not None:
-        settings = settings.model_copy(update={"api_host": host})
+    settings = _export_for_workers(host)
+    # Before any worker starts: workers racing to create the key would each sign with
+    # their own, and tokens would fail on the other workers.
+    jwt_secret_file(settings)
+    # Built here even for several workers: bad settings fail now, with their message
+    # (a worker failing at start-up stops uvicorn's supervisor with exit status 0).
     app = build_app(settings)
+    # Several workers need an import string: each worker process builds its own app.
+    target: Any = app if workers == 1 else APP_FACTORY
     # log_config=None: uvicorn's loggers go through the root set-up (--log-level, --json-logs).
-    uvicorn.run(app, host=settings.api_host, port=port or settings.api_port, log_config=None)
+    uvicorn.run(
+        target,
+        factory=workers > 1,
+        host=settings.api_host,
+        port=port or settings.api_port,
+        workers=workers,
+        log_config=None,
+    )
 
 
 @api.command("add-user")

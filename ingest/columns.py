@@ -325,7 +325,8 @@ def uuid_bytes(ids: list[str]) -> list[bytes]:
 
 def details_jsonb(details: dict[str, Any]) -> bytes | None:
     """A reading's details as a binary-COPY jsonb field (version byte 1, then the JSON
-    text), so psycopg copies bytes in C; None for the usual empty dict."""
+    text), so psycopg copies bytes in C; None for the usual empty dict.  (A ``str`` given
+    to psycopg's jsonb dumper would be stored as a JSON *string*, not an object.)"""
     return b"\x01" + orjson.dumps(details) if details else None
 
 
@@ -402,7 +403,7 @@ def body_rows(flat: Flat, idx: list[int], patients: list[int | None]) -> list[tu
                 r.device,
                 patient,
                 r.kind.value,
-                orjson.dumps({c.value: v for c, v in r.values.items()}).decode(),
+                b"\x01" + orjson.dumps({c.value: v for c, v in r.values.items()}),
                 r.conditions,
                 r.device_time,
                 r.skew_s,

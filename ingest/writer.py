@@ -83,7 +83,7 @@ COPY_TYPES: dict[str, list[str]] = {
         "text",
         "int8",
         "text",
-        "jsonb",
+        JSONB_AS_BYTES,
         "text[]",
         "text",
         "float8",

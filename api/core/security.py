@@ -1,5 +1,5 @@
-"""Passwords (argon2id), JWT access tokens, opaque refresh tokens, one-time codes, CSRF
-tokens and the login rate limiter.
+"""Passwords (argon2id), JWT access tokens, opaque refresh tokens, one-time codes and CSRF
+tokens (attempt limits: ``api.core.throttle``).
 
 * Access tokens: HS256 JWT, short-lived (15 min by default), carrying the principal's
   id, role and (for patients) patient id.  ``typ`` distinguishes API access tokens from
@@ -15,10 +15,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-import threading
-import time
 import uuid
-from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -146,43 +143,3 @@ def csrf_token(secret: bytes, session_id: str) -> str:
 
 def csrf_valid(secret: bytes, session_id: str, token: str) -> bool:
     return hmac.compare_digest(csrf_token(secret, session_id), token)
-
-
-class RateLimiter:
-    """Sliding-window failure counter per key (in process memory).
-
-    Per-process: behind several API workers each keeps its own window, so the effective
-    limit is workers x ``max_events``; good enough against online guessing, documented.
-    """
-
-    def __init__(self, max_events: int, window_s: float) -> None:
-        self.max_events = max_events
-        self.window_s = window_s
-        self._events: dict[str, deque[float]] = {}
-        self._lock = threading.Lock()
-
-    def _prune(self, key: str, now: float) -> deque[float]:
-        events = self._events.setdefault(key, deque())
-        while events and events[0] <= now - self.window_s:
-            events.popleft()
-        return events
-
-    def retry_after(self, key: str) -> int | None:
-        """Seconds to wait if ``key`` is over its limit, else None."""
-        now = time.monotonic()
-        with self._lock:
-            events = self._prune(key, now)
-            if len(events) >= self.max_events:
-                return max(1, int(events[0] + self.window_s - now) + 1)
-            if not events:
-                self._events.pop(key, None)
-        return None
-
-    def hit(self, key: str) -> None:
-        now = time.monotonic()
-        with self._lock:
-            self._prune(key, now).append(now)
-
-    def reset(self, key: str) -> None:
-        with self._lock:
-            self._events.pop(key, None)

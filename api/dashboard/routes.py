@@ -177,7 +177,7 @@ def login(
         user = authenticate(
             conn,
             settings,
-            request.app.state.login_limiter,
+            request.app.state.login_throttle,
             username,
             password,
             audit.client_ip(request),

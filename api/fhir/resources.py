@@ -6,6 +6,8 @@ Mapping (see docs/api.md, "FHIR"):
 * Glucose: fingerstick 2339-0 (mg/dL) or 15074-8 (mmol/L, when the meter reported
   mmol/L), CGM 99504-3 (mg/dL, HL7 CGM IG); category laboratory.  HI/LO results without
   a number carry ``dataAbsentReason`` and an H/L interpretation.
+* A fingerstick's sample location -> ``bodySite`` (SNOMED CT), its sample type -> a
+  contained Specimen (``glucose_sample``).
 * Blood pressure: panel 85354-9 with components 8480-6 / 8462-4 (and 8478-0 mean
   arterial) in ``mm[Hg]``; pulse as a separate heart-rate Observation 8867-4 ``/min``;
   category vital-signs.  UCUM system http://unitsofmeasure.org throughout.
@@ -28,6 +30,7 @@ from typing import Any
 import orjson
 from fastapi.responses import Response
 
+from api.fhir.glucose_sample import add_sample
 from device_profiles.model import MGDL_PER_MMOLL
 
 FHIR_JSON = "application/fhir+json"
@@ -215,6 +218,8 @@ def glucose_observation(row: dict[str, Any]) -> dict[str, Any]:
         obs["valueQuantity"] = _quantity(mmol, "mmol/L", "mmol/L")
     else:
         obs["valueQuantity"] = _quantity(row["mgdl"], "mg/dL", "mg/dL")
+    if row["source"] == "smbg":
+        add_sample(obs, row.get("details"), row["patient_id"])
     return obs
 
 

@@ -247,7 +247,7 @@ def search_devices(
 
 GLUCOSE_COLS = (
     "reading_id, time, device_id, patient_id, gateway_id, skew_s, device_time, conditions,"
-    " source, mgdl, original_value, original_unit"
+    " source, mgdl, original_value, original_unit, details"
 )
 BP_COLS = (
     "reading_id, time, device_id, patient_id, gateway_id, skew_s, device_time, conditions,"

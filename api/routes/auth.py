@@ -15,13 +15,13 @@ from api.core.config import ApiSettings
 from api.core.errors import COMMON, PUBLIC, TOO_MANY, UNAUTHORIZED
 from api.core.principal import Principal
 from api.core.security import (
-    RateLimiter,
     TokenType,
     create_token,
     digest,
     new_refresh_token,
     verify_password,
 )
+from api.core.throttle import Throttle, Throttled
 from api.deps import ConnDep, CurrentUser, SettingsDep
 from api.schemas import RefreshIn, TokenPair, UserOut
 
@@ -42,9 +42,9 @@ def user_out(row: tuple[Any, ...]) -> UserOut:
     )
 
 
-def login_limiter(request: Request) -> RateLimiter:
-    limiter: RateLimiter = request.app.state.login_limiter
-    return limiter
+def login_throttle(request: Request) -> Throttle:
+    throttle: Throttle = request.app.state.login_throttle
+    return throttle
 
 
 def _audit_refused(
@@ -65,21 +65,25 @@ def _audit_refused(
 def authenticate(
     conn: psycopg.Connection[Any],
     settings: ApiSettings,
-    limiter: RateLimiter,
+    throttle: Throttle,
     username: str,
     password: str,
     ip: str | None,
 ) -> Principal:
-    """Check a username/password with rate limiting per username+IP; audits the outcome."""
+    """Check a username/password with rate limiting per username+IP; audits the outcome.
+
+    The attempt is counted before the password is checked (see ``api.core.throttle``)
+    and forgotten, with the key's earlier failures, when it succeeds."""
     key = f"{username.lower()}|{ip}"
-    wait = limiter.retry_after(key)
-    if wait is not None:
+    try:
+        throttle.acquire(conn, key)
+    except Throttled as exc:
         _audit_refused(conn, username, ip, status.HTTP_429_TOO_MANY_REQUESTS, "rate limited")
         raise HTTPException(
             status.HTTP_429_TOO_MANY_REQUESTS,
-            f"too many failed sign-ins; retry in {wait} s",
-            headers={"Retry-After": str(wait)},
-        )
+            f"too many failed sign-ins; retry in {exc.retry_after} s",
+            headers={"Retry-After": str(exc.retry_after)},
+        ) from exc
     row = conn.execute(
         "SELECT id, username, role, patient_id, password_hash, active FROM users"
         " WHERE lower(username) = lower(%s)",
@@ -87,14 +91,13 @@ def authenticate(
     ).fetchone()
     ok = verify_password(password, row[4] if row else None)
     if row is None or not ok or not row[5]:
-        limiter.hit(key)
         _audit_refused(conn, username, ip, status.HTTP_401_UNAUTHORIZED, "bad credentials")
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
             "incorrect username or password",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    limiter.reset(key)
+    throttle.reset(conn, key)
     principal = Principal(row[2], row[1], int(row[0]), row[3])
     audit.write(conn, principal, "auth.login", ip=ip, patient_id=row[3])
     return principal
@@ -158,9 +161,13 @@ def login(
     request: Request,
 ) -> TokenPair:
     """Exchange username and password for a 15-minute access token and a refresh token."""
-    limiter = login_limiter(request)
     user = authenticate(
-        conn, settings, limiter, form.username, form.password, audit.client_ip(request)
+        conn,
+        settings,
+        login_throttle(request),
+        form.username,
+        form.password,
+        audit.client_ip(request),
     )
     return issue_tokens(conn, settings, user)
 

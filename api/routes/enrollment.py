@@ -23,7 +23,6 @@ from api.core import audit
 from api.core.errors import BAD_REQUEST, COMMON, CONFLICT, PUBLIC, TOO_MANY, UNAUTHORIZED
 from api.core.principal import Principal
 from api.core.security import (
-    RateLimiter,
     create_token,
     digest,
     hash_password,
@@ -31,6 +30,7 @@ from api.core.security import (
     normalize_code,
     verify_password,
 )
+from api.core.throttle import Throttle, Throttled
 from api.deps import ConnDep, PrincipalDep, SettingsDep
 from api.routes.auth import USER_COLUMNS, user_out
 from api.schemas import (
@@ -55,12 +55,12 @@ BAD_GATEWAY_CODE = "invalid enrolment code"
 ProvisionGateway = Callable[[str, str], None]
 
 
-def register_limiter(request: Request) -> RateLimiter:
-    limiter: RateLimiter = request.app.state.register_limiter
-    return limiter
+def register_throttle(request: Request) -> Throttle:
+    throttle: Throttle = request.app.state.register_throttle
+    return throttle
 
 
-LimiterDep = Annotated[RateLimiter, Depends(register_limiter)]
+ThrottleDep = Annotated[Throttle, Depends(register_throttle)]
 
 
 def _same_text(a: str | None, b: str) -> bool:
@@ -70,14 +70,17 @@ def _same_text(a: str | None, b: str) -> bool:
     return a is not None and norm(a) == norm(b)
 
 
-def _throttle(limiter: RateLimiter, key: str) -> None:
-    wait = limiter.retry_after(key)
-    if wait is not None:
+def _attempt(throttle: Throttle, conn: psycopg.Connection[Any], key: str) -> datetime:
+    """Count an attempt (429 when over the limit); successes are forgiven afterwards, so
+    only failures count, as the limit promises."""
+    try:
+        return throttle.acquire(conn, key)
+    except Throttled as exc:
         raise HTTPException(
             status.HTTP_429_TOO_MANY_REQUESTS,
-            f"too many attempts; retry in {wait} s",
-            headers={"Retry-After": str(wait)},
-        )
+            f"too many attempts; retry in {exc.retry_after} s",
+            headers={"Retry-After": str(exc.retry_after)},
+        ) from exc
 
 
 @router.post(
@@ -87,11 +90,12 @@ def _throttle(limiter: RateLimiter, key: str) -> None:
     summary="Patient registration with the clinic's activation code",
     responses={**PUBLIC, **CONFLICT, **TOO_MANY},
 )
-def register(body: RegisterIn, conn: ConnDep, limiter: LimiterDep, request: Request) -> UserOut:
+def register(body: RegisterIn, conn: ConnDep, throttle: ThrottleDep, request: Request) -> UserOut:
     ip = audit.client_ip(request)
     key = f"register|{ip}"
-    _throttle(limiter, key)
+    attempt = _attempt(throttle, conn, key)
     problem: tuple[int, str] | None = None
+    registered: UserOut | None = None
     with conn.transaction():
         row = conn.execute(
             "SELECT c.id, c.patient_id, c.expires_at, c.used_at, p.given_name, p.family_name,"
@@ -138,9 +142,11 @@ def register(body: RegisterIn, conn: ConnDep, limiter: LimiterDep, request: Requ
                     patient_id=int(row[1]),
                     resource=f"user/{created[0]}",
                 )
-                return user_out(created)
+                registered = user_out(created)
+    if registered is not None:
+        throttle.forgive(conn, key, attempt)
+        return registered
     assert problem is not None
-    limiter.hit(key)
     audit.write(
         conn, None, "auth.register", ip=ip, status=problem[0], detail={"reason": problem[1][:60]}
     )
@@ -158,7 +164,7 @@ def enroll_gateway(
     body: GatewayEnrollIn,
     conn: ConnDep,
     settings: SettingsDep,
-    limiter: LimiterDep,
+    throttle: ThrottleDep,
     request: Request,
 ) -> GatewayEnrolled:
     """Registers the gateway to the code's patient, returns its MQTT credentials (shown
@@ -166,35 +172,50 @@ def enroll_gateway(
     the devices already paired on it.  Devices paired later are bound by ingest."""
     ip = audit.client_ip(request)
     key = f"enroll|{ip}"
-    _throttle(limiter, key)
+    attempt = _attempt(throttle, conn, key)
     provision: ProvisionGateway | None = request.app.state.provision_gateway
     problem: tuple[int, str] | None = None
-    with conn.transaction():
-        row = conn.execute(
-            "SELECT id, patient_id, expires_at, used_at FROM gateway_enrollment_codes"
-            " WHERE code_hash = %s FOR UPDATE",
-            (digest(normalize_code(body.enrollment_code)),),
-        ).fetchone()
-        gateway_id = body.gateway_id or f"gw-{secrets.token_hex(5)}"
-        if row is None:
-            problem = (400, BAD_GATEWAY_CODE)
-        elif row[3] is not None:
-            problem = (400, "this enrolment code was already used")
-        elif row[2] <= datetime.now(UTC):
-            problem = (400, "this enrolment code has expired")
-        else:
-            owner = conn.execute(
-                "SELECT patient_id FROM gateways WHERE id = %s FOR UPDATE", (gateway_id,)
+    enrolled: GatewayEnrolled | None = None
+    try:
+        with conn.transaction():
+            row = conn.execute(
+                "SELECT id, patient_id, expires_at, used_at FROM gateway_enrollment_codes"
+                " WHERE code_hash = %s FOR UPDATE",
+                (digest(normalize_code(body.enrollment_code)),),
             ).fetchone()
-            if owner is not None and owner[0] is not None and owner[0] != row[1]:
-                problem = (409, f"gateway {gateway_id} is enrolled to another patient")
-        if problem is None:
-            assert row is not None
-            patient_id = int(row[1])
-            return _enroll(
-                conn, settings.mqtt_public_url, provision, gateway_id, patient_id, int(row[0]), ip
-            )
-    limiter.hit(key)
+            gateway_id = body.gateway_id or f"gw-{secrets.token_hex(5)}"
+            if row is None:
+                problem = (400, BAD_GATEWAY_CODE)
+            elif row[3] is not None:
+                problem = (400, "this enrolment code was already used")
+            elif row[2] <= datetime.now(UTC):
+                problem = (400, "this enrolment code has expired")
+            else:
+                owner = conn.execute(
+                    "SELECT patient_id FROM gateways WHERE id = %s FOR UPDATE", (gateway_id,)
+                ).fetchone()
+                if owner is not None and owner[0] is not None and owner[0] != row[1]:
+                    problem = (409, f"gateway {gateway_id} is enrolled to another patient")
+            if problem is None:
+                assert row is not None
+                patient_id = int(row[1])
+                enrolled = _enroll(
+                    conn,
+                    settings.mqtt_public_url,
+                    provision,
+                    gateway_id,
+                    patient_id,
+                    int(row[0]),
+                    ip,
+                )
+    except HTTPException:
+        # Only the broker provisioning raises here: its failure is not the caller's.
+        throttle.forgive(conn, key, attempt)
+        raise
+    if enrolled is not None:
+        throttle.forgive(conn, key, attempt)
+        return enrolled
+    assert problem is not None
     audit.write(
         conn, None, "gateway.enroll", ip=ip, status=problem[0], detail={"reason": problem[1]}
     )
@@ -260,17 +281,17 @@ def gateway_token(
     body: GatewayTokenIn, conn: ConnDep, settings: SettingsDep, request: Request
 ) -> TokenPair:
     ip = audit.client_ip(request)
-    limiter: RateLimiter = request.app.state.login_limiter
+    throttle: Throttle = request.app.state.login_throttle
     key = f"gw:{body.gateway_id}|{ip}"
-    _throttle(limiter, key)
+    attempt = _attempt(throttle, conn, key)
     row = conn.execute(
         "SELECT c.secret_hash, g.patient_id FROM gateway_credentials c"
         " JOIN gateways g ON g.id = c.gateway_id WHERE c.gateway_id = %s AND c.revoked_at IS NULL",
         (body.gateway_id,),
     ).fetchone()
     if not verify_password(body.secret, row[0] if row else None) or row is None:
-        limiter.hit(key)
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "invalid gateway credentials")
+    throttle.forgive(conn, key, attempt)
     token, _ = create_token(
         settings.secret,
         subject=body.gateway_id,

@@ -134,7 +134,9 @@ def glucose_readings(
         page,
         "SELECT count(*)" + GLUCOSE_WHERE,
         "SELECT time, reading_id, device_id, source, mgdl, conditions, device_time, skew_s,"
-        " gateway_id" + GLUCOSE_WHERE + " ORDER BY time, reading_id",
+        " gateway_id, trend_mgdl_min, quality_pct, details"
+        + GLUCOSE_WHERE
+        + " ORDER BY time, reading_id",
         source=source,
     )
     scope.audit(
@@ -199,7 +201,9 @@ def bp_readings(
         page,
         "SELECT count(*)" + BP_WHERE,
         "SELECT time, reading_id, device_id, systolic, diastolic, mean_arterial, pulse,"
-        " conditions, device_time, skew_s, gateway_id" + BP_WHERE + " ORDER BY time, reading_id",
+        " conditions, device_time, skew_s, gateway_id, details"
+        + BP_WHERE
+        + " ORDER BY time, reading_id",
     )
     scope.audit(
         "readings.blood_pressure",
@@ -265,8 +269,8 @@ def body_readings(
         span,
         page,
         "SELECT count(*)" + BODY_WHERE,
-        "SELECT time, reading_id, device_id, kind, components, conditions, device_time, skew_s,"
-        " gateway_id" + BODY_WHERE + " ORDER BY time, reading_id",
+        "SELECT time, reading_id, device_id, kind, components, conditions, device_time,"
+        " skew_s, gateway_id, details" + BODY_WHERE + " ORDER BY time, reading_id",
         kind=kind,
     )
     scope.audit(

@@ -8,10 +8,13 @@ may only read gateway topics.  Credentials are generated into the state director
 from __future__ import annotations
 
 import base64
+import fcntl
 import hashlib
 import os
 import signal
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -146,11 +149,10 @@ class LocalMosquitto:
         self.conf.write_text("\n".join(lines) + "\n")
         if not self.acl.is_file():
             self.acl.write_text(ACL.format(ingest=INGEST_USER, admin=ADMIN_USER))
-        users = self._read_users()
-        for account in (INGEST_USER, ADMIN_USER):
-            if account not in users:
-                users[account] = hash_password(self.password_for(account))
-        self._write_users(users)
+        with self._users() as users:
+            for account in (INGEST_USER, ADMIN_USER):
+                if account not in users:
+                    users[account] = hash_password(self.password_for(account))
 
     def _read_users(self) -> dict[str, str]:
         if not self.passwd.is_file():
@@ -169,19 +171,27 @@ class LocalMosquitto:
         os.replace(tmp, self.passwd)
         chown_tree(self.base, self.user)
 
+    @contextmanager
+    def _users(self) -> Iterator[dict[str, str]]:
+        """The accounts, read and rewritten under an exclusive lock: API workers enrolling
+        gateways at once (processes or threads) each rewrite the one password file."""
+        with self.passwd.with_suffix(".lock").open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+            users = self._read_users()
+            before = dict(users)
+            yield users
+            if users != before:
+                self._write_users(users)
+
     def set_user(self, username: str, password: str) -> None:
         """Add or replace credentials (a gateway's) and make the broker reload them."""
-        users = self._read_users()
-        users[username] = hash_password(password)
-        self._write_users(users)
-        self.reload()
+        self.set_users({username: password})
 
     def set_users(self, accounts: dict[str, str]) -> None:
         """Add or replace many credentials with one rewrite and one reload."""
-        users = self._read_users()
-        for username, password in accounts.items():
-            users[username] = hash_password(password)
-        self._write_users(users)
+        with self._users() as users:
+            for username, password in accounts.items():
+                users[username] = hash_password(password)
         self.reload()
 
     def provision_gateway(self, gateway_id: str) -> str:
@@ -191,9 +201,9 @@ class LocalMosquitto:
         return self.url_for(gateway_id, password)
 
     def remove_user(self, username: str) -> None:
-        users = self._read_users()
-        if users.pop(username, None) is not None:
-            self._write_users(users)
+        with self._users() as users:
+            removed = users.pop(username, None) is not None
+        if removed:
             self.reload()
 
     def reload(self) -> None:

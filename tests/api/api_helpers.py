@@ -1,4 +1,4 @@
-"""Shared helpers of the API tests: the seeded clinic and sign-in."""
+"""Shared helpers of the API tests: the seeded clinic, sign-in, FHIR validation."""
 
 from __future__ import annotations
 
@@ -10,6 +10,14 @@ from typing import Any
 import numpy as np
 import psycopg
 from fastapi.testclient import TestClient
+from fhir.resources.R4B.bundle import Bundle
+from fhir.resources.R4B.capabilitystatement import CapabilityStatement
+from fhir.resources.R4B.device import Device
+from fhir.resources.R4B.flag import Flag
+from fhir.resources.R4B.observation import Observation
+from fhir.resources.R4B.operationoutcome import OperationOutcome
+from fhir.resources.R4B.patient import Patient
+from fhir.resources.R4B.specimen import Specimen
 
 from api.bootstrap import add_to_panel, create_user
 from ingest.patients import attach_gateway, upsert_patient
@@ -210,3 +218,34 @@ class Auth:
                 "Authorization": f"Bearer {self.token(username)['access_token']}"
             }
         return self._headers[username]
+
+
+FHIR_MODELS: dict[str, Any] = {
+    "Patient": Patient,
+    "Device": Device,
+    "Observation": Observation,
+    "Specimen": Specimen,
+    "Flag": Flag,
+    "Bundle": Bundle,
+    "OperationOutcome": OperationOutcome,
+    "CapabilityStatement": CapabilityStatement,
+}
+
+
+def _validate_resource(resource: dict[str, Any]) -> None:
+    FHIR_MODELS[resource["resourceType"]].model_validate(resource)
+    for inner in resource.get("contained", []):
+        _validate_resource(inner)
+
+
+def validated(response: Any, status: int = 200) -> dict[str, Any]:
+    """The FHIR body of ``response``, validated with fhir.resources (R4B models), with
+    the entries of a Bundle and contained resources."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/fhir+json")
+    body: dict[str, Any] = response.json()
+    _validate_resource(body)
+    if body["resourceType"] == "Bundle":
+        for entry in body.get("entry", []):
+            _validate_resource(entry["resource"])
+    return body

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import psycopg
 import pytest
 from api_helpers import PASSWORD, Auth, Clinic
 from fastapi.testclient import TestClient
@@ -31,7 +32,9 @@ def test_login_gives_short_lived_access_and_rotating_refresh(
     assert after.status_code == 401
 
 
-def test_bad_password_and_rate_limit(client: TestClient, clinic: Clinic) -> None:
+def test_bad_password_and_rate_limit(
+    client: TestClient, clinic: Clinic, db: psycopg.Connection[Any]
+) -> None:
     user = clinic.user_b
     for _ in range(5):
         r = client.post("/api/v1/auth/token", data={"username": user, "password": "wrong-password"})
@@ -45,7 +48,7 @@ def test_bad_password_and_rate_limit(client: TestClient, clinic: Clinic) -> None
         "/api/v1/auth/token", data={"username": clinic.dr_ray, "password": PASSWORD}
     )
     assert other.status_code == 200
-    client.app.state.login_limiter.reset(f"{user.lower()}|testclient")  # type: ignore[attr-defined]
+    client.app.state.login_throttle.reset(db, f"{user.lower()}|testclient")  # type: ignore[attr-defined]
 
 
 def test_missing_and_garbage_tokens(client: TestClient, clinic: Clinic) -> None:

@@ -119,7 +119,7 @@ def test_full_enrolment_flow(
 
 
 def test_wrong_details_do_not_reveal_the_mrn(
-    client: TestClient, auth: Auth, clinic: Clinic
+    client: TestClient, auth: Auth, clinic: Clinic, db: psycopg.Connection[Any]
 ) -> None:
     created = _new_patient(client, auth, clinic)
     code = created["activation"]["code"]
@@ -133,7 +133,7 @@ def test_wrong_details_do_not_reveal_the_mrn(
     assert "do not match" in details.pop()
     # The right details still work afterwards (a failed attempt does not burn the code).
     assert _register(client, created, code).status_code == 201
-    client.app.state.register_limiter.reset("register|testclient")  # type: ignore[attr-defined]
+    client.app.state.register_throttle.reset(db, "register|testclient")  # type: ignore[attr-defined]
 
 
 def test_expired_codes(
@@ -171,7 +171,7 @@ def test_expired_codes(
     assert r.status_code == 400 and "expired" in r.json()["detail"]
     r = client.post("/api/v1/gateways/enroll", json={"enrollment_code": "ZZZZ-ZZZZ-ZZZZ"})
     assert r.status_code == 400 and r.json()["detail"] == "invalid enrolment code"
-    client.app.state.register_limiter.reset("enroll|testclient")  # type: ignore[attr-defined]
+    client.app.state.register_throttle.reset(db, "enroll|testclient")  # type: ignore[attr-defined]
 
 
 def test_duplicate_mrn_and_staff_only_creation(

@@ -7,37 +7,8 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
-from api_helpers import Auth, Clinic
+from api_helpers import Auth, Clinic, validated
 from fastapi.testclient import TestClient
-from fhir.resources.R4B.bundle import Bundle
-from fhir.resources.R4B.capabilitystatement import CapabilityStatement
-from fhir.resources.R4B.device import Device
-from fhir.resources.R4B.flag import Flag
-from fhir.resources.R4B.observation import Observation
-from fhir.resources.R4B.operationoutcome import OperationOutcome
-from fhir.resources.R4B.patient import Patient
-
-MODELS: dict[str, Any] = {
-    "Patient": Patient,
-    "Device": Device,
-    "Observation": Observation,
-    "Flag": Flag,
-    "Bundle": Bundle,
-    "OperationOutcome": OperationOutcome,
-    "CapabilityStatement": CapabilityStatement,
-}
-
-
-def validated(response: Any, status: int = 200) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/fhir+json")
-    body: dict[str, Any] = response.json()
-    MODELS[body["resourceType"]].model_validate(body)
-    if body["resourceType"] == "Bundle":
-        for entry in body.get("entry", []):
-            resource = entry["resource"]
-            MODELS[resource["resourceType"]].model_validate(resource)
-    return body
 
 
 def test_metadata(client: TestClient) -> None:

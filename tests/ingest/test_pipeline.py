@@ -12,6 +12,7 @@ import pytest
 from device_profiles.model import Component, Condition, Kind
 from ingest import wire
 from ingest.deadletters import UNKNOWN_DEVICE_PREFIX, reprocess
+from ingest.migrations import available
 from ingest.patients import enroll_patient
 from ingest.pipeline import Message, process
 from ingest.registry import BindingCache
@@ -255,3 +256,38 @@ def test_a_component_foreign_to_its_kind_is_dead_lettered(conn: Any, database_ur
         "SELECT reason FROM dead_letters WHERE device_id = %s ORDER BY id DESC LIMIT 1", (dev,)
     ).fetchone()
     assert reason == ("blood_pressure reading with cuff_pressure (not one of its components)",)
+
+
+def test_body_components_are_stored_as_a_json_object(conn: Any, database_url: str) -> None:
+    gw, dev = "gw-pipe-body", "dev-pipe-body"
+    enroll_patient(database_url, "pt-pipe-body", [gw])
+    cache = BindingCache()
+    process(conn, [paired_message(gw, dev)], cache)
+    local = T0.replace(tzinfo=None).isoformat()
+    weight = wire.Reading(
+        id=wire.reading_id(dev, Kind.WEIGHT, local, None),
+        device=dev,
+        kind=Kind.WEIGHT,
+        time=T0,
+        values={Component.WEIGHT: 72.5, Component.BMI: 23.1},
+    )
+    process(conn, [readings_message(gw, [weight])], cache)
+    assert conn.execute(
+        "SELECT jsonb_typeof(components), components FROM body_readings WHERE device_id = %s",
+        (dev,),
+    ).fetchone() == ("object", {"weight": 72.5, "bmi": 23.1})
+
+
+def test_migration_0006_unwraps_components_stored_as_a_json_string(conn: Any) -> None:
+    """What ingest wrote before the fix: the object's text as a jsonb string scalar."""
+    rid = "00000000-0000-5000-8000-0000000b0d1e"
+    conn.execute(
+        "INSERT INTO body_readings (time, reading_id, device_id, kind, components)"
+        " VALUES (%s, %s, 'dev-pre-0006', 'weight', to_jsonb(%s::text))",
+        (T0, rid, '{"weight": 80.2}'),
+    )
+    [fix] = [m for m in available() if m.version == 6]
+    conn.execute(fix.sql)
+    assert conn.execute(
+        "SELECT components FROM body_readings WHERE reading_id = %s", (rid,)
+    ).fetchone() == ({"weight": 80.2},)
