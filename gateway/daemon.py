@@ -180,14 +180,15 @@ class GatewayDaemon:
             schedule.synced_once = True
             schedule.due = now + settings.resync_interval_s
             log.info(
-                "%s: synced %d readings in %.2f s (battery %s%%, skew %s s, %d malformed, "
-                "%d duplicates)",
+                "%s: synced %d readings in %.2f s (battery %s%%, skew %s s, %d malformed "
+                "(%d newly reported), %d duplicates)",
                 paired.address,
                 result.readings,
                 result.elapsed_s,
                 result.battery_percent,
                 None if result.skew_s is None else round(result.skew_s, 1),
                 result.malformed,
+                result.reported,
                 result.duplicates,
                 extra={
                     "device": paired.address,
@@ -196,6 +197,7 @@ class GatewayDaemon:
                     "battery_percent": result.battery_percent,
                     "skew_s": None if result.skew_s is None else round(result.skew_s, 1),
                     "malformed": result.malformed,
+                    "malformed_reported": result.reported,
                     "duplicates": result.duplicates,
                 },
             )

@@ -12,8 +12,10 @@ import enum
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from struct import Struct
 from zoneinfo import ZoneInfo
 
+from device_profiles import uuids
 from device_profiles.cgm import (
     CgmSessionStartTime,
     encode_cgm_session_start_time,
@@ -27,6 +29,13 @@ from ingest.wire import Original, Reading, reading_id
 
 Parser = Callable[[bytes], tuple[Measurement, ...]]
 
+_U16_AT = Struct("<H").unpack_from
+# Glucose Measurement (GSS §3.104): flags u8, then the sequence number u16.
+_GLUCOSE_SEQ_AT = 1
+# CGM Measurement (CGMS §3.2.1): size u8, flags u8, glucose SFLOAT, then the time offset u16.
+_CGM_OFFSET_AT = 4
+_CGM_MIN_RECORD = 6
+
 
 def parser_for(profile: DeviceProfile) -> Parser:
     """The profile's parser (quirks applied by ``DeviceProfile.parse_measurement``),
@@ -37,6 +46,41 @@ def parser_for(profile: DeviceProfile) -> Parser:
         return result if isinstance(result, tuple) else (result,)
 
     return parse
+
+
+@dataclass(frozen=True, slots=True)
+class RecordNumber:
+    """What identifies a record to the RACP, read from bytes the parser rejected."""
+
+    seq: int | None = None  # Glucose Measurement sequence number
+    time_offset: int | None = None  # CGM Measurement time offset (minutes)
+
+    def __str__(self) -> str:
+        if self.seq is not None:
+            return f"seq {self.seq}"
+        if self.time_offset is not None:
+            return f"time offset {self.time_offset} min"
+        return "number unreadable"
+
+
+def readable_record_number(measurement_uuid: str, raw: bytes) -> RecordNumber:
+    """The RACP number of a rejected record, when its fixed position holds one.
+
+    A Glucose Measurement carries its sequence number at bytes 1-2 whatever its flags
+    say; a CGM Measurement its time offset at bytes 4-5, trusted only when the
+    notification is one size-framed record (several records in one notification, or a
+    size byte that does not frame it, give no number).  Whether the number can move the
+    cursor is the caller's decision (``gateway.sync.RecordBuffer``).
+    """
+    if measurement_uuid == uuids.GLUCOSE_MEASUREMENT and len(raw) >= _GLUCOSE_SEQ_AT + 2:
+        return RecordNumber(seq=_U16_AT(raw, _GLUCOSE_SEQ_AT)[0])
+    if (
+        measurement_uuid == uuids.CGM_MEASUREMENT
+        and len(raw) >= _CGM_MIN_RECORD
+        and raw[0] == len(raw)
+    ):
+        return RecordNumber(time_offset=_U16_AT(raw, _CGM_OFFSET_AT)[0])
+    return RecordNumber()
 
 
 @dataclass(frozen=True, slots=True)

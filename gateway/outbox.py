@@ -1,9 +1,10 @@
 """Durable outbox: readings and events wait here until the broker acknowledged them.
 
-Rows live in the gateway's SQLite file (``gateway/store.py``).  Readings are enqueued
-in the caller's transaction, the same one that advances the device cursor.  The
-publisher takes rows oldest first, batches consecutive rows of one kind into a wire
-message (``ingest.wire``) and deletes them only after the PUBACK.
+Rows live in the gateway's SQLite file (``gateway/store.py``).  Readings (and the
+events of malformed records) are enqueued in the caller's transaction, the same one
+that advances the device cursor.  The publisher takes rows oldest first, batches
+consecutive rows of one kind into a wire message (``ingest.wire``) and deletes them only
+after the PUBACK.
 
 The outbox is bounded (rows and bytes).  Beyond the bound the oldest rows are
 dropped, with an error log; a warning is logged once the outbox passes 80 % of it.
@@ -74,6 +75,18 @@ class Outbox:
         conn.executemany(
             "INSERT INTO outbox (kind, payload, created_at) VALUES (?, ?, ?)",
             [(READING, _encoder.encode(r), now) for r in readings],
+        )
+        self._enforce_bound(conn)
+
+    def enqueue_events(self, conn: sqlite3.Connection, events: Sequence[Event]) -> None:
+        """Add events inside the caller's transaction (e.g. a malformed device record,
+        committed with the readings and cursor of its download)."""
+        if not events:
+            return
+        now = time.time()
+        conn.executemany(
+            "INSERT INTO outbox (kind, payload, created_at) VALUES (?, ?, ?)",
+            [(EVENT, _encoder.encode(e), now) for e in events],
         )
         self._enforce_bound(conn)
 

@@ -48,6 +48,12 @@ CREATE TABLE IF NOT EXISTS device_errors (
     last_detail TEXT,
     PRIMARY KEY (address, kind)
 );
+CREATE TABLE IF NOT EXISTS reported_records (  -- malformed records already in the outbox
+    address TEXT NOT NULL,
+    digest TEXT NOT NULL,               -- of characteristic uuid + raw bytes
+    reported_at TEXT NOT NULL,
+    PRIMARY KEY (address, digest)
+);
 CREATE TABLE IF NOT EXISTS outbox (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     kind TEXT NOT NULL,                 -- reading | event
@@ -180,6 +186,7 @@ class DeviceStore:
         with self.db.transaction() as conn:
             cur = conn.execute("DELETE FROM devices WHERE address = ?", (address,))
             conn.execute("DELETE FROM device_errors WHERE address = ?", (address,))
+            conn.execute("DELETE FROM reported_records WHERE address = ?", (address,))
             return cur.rowcount > 0
 
     def get(self, address: str) -> PairedDevice | None:
@@ -262,6 +269,18 @@ class DeviceStore:
                 "last_detail = excluded.last_detail",
                 (address, kind, _iso(utc_now()), detail[:500]),
             )
+
+    def first_report(self, conn: sqlite3.Connection, address: str, digest: str) -> bool:
+        """Remember that a malformed record was put in the outbox (inside the caller's
+        transaction, the one that enqueues its event); False if it already was: a meter
+        that sends it again (ignoring the RACP filter, or a newest record whose number
+        cannot be read) is not reported twice."""
+        cur = conn.execute(
+            "INSERT OR IGNORE INTO reported_records (address, digest, reported_at) "
+            "VALUES (?, ?, ?)",
+            (address, digest, _iso(utc_now())),
+        )
+        return cur.rowcount == 1
 
     def errors(self, address: str) -> dict[str, int]:
         rows = self.db.conn.execute(

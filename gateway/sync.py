@@ -4,11 +4,18 @@
 into the outbox.  Records and the device cursor are committed together
 (:class:`RecordBuffer`), every ``commit_every`` records and at the end, so a cut link or
 a crash loses nothing and re-fetches at most one chunk (same reading ids).
+
+A record the parser rejects is not dropped: it becomes a ``DeviceRecordMalformed``
+event (raw bytes, reason) committed in the same transaction, which ingest keeps as a
+dead letter.  When the record's RACP number can still be read and is trustworthy, the
+cursor moves past it, so a malformed newest record is not fetched at every sync.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,12 +40,25 @@ from gateway.clock import (
     stable_skew,
 )
 from gateway.config import SyncSettings
-from gateway.decode import CgmSession, Parser, TimeContext, parser_for, to_reading
+from gateway.decode import (
+    CgmSession,
+    Parser,
+    RecordNumber,
+    TimeContext,
+    parser_for,
+    readable_record_number,
+    to_reading,
+)
 from gateway.fetch import FETCHERS
 from gateway.outbox import Outbox
 from gateway.store import DeviceStore, GatewayDB, PairedDevice
 from gateway.transport import GattError, GattLink, open_link
-from ingest.wire import Reading
+from ingest.wire import (
+    MAX_ATTRIBUTE_BYTES,
+    MAX_MALFORMED_REASON,
+    DeviceRecordMalformed,
+    Reading,
+)
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +82,7 @@ DEVICE_INFO = {
 class SessionResult:
     readings: int = 0
     malformed: int = 0
+    reported: int = 0  # malformed records put in the outbox as events (first time seen)
     duplicates: int = 0
     battery_percent: int | None = None
     skew_s: float | None = None
@@ -106,11 +127,19 @@ class RecordBuffer:
         reference = device_now or gateway_wall_now(clock.zone)
         self.latest_plausible = reference + FUTURE_TOLERANCE
         self.pending: list[Reading] = []
+        self.pending_events: list[DeviceRecordMalformed] = []
+        # Glucose: the highest sequence number seen in this download (else the cursor).  A
+        # malformed record numbered right after it may move the cursor (``_skip_past``).
+        self._last_seq: int | None = device.cursor if self.uses_sequence else None
+        # CGM: the sensor's current time offset (CGM Status), read before the download.
+        self.cgm_current_offset: int | None = None
         self._pending_cursor: int | None = None
         self._pending_time: str | None = None
         self.result = SessionResult()
 
     def malformed(self, characteristic: str, exc: MalformedPayloadError) -> None:
+        """Log and count bytes that are not a valid message (a record, or a control
+        point answer); records are also reported (``_malformed_record``)."""
         self.result.malformed += 1
         log.warning(
             "%s: malformed %s: %s (raw %s)",
@@ -141,6 +170,7 @@ class RecordBuffer:
                 and current_offset < self.device.cursor
             )
         )
+        self.cgm_current_offset = current_offset
         if same and previous is not None:
             self.session = previous
             self.cursor = self.device.cursor
@@ -160,12 +190,73 @@ class RecordBuffer:
         try:
             measurements = self.parse(raw)
         except MalformedPayloadError as exc:
-            self.malformed(exc.characteristic, exc)
-            return
-        for m in measurements:
-            self._add(m, raw)
-        if len(self.pending) >= self.commit_every:
+            self._malformed_record(raw, exc)
+        else:
+            for m in measurements:
+                self._add(m, raw)
+        if len(self.pending) + len(self.pending_events) >= self.commit_every:
             self.flush()
+
+    def _malformed_record(
+        self, raw: bytes, exc: MalformedPayloadError, number: RecordNumber | None = None
+    ) -> None:
+        """Log, count and report a record the parser rejected (committed by ``flush``)."""
+        self.malformed(exc.characteristic, exc)
+        if number is None:
+            number = readable_record_number(self.profile.measurement_uuid, raw)
+        self.pending_events.append(
+            DeviceRecordMalformed(
+                device=self.device.address,
+                at=datetime.now(UTC),
+                characteristic=self.profile.measurement_uuid,
+                raw=raw[:MAX_ATTRIBUTE_BYTES].hex(),  # an ATT value is never longer
+                reason=exc.reason[:MAX_MALFORMED_REASON],
+                profile=self.profile.id,
+                seq=number.seq,
+                time_offset_min=number.time_offset,
+                skew_s=self.clock.skew_s,
+                zone=self.clock.zone.key,
+                cgm_session=None if self.session is None else self.session.key,
+            )
+        )
+        self._skip_past(number)
+
+    def _skip_past(self, number: RecordNumber) -> None:
+        """Let the cursor move past a malformed record (its event is committed with it),
+        only when its number is readable *and* cannot push the cursor past a record the
+        device has not sent yet, which would then never be fetched:
+
+        * glucose: the sequence number follows the highest one of this download (or the
+          cursor) by exactly one — a garbage number (0xFFFF, a firmware bug) does not;
+        * CGM: the time offset lies above the cursor and below the sensor's current
+          offset read before the download: every record up to it was in this download.
+
+        Otherwise the record is fetched again at the next sync (reported once: see
+        ``DeviceStore.first_report``) until a newer valid record moves the cursor.
+        """
+        moved: int | None = None
+        if self.uses_sequence and number.seq is not None:
+            if self._last_seq is not None and number.seq == self._last_seq + 1:
+                self._last_seq = moved = number.seq
+        elif self.is_cgm and number.time_offset is not None:
+            offset, current = number.time_offset, self.cgm_current_offset
+            if (
+                current is not None
+                and offset < current
+                and (self.cursor is None or offset > self.cursor)
+            ):
+                moved = offset
+        if moved is not None:
+            self._pending_cursor = max(self._pending_cursor or 0, moved)
+        if self.uses_sequence or self.is_cgm:
+            log.info(
+                "%s: malformed record %s: %s",
+                self.device.address,
+                number,
+                "the cursor may pass it"
+                if moved is not None
+                else "the cursor stays (it is fetched again next sync)",
+            )
 
     def _add(self, m: Measurement, raw: bytes) -> None:
         if (
@@ -174,13 +265,16 @@ class RecordBuffer:
             and self.session.e2e_crc
             and not m.details.get("e2e_crc")
         ):
-            self.malformed(
-                CGM_MEASUREMENT,
+            self._malformed_record(
+                raw,
                 MalformedPayloadError(
                     CGM_MEASUREMENT, raw, "E2E-CRC missing (the sensor supports it)"
                 ),
+                RecordNumber(time_offset=m.time_offset_minutes),
             )
             return
+        if self.uses_sequence and m.sequence is not None:
+            self._last_seq = max(self._last_seq or 0, m.sequence)
         if self._already_have(m):
             self.result.duplicates += 1
             return
@@ -226,10 +320,12 @@ class RecordBuffer:
         return False
 
     def flush(self) -> None:
-        if not self.pending:
+        if not self.pending and not self.pending_events:
             return
         with self.db.transaction() as conn:
             self.outbox.enqueue_readings(conn, self.pending)
+            reports = self._first_reports(conn)
+            self.outbox.enqueue_events(conn, reports)
             self.devices.advance(
                 conn,
                 self.device.address,
@@ -244,9 +340,31 @@ class RecordBuffer:
         ):
             self.last_device_time = self._pending_time
         self.result.readings += len(self.pending)
+        self.result.reported += len(reports)
         self.pending.clear()
+        self.pending_events.clear()
         if self._on_commit is not None:
             self._on_commit()
+
+    def _first_reports(self, conn: sqlite3.Connection) -> list[DeviceRecordMalformed]:
+        """The pending malformed records not reported before (same transaction)."""
+        fresh = [
+            event
+            for event in self.pending_events
+            if self.devices.first_report(conn, self.device.address, _report_digest(event))
+        ]
+        if len(fresh) < len(self.pending_events):
+            log.info(
+                "%s: %d malformed records were reported before: not again",
+                self.device.address,
+                len(self.pending_events) - len(fresh),
+            )
+        return fresh
+
+
+def _report_digest(event: DeviceRecordMalformed) -> str:
+    """The identity of a malformed record: what the device sent, where."""
+    return hashlib.sha256(f"{event.characteristic}\x1f{event.raw}".encode()).hexdigest()[:32]
 
 
 def _without_sequence(m: Measurement) -> Measurement:
@@ -422,6 +540,7 @@ class DeviceSession:
         if buffer is not None:
             result.readings = buffer.result.readings
             result.malformed = buffer.result.malformed
+            result.reported = buffer.result.reported
             result.duplicates = buffer.result.duplicates
         result.elapsed_s = time.perf_counter() - started
         return result

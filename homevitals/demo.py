@@ -1,9 +1,16 @@
 """``homevitals demo``: the whole pipeline on simulated devices, end to end.
 
-Services -> BLE test bed -> simulated meters and cuffs holding three patients' last weeks
--> one gateway per home pairs and syncs them -> MQTT -> ingest -> TimescaleDB ->
-analytics -> API and dashboard.  Then each patient "measures" live: a severe low and a
-hypertensive crisis arrive through the same path and raise urgent flags in seconds.
+Services -> BLE test bed -> simulated meters, cuffs and a CGM sensor holding three
+patients' last weeks -> one gateway per home pairs and syncs them -> MQTT -> ingest ->
+TimescaleDB -> analytics -> API and dashboard.  Then each patient "measures" live: a
+severe low and a hypertensive crisis arrive through the same path and raise urgent flags
+in seconds.
+
+A CGM stores only its current sensor session, so the CGM sensor carries the patient's
+last one: the 14 days of her CGM history ending with her last CGM reading (a 14-day
+sensor that has expired; :func:`_cgm_session`).  Her earlier sensors' readings are on no
+device the gateway could reach and stay out: the dashboard's 14-day AGP and time in
+range are then wholly data that crossed BLE, not a mix with imported data.
 """
 
 from __future__ import annotations
@@ -17,9 +24,9 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 import click
@@ -29,8 +36,15 @@ from rich.table import Table
 
 from homevitals.config import Settings, load_settings
 
+if TYPE_CHECKING:
+    from simulators.ble.readings import Reading
+    from simulators.scenarios import ScenarioResult
+
 CLINIC_TZ = "America/New_York"
 CLINICIAN = "dr.demo"
+CGM_SESSION = timedelta(days=14)  # a 14-day sensor (the simulated sensor's run time: 336 h)
+CGM_WARM_UP = timedelta(hours=1)  # no readings in a new sensor's first hour
+CGM_INTERVAL = timedelta(minutes=5)
 console = Console(highlight=False)
 
 
@@ -51,6 +65,25 @@ PATIENTS = (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class DeviceHistory:
+    """What one simulated device holds when the demo starts."""
+
+    profile: str
+    readings: tuple[Reading, ...]
+    spec: dict[str, Any] = field(default_factory=dict)  # more DeviceSpec fields (a CGM session)
+    note: str = ""  # said after the record count
+
+
+@dataclass(frozen=True, slots=True)
+class HomeDevice:
+    adapter: str
+    address: str  # the device's Bluetooth address: its device id in the database
+    profile: str
+    records: int
+    note: str = ""
+
+
 @dataclass(slots=True)
 class Home:
     """One patient's home: a gateway and the devices paired to it."""
@@ -58,7 +91,7 @@ class Home:
     patient: DemoPatient
     gateway_id: str
     adapter: str
-    devices: list[tuple[str, str, int]] = field(default_factory=list)  # adapter, kind, records
+    devices: list[HomeDevice] = field(default_factory=list)
 
 
 class Processes:
@@ -125,19 +158,79 @@ def _count(url: str, sql: str, params: tuple[Any, ...] = ()) -> int:
     return int(row[0]) if row else 0
 
 
-def _device_readings(patient: DemoPatient) -> dict[str, list[Any]]:
-    """The patient's simulated history, ending yesterday, per device kind."""
+def _device_histories(patient: DemoPatient) -> dict[str, DeviceHistory]:
+    """The patient's simulated history, ending yesterday, per device profile."""
     from device_profiles.model import Kind
     from simulators.ble.readings import reading_from_measurement
     from simulators.scenarios import run_scenario
 
     start = datetime.now(ZoneInfo(CLINIC_TZ)).date() - timedelta(days=patient.days)
     result = run_scenario(patient.scenario, days=patient.days, seed=7, start=start)
-    out: dict[str, list[Any]] = {}
+    out: dict[str, DeviceHistory] = {}
     for kind, profile in ((Kind.GLUCOSE, "glucose-meter"), (Kind.BLOOD_PRESSURE, "bp-cuff")):
         if kind in result.devices:
-            out[profile] = [reading_from_measurement(m) for m in result.measurements(kind)]
+            readings = tuple(reading_from_measurement(m) for m in result.measurements(kind))
+            out[profile] = DeviceHistory(profile, readings)
+    if Kind.CGM in result.devices:
+        cgm = _cgm_session(result)
+        if cgm is not None:
+            out["cgm"] = cgm
     return out
+
+
+def _cgm_session(result: ScenarioResult) -> DeviceHistory | None:
+    """The patient's last CGM sensor session, as the sensor stores it.
+
+    A sensor holds its current session only, numbered by minutes since the session
+    start.  The session is the 14 days up to the patient's last CGM reading (the sensor
+    expired right after it; the scenario may have her not wear it on the last days), its
+    first hour is warm-up.  Values, trends and UTC times are the scenario's; the offsets
+    are counted from the session start, which the sensor reports in the patient's local
+    time with the zone and DST offset in force then (CGMS §3.4), as her phone set it.
+    """
+    from device_profiles.current_time import DST_CODES
+    from device_profiles.model import Component, Kind
+    from simulators.ble.readings import Reading
+    from simulators.patients.series import utc_datetimes
+
+    series = result.data.cgm
+    if len(series) == 0:
+        return None
+    times = utc_datetimes(series.time)
+    end = times[-1] + CGM_INTERVAL
+    begin = max(end - CGM_SESSION, times[0] - CGM_WARM_UP)
+    zone = ZoneInfo(result.data.profile.timezone)
+    local = begin.astimezone(zone)
+    utc_offset, dst = local.utcoffset(), local.dst()
+    assert utc_offset is not None and dst is not None  # a ZoneInfo-aware datetime
+    readings: list[Reading] = []
+    for t, m in zip(times, result.measurements(Kind.CGM), strict=True):
+        if t < begin + CGM_WARM_UP:
+            continue
+        glucose = m.values[Component.GLUCOSE].value
+        trend = m.values.get(Component.CGM_TREND)
+        readings.append(
+            Reading(
+                Kind.CGM,
+                None,
+                mg_dl=glucose,
+                time_offset_minutes=(t - begin) // timedelta(minutes=1),
+                trend_mg_dl_min=None if trend is None else trend.value,
+                conditions=m.conditions,
+            )
+        )
+    expired = end.astimezone(zone)
+    return DeviceHistory(
+        "cgm",
+        tuple(readings),
+        spec={
+            "session_start": local.replace(tzinfo=None),
+            "time_zone_minutes": (utc_offset - dst) // timedelta(minutes=1),
+            "dst_offset": DST_CODES[dst // timedelta(minutes=15)],
+            "session_run_time_h": CGM_SESSION // timedelta(hours=1),
+        },
+        note=f"her last sensor: {local:%b %d %H:%M} to {expired:%b %d %H:%M}, expired",
+    )
 
 
 def _reset_demo_data(url: str) -> None:
@@ -194,17 +287,48 @@ def _set_up_people(url: str, homes: list[Home], password: str) -> None:
             add_to_panel(conn, CLINICIAN, pid)
 
 
-def _summary(url: str, api_url: str, password: str, elapsed: float) -> None:
-    from ingest.status import ingest_counts
+def _devices(homes: list[Home], profile: str) -> list[HomeDevice]:
+    return [d for home in homes for d in home.devices if d.profile == profile]
 
-    counts = ingest_counts(url)
-    table = Table(title="Readings ingested", show_edge=False)
+
+def _summary(
+    url: str,
+    homes: list[Home],
+    device_ids: list[str],
+    api_url: str,
+    password: str,
+    elapsed: float,
+) -> None:
+    """What the demo's devices delivered (not the whole database: other runs may share
+    it), each CGM patient's 14-day CGM metrics as the dashboard shows them, and flags."""
+    with psycopg.connect(url) as conn:
+        glucose: dict[str, int] = dict(
+            conn.execute(
+                "SELECT source, count(*) FROM glucose WHERE device_id = ANY(%s) GROUP BY source",
+                (device_ids,),
+            ).fetchall()
+        )
+        bp = conn.execute(
+            "SELECT count(*) FROM blood_pressure WHERE device_id = ANY(%s)", (device_ids,)
+        ).fetchone()
+        dead = conn.execute(
+            "SELECT count(*) FROM dead_letters WHERE reprocessed_at IS NULL"
+            " AND (gateway_id LIKE 'demo-gw-%%' OR device_id = ANY(%s))",
+            (device_ids,),
+        ).fetchone()
+    table = Table(title="Readings from the demo's BLE devices", show_edge=False)
     table.add_column("kind")
+    table.add_column("devices", justify="right")
     table.add_column("readings", justify="right")
-    for kind, n in counts["readings"].items():
-        table.add_row(kind, f"{n:,}")
-    table.add_row("dead letters (open)", str(counts["dead_letters"].get("open", 0)))
+    for kind, profile, n in (
+        ("glucose (meter)", "glucose-meter", glucose.get("smbg", 0)),
+        ("cgm (sensor)", "cgm", glucose.get("cgm", 0)),
+        ("blood_pressure (cuff)", "bp-cuff", bp[0] if bp else 0),
+    ):
+        table.add_row(kind, str(len(_devices(homes, profile))), f"{n:,}")
+    table.add_row("dead letters (open)", "", str(dead[0] if dead else 0))
     console.print(table)
+    _cgm_lines(url, homes)
     flags = Table(title="Flags for review", show_edge=False)
     for column in ("patient", "rule", "severity", "status", "opened"):
         flags.add_column(column)
@@ -227,6 +351,45 @@ def _summary(url: str, api_url: str, password: str, elapsed: float) -> None:
     console.print(f"({elapsed:.0f} s from start)")
 
 
+def _pct(value: float | None, digits: int = 0) -> str:
+    return "-" if value is None else f"{value:.{digits}f} %"
+
+
+def _cgm_lines(url: str, homes: list[Home]) -> None:
+    """Per CGM patient: the CGM metrics of the dashboard's default window (14 days), and
+    how many of those readings came from her sensor over BLE."""
+    from analytics.summary import agp, glucose_summary
+
+    end = datetime.now(UTC)
+    start = end - timedelta(days=14)
+    with psycopg.connect(url) as conn:
+        for home in homes:
+            sensors = [d.address for d in home.devices if d.profile == "cgm"]
+            if not sensors:
+                continue
+            row = conn.execute(
+                "SELECT id FROM patients WHERE external_id = %s", (home.patient.external_id,)
+            ).fetchone()
+            assert row is not None
+            pid = int(row[0])
+            g = glucose_summary(conn, pid, start, end).cgm
+            profile = agp(conn, pid, start, end)
+            counted = conn.execute(
+                "SELECT count(*) FROM glucose WHERE patient_id = %s AND source = 'cgm'"
+                " AND time >= %s AND time < %s AND device_id = ANY(%s) AND gateway_id = %s",
+                (pid, start, end, sensors, home.gateway_id),
+            ).fetchone()
+            over_ble = int(counted[0]) if counted else 0
+            console.print(
+                f"[bold]CGM of {home.patient.name}, last 14 days[/bold] (the dashboard's AGP and"
+                f" time in range): {g.n_readings:,} readings, {over_ble:,} of them from her"
+                f" sensor over BLE; wear {_pct(g.percent_expected)}, TIR 70-180"
+                f" {_pct(g.pct_70_180)}, TBR <70 {_pct(g.pct_below_70, 1)}, <54"
+                f" {_pct(g.pct_below_54, 1)}, GMI {_pct(g.gmi, 1)}; AGP from"
+                f" {profile.n_readings:,} {profile.source.value.upper()} readings"
+            )
+
+
 def _measure(fleet: Any, homes: list[Home], rng: random.Random) -> None:
     """Each device stores a new, ordinary reading (the gateways fetch it on their next pass)."""
     from device_profiles.model import Kind
@@ -234,15 +397,17 @@ def _measure(fleet: Any, homes: list[Home], rng: random.Random) -> None:
 
     now_local = datetime.now(ZoneInfo(CLINIC_TZ)).replace(tzinfo=None, microsecond=0)
     for home in homes:
-        for adapter, profile, _ in home.devices:
-            if profile == "glucose-meter":
+        for d in home.devices:
+            if d.profile == "glucose-meter":
                 reading = Reading(Kind.GLUCOSE, now_local, mg_dl=float(rng.randint(85, 190)))
-            else:
+            elif d.profile == "bp-cuff":
                 reading = Reading(
                     Kind.BLOOD_PRESSURE, now_local, systolic=float(rng.randint(118, 146)),
                     diastolic=float(rng.randint(72, 92)), pulse=float(rng.randint(60, 84)),
                 )  # fmt: skip
-            fleet.add_readings(adapter, [reading])
+            else:
+                continue  # the CGM sensor's session has ended: it records nothing new
+            fleet.add_readings(d.adapter, [reading])
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -286,19 +451,33 @@ def demo(once: bool) -> None:
 
     homes: list[Home] = []
     specs: list[DeviceSpec] = []
-    histories = {p.external_id: _device_readings(p) for p in PATIENTS}
+    histories = {p.external_id: _device_histories(p) for p in PATIENTS}
     n_devices = sum(len(h) for h in histories.values())
     info = tb.testbed_up(state / "ble", n_devices + len(PATIENTS) - 1)
     adapters = [a.name for a in info.device_adapters]
     gateway_adapters = [info.gateway_adapter, *adapters[n_devices:]]
     for i, patient in enumerate(PATIENTS):
         home = Home(patient, f"demo-gw-{i + 1:03d}", gateway_adapters[i])
-        for profile, readings in histories[patient.external_id].items():
+        for history in histories[patient.external_id].values():
             adapter = adapters.pop(0)
             specs.append(
-                DeviceSpec(profile, adapter, readings=tuple(readings), enforce_bonding=True)
+                DeviceSpec(
+                    history.profile,
+                    adapter,
+                    readings=history.readings,
+                    enforce_bonding=True,
+                    **history.spec,
+                )
             )
-            home.devices.append((adapter, profile, len(readings)))
+            home.devices.append(
+                HomeDevice(
+                    adapter,
+                    info.address_of(adapter),
+                    history.profile,
+                    len(history.readings),
+                    history.note,
+                )
+            )
         homes.append(home)
 
     password = read_or_create_secret(state / "secrets" / "demo_clinician_password", nbytes=9)
@@ -314,12 +493,15 @@ def demo(once: bool) -> None:
         processes.start("api", _homevitals("api", "run"), env)
         with console.status(f"starting {len(specs)} simulated BLE devices"):
             fleet.start_many(specs)
+            for d in _devices(homes, "cgm"):
+                fleet.control(d.adapter, {"cmd": "stop_session"})  # CGM Status: expired
         for home in homes:
             console.print(
                 f"home of {home.patient.name} ({home.patient.external_id}): gateway {home.gateway_id} on {home.adapter}; "
                 + ", ".join(
-                    f"{profile} {info.address_of(a)} ({n} records)"
-                    for a, profile, n in home.devices
+                    f"{d.profile} {d.address} ({d.records} records"
+                    + (f"; {d.note})" if d.note else ")")
+                    for d in home.devices
                 )
             )
 
@@ -336,23 +518,22 @@ def demo(once: bool) -> None:
             )  # fmt: skip
 
         for home in homes:
-            for adapter, profile, _ in home.devices:
-                address = info.address_of(adapter)
-                with console.status(f"{home.gateway_id}: pairing {profile} {address}"):
+            for d in home.devices:
+                with console.status(f"{home.gateway_id}: pairing {d.profile} {d.address}"):
                     code = processes.run(
-                        f"pair-{adapter}",
-                        gateway_args(home, "pair", "--address", address),
+                        f"pair-{d.adapter}",
+                        gateway_args(home, "pair", "--address", d.address),
                         env,
                         120,
                     )
                 if code != 0:
                     raise click.ClickException(
-                        f"pairing {address} failed; see {demo_dir / 'logs'}/pair-{adapter}.log"
+                        f"pairing {d.address} failed; see {demo_dir / 'logs'}/pair-{d.adapter}.log"
                     )
         console.print("paired every device (bonded where the profile requires it)")
 
-        expected = sum(n for home in homes for _, _, n in home.devices)
-        device_ids = [info.address_of(a) for home in homes for a, _, _ in home.devices]
+        expected = sum(d.records for home in homes for d in home.devices)
+        device_ids = [d.address for home in homes for d in home.devices]
         stored = (
             "SELECT (SELECT count(*) FROM glucose WHERE device_id = ANY(%s))"
             " + (SELECT count(*) FROM blood_pressure WHERE device_id = ANY(%s))"
@@ -387,24 +568,30 @@ def demo(once: bool) -> None:
         live = 0
         for home in homes:
             p = home.patient
-            for adapter, profile, _ in home.devices:
-                if profile == "glucose-meter" and p.live_glucose is not None:
+            for d in home.devices:
+                if d.profile == "glucose-meter" and p.live_glucose is not None:
                     fleet.add_readings(
-                        adapter, [Reading(Kind.GLUCOSE, now_local, mg_dl=p.live_glucose)]
+                        d.adapter, [Reading(Kind.GLUCOSE, now_local, mg_dl=p.live_glucose)]
                     )
                     console.print(f"{p.name} measures glucose now: {p.live_glucose:.0f} mg/dL")
                     live += 1
-                if profile == "bp-cuff" and p.live_bp is not None:
-                    s, d, pulse = p.live_bp
+                if d.profile == "bp-cuff" and p.live_bp is not None:
+                    sys_, dia, pulse = p.live_bp
                     fleet.add_readings(
-                        adapter,
+                        d.adapter,
                         [
                             Reading(
-                                Kind.BLOOD_PRESSURE, now_local, systolic=s, diastolic=d, pulse=pulse
+                                Kind.BLOOD_PRESSURE,
+                                now_local,
+                                systolic=sys_,
+                                diastolic=dia,
+                                pulse=pulse,
                             )
                         ],
                     )
-                    console.print(f"{p.name} measures blood pressure now: {s:.0f}/{d:.0f} mmHg")
+                    console.print(
+                        f"{p.name} measures blood pressure now: {sys_:.0f}/{dia:.0f} mmHg"
+                    )
                     live += 1
         sync_started = time.monotonic()
         sync_all(
@@ -435,7 +622,9 @@ def demo(once: bool) -> None:
             30,
             processes,
         )
-        _summary(found.database_url, api_url, password, time.monotonic() - started)
+        _summary(
+            found.database_url, homes, device_ids, api_url, password, time.monotonic() - started
+        )
         if not once:
             for home in homes:
                 processes.start(

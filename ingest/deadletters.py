@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -9,7 +10,9 @@ from typing import Any
 import psycopg
 
 from ingest.pipeline import Message, process_isolating
-from ingest.registry import BindingCache
+from ingest.registry import MALFORMED_RECORD_PREFIX, BindingCache
+
+log = logging.getLogger("homevitals.ingest")
 
 UNKNOWN_DEVICE_PREFIX = "unknown device"
 
@@ -48,7 +51,9 @@ def reprocess(
     """Run parked payloads through ingest again; returns (reprocessed, still rejected).
 
     Each old row is marked reprocessed (never deleted); what fails again becomes a new
-    dead letter with the current reason.
+    dead letter with the current reason.  Device records the gateway could not parse
+    (reason ``device record malformed …``) are skipped and stay open, with a log line:
+    ingest cannot decode device bytes, re-running them would only copy them.
     """
     clauses = ["reprocessed_at IS NULL"]
     params: list[object] = []
@@ -64,12 +69,21 @@ def reprocess(
     if only_known_devices:
         clauses.append("device_id IN (SELECT id FROM devices)")
     with conn.transaction():
-        rows = conn.execute(
-            "SELECT id, topic, payload FROM dead_letters WHERE "
+        selected = conn.execute(
+            "SELECT id, topic, payload, starts_with(reason, %s) FROM dead_letters WHERE "
             + " AND ".join(clauses)
             + " ORDER BY id FOR UPDATE SKIP LOCKED",
-            params,
+            [MALFORMED_RECORD_PREFIX, *params],
         ).fetchall()
+        rows = [row[:3] for row in selected if not row[3]]
+        skipped = [int(row[0]) for row in selected if row[3]]
+        if skipped:
+            log.warning(
+                "dead letters %s left open: device records the gateway could not parse;"
+                " re-processing cannot decode them (they need a parser fix)",
+                ", ".join(map(str, skipped[:20])) + (" …" if len(skipped) > 20 else ""),
+                extra={"skipped": len(skipped)},
+            )
         if not rows:
             return 0, 0
         result, _ = process_isolating(conn, [Message(str(t), bytes(p)) for _, t, p in rows], cache)

@@ -11,12 +11,23 @@ from typing import Any
 import psycopg
 
 from ingest.columns import Flat, Origin, Rejected, validate
-from ingest.registry import BindingCache, apply_event, apply_status, attribute_pending
+from ingest.registry import (
+    BindingCache,
+    already_dead_lettered,
+    apply_event,
+    apply_status,
+    attribute_pending,
+    malformed_record_reason,
+)
 from ingest.wire import (
+    SCHEMA_EVENT,
+    DeviceRecordMalformed,
+    EventsMessage,
     WireError,
     decode_batch,
     decode_events,
     decode_status,
+    encode,
     gateway_of_topic,
 )
 from ingest.writer import WriteResult, write_dead_letters, write_split
@@ -88,7 +99,12 @@ def process(
                         )
                     _ensure_gateway(conn, gateway)
                     for event in events.events:
-                        changed.extend(apply_event(conn, gateway, event))
+                        if isinstance(event, DeviceRecordMalformed):
+                            parked = _malformed_record(conn, message.topic, gateway, event)
+                            if parked is not None and parked not in rejected:
+                                rejected.append(parked)
+                        else:
+                            changed.extend(apply_event(conn, gateway, event))
                 elif channel == "status":
                     apply_status(conn, gateway, decode_status(message.payload))
                 else:
@@ -104,6 +120,20 @@ def process(
         if changed:
             attribute_pending(conn, changed)
     return result, changed
+
+
+def _malformed_record(
+    conn: psycopg.Connection[Any], topic: str, gateway: str, event: DeviceRecordMalformed
+) -> Rejected | None:
+    """A device record the gateway could not parse: a dead letter of its own (the payload
+    is an events message holding just this event, raw bytes included), so an operator
+    sees it and a parser fix can recover it; None if it is parked already."""
+    payload = encode(EventsMessage(SCHEMA_EVENT, gateway, [event]))
+    reason = malformed_record_reason(event)
+    if already_dead_lettered(conn, event.device, reason, payload):
+        return None
+    log.warning("%s: %s", event.device, reason, extra={"topic": topic, "device": event.device})
+    return Rejected(topic, gateway, event.device, payload, reason)
 
 
 def _ensure_gateway(conn: psycopg.Connection[Any], gateway: str) -> None:

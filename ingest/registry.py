@@ -4,6 +4,10 @@ Readings are attributed to the patient whose binding covers the measurement time
 device's first binding starts at -infinity (its stored history is the new owner's);
 re-assigning a device ends the old binding at that moment.  Readings that arrived
 before any binding existed keep ``patient_id`` NULL until :func:`attribute_pending`.
+
+A device record the gateway could not parse (``DeviceRecordMalformed``) is not a device
+fact but a record to keep: :func:`malformed_record_reason` names it for the dead
+letters (the pipeline parks it there).
 """
 
 from __future__ import annotations
@@ -17,9 +21,11 @@ from datetime import datetime
 
 import psycopg
 
+from device_profiles.uuids import InvalidUuidError, short_uuid
 from ingest.wire import (
     DeviceInventory,
     DevicePaired,
+    DeviceRecordMalformed,
     DeviceSynced,
     DeviceUnpaired,
     Event,
@@ -28,6 +34,10 @@ from ingest.wire import (
 )
 
 READING_TABLES = ("glucose", "blood_pressure", "body_readings")
+# Dead letters of device records the gateway could not parse start with this: re-running
+# them through ingest cannot help (``ingest.deadletters.reprocess`` leaves them open);
+# a parser fix can decode the raw bytes the payload keeps.
+MALFORMED_RECORD_PREFIX = "device record malformed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +166,37 @@ def apply_event(
             (event.at, event.battery_percent, event.skew_s, event.error, event.device),
         )
     return []
+
+
+def malformed_record_reason(event: DeviceRecordMalformed) -> str:
+    """``device record malformed (2A18, seq 42): <the parser's reason>``."""
+    try:
+        short = short_uuid(event.characteristic)
+    except InvalidUuidError:  # the wire pattern admits only UUIDs; be safe anyway
+        short = None
+    where = [event.characteristic if short is None else f"{short:04X}"]
+    if event.seq is not None:
+        where.append(f"seq {event.seq}")
+    if event.time_offset_min is not None:
+        where.append(f"time offset {event.time_offset_min} min")
+    # PostgreSQL text cannot hold NUL; the reason is the gateway's (untrusted) text.
+    reason = event.reason.replace("\x00", "\\x00")
+    return f"{MALFORMED_RECORD_PREFIX} ({', '.join(where)}): {reason}"
+
+
+def already_dead_lettered(
+    conn: psycopg.Connection[tuple[object, ...]], device: str, reason: str, payload: bytes
+) -> bool:
+    """An open dead letter with this very payload exists (a QoS 1 redelivery, or the
+    gateway re-publishing after a restart): keep one."""
+    return (
+        conn.execute(
+            "SELECT 1 FROM dead_letters WHERE device_id = %s AND reprocessed_at IS NULL"
+            " AND reason = %s AND payload = %s LIMIT 1",
+            (device, reason, payload),
+        ).fetchone()
+        is not None
+    )
 
 
 def bind_device(

@@ -29,6 +29,17 @@ _ID_NAMESPACE = uuid.UUID("6f3c1c84-5d0e-4a53-9b8e-6a4f7c2b9d11")
 
 GatewayId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 UtcTime = Annotated[datetime, msgspec.Meta(tz=True)]
+# A GATT characteristic value is at most 512 bytes (Core Spec Vol 3 Part F §3.2.9).
+MAX_ATTRIBUTE_BYTES = 512
+MAX_MALFORMED_REASON = 500
+CharacteristicUuid = Annotated[
+    str, msgspec.Meta(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+]
+RawHex = Annotated[
+    str,
+    msgspec.Meta(pattern=r"^(?:[0-9a-f]{2})*$", max_length=2 * MAX_ATTRIBUTE_BYTES),
+]
+U16 = Annotated[int, msgspec.Meta(ge=0, le=0xFFFF)]
 
 
 def readings_topic(gateway_id: str) -> str:
@@ -159,7 +170,28 @@ class DeviceSynced(DeviceEvent, frozen=True, tag="synced"):
     error: str | None = None
 
 
-Event = DevicePaired | DeviceUnpaired | DeviceSynced | DeviceInventory
+class DeviceRecordMalformed(DeviceEvent, frozen=True, tag="malformed"):
+    """Bytes of a device record the gateway's parser rejected (a firmware bug, an unknown
+    vendor quirk, an E2E-CRC failure), sent as received so nothing is lost: ingest keeps
+    it as a dead letter; after a parser fix the record can be decoded from ``raw``.
+
+    ``seq`` / ``time_offset_min``: the record's RACP number when it could still be read
+    from its fixed position (Glucose Measurement bytes 1-2; CGM Measurement bytes 4-5).
+    ``skew_s``, ``zone`` and ``cgm_session`` are what dating the record needs.
+    """
+
+    characteristic: CharacteristicUuid  # 128-bit, lowercase (e.g. 00002a18-0000-1000-...)
+    raw: RawHex  # the value as received, lowercase hex
+    reason: Annotated[str, msgspec.Meta(max_length=MAX_MALFORMED_REASON)]  # the parser's
+    profile: str | None = None  # the gateway's device profile id
+    seq: U16 | None = None
+    time_offset_min: U16 | None = None
+    skew_s: float | None = None  # device clock minus gateway clock, this session
+    zone: str | None = None  # the gateway's IANA time zone (device clocks are local)
+    cgm_session: str | None = None  # CGM Session Start Time the offset counts from (hex)
+
+
+Event = DevicePaired | DeviceUnpaired | DeviceSynced | DeviceInventory | DeviceRecordMalformed
 
 
 class EventsMessage(msgspec.Struct, frozen=True):

@@ -2,11 +2,12 @@
 
 Characteristics (CGMS §3):
 
-* CGM Measurement 0x2AA7 (notify): one record per notification, sent only through the
-  RACP here (a real sensor also notifies live readings at its communication interval;
-  the gateway does not rely on them).
-* CGM Feature 0x2AA8 (read): E2E-CRC supported or not (``DeviceSpec.e2e_crc``); the
-  feature's own CRC field is 0xFFFF when not supported.
+* CGM Measurement 0x2AA7 (notify): one record per notification, with the trend and
+  quality fields when the reading has them, sent only through the RACP here (a real
+  sensor also notifies live readings at its communication interval; the gateway does
+  not rely on them).
+* CGM Feature 0x2AA8 (read): trend and quality supported; E2E-CRC supported or not
+  (``DeviceSpec.e2e_crc``); the feature's own CRC field is 0xFFFF when not supported.
 * CGM Status 0x2AA9 (read): the current time offset and "session stopped".
 * CGM Session Start Time 0x2AAA (read/write): Date Time, Time Zone, DST Offset.  A
   collector writes *its current time*; the sensor stores "written time − current time
@@ -33,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -60,7 +62,8 @@ from device_profiles.cgm import (
 from device_profiles.date_time import DATE_TIME_SIZE
 from device_profiles.errors import MalformedPayloadError
 from device_profiles.glucose import SampleLocation, SampleType
-from device_profiles.model import Condition, Kind
+from device_profiles.ieee11073 import encode_sfloat, parse_sfloat
+from device_profiles.model import Component, Condition, Kind, Quantity
 from simulators.ble.core import DeviceCore
 from simulators.ble.gatt import (
     AttError,
@@ -86,8 +89,18 @@ _BASE_FEATURES = frozenset(
         CgmFeature.SENSOR_MALFUNCTION_DETECTION,
         CgmFeature.SENSOR_RESULT_HIGH_LOW_DETECTION,
         CgmFeature.GENERAL_DEVICE_FAULT,
+        CgmFeature.CGM_TREND_INFORMATION,
+        CgmFeature.CGM_QUALITY,
     }
 )
+
+
+def _sfloat_quantity(value: float, unit: str) -> Quantity:
+    """``value`` as the receiver decodes it from the SFLOAT the sensor sends."""
+    decoded = parse_sfloat(encode_sfloat(value))
+    if not isinstance(decoded, float):
+        raise ReadingFormatError(f"{value} {unit} is not a finite SFLOAT")
+    return Quantity(decoded, unit, decoded, unit)
 
 
 class CgmSensor(GlucoseMeter):
@@ -209,6 +222,16 @@ class CgmSensor(GlucoseMeter):
                 conditions=reading.conditions,
                 e2e_crc=self.e2e_crc,
             )
+            extra = {
+                component: _sfloat_quantity(value, unit)
+                for component, value, unit in (
+                    (Component.CGM_TREND, reading.trend_mg_dl_min, "mg/dL/min"),
+                    (Component.CGM_QUALITY, reading.quality_pct, "%"),
+                )
+                if value is not None
+            }
+            if extra:  # CGMS §3.1.1.5-6: trend and quality fields, announced by the flags
+                m = replace(m, values={**m.values, **extra})
             encode_cgm_measurement(m)  # fail now, not mid-transfer
             self.records.append(StoredRecord(offset, m))
             taken.add(offset)

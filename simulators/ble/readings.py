@@ -11,7 +11,8 @@ Glucose: ``mg_dl`` or ``mmol_l`` (or neither, for a status-only record), optiona
 ``sample_location`` (``device_profiles.glucose`` names), ``time_offset_minutes``.
 CGM (``"kind": "cgm"``, always explicit): ``mg_dl`` and either ``device_time`` (the
 sensor's local time; the offset from its session start is derived) or
-``time_offset_minutes``.
+``time_offset_minutes``; optional ``trend_mg_dl_min`` ((mg/dL)/min) and ``quality_pct``
+(%), the CGM Measurement's trend and quality fields.
 Blood pressure: ``systolic``, ``diastolic`` (mmHg), optional ``mean_arterial``,
 ``pulse``, ``user_id``.  Both: ``device_time`` is the device's own local clock reading
 (ISO, no zone), ``conditions`` are :class:`device_profiles.model.Condition` values.
@@ -61,6 +62,8 @@ class Reading:
     sample_type: str | None = None
     sample_location: str | None = None
     conditions: frozenset[Condition] = frozenset()
+    trend_mg_dl_min: float | None = None  # CGM only: CGM Trend, (mg/dL)/min
+    quality_pct: float | None = None  # CGM only: CGM Quality, %
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"kind": self.kind.value}
@@ -76,6 +79,8 @@ class Reading:
             "time_offset_minutes",
             "sample_type",
             "sample_location",
+            "trend_mg_dl_min",
+            "quality_pct",
         ):
             value = getattr(self, key)
             if value is not None:
@@ -165,7 +170,13 @@ def reading_from_json(obj: Mapping[str, Any]) -> Reading:
         sample_type=_str(obj, "sample_type"),
         sample_location=_str(obj, "sample_location"),
         conditions=conditions,
+        trend_mg_dl_min=_number(obj, "trend_mg_dl_min"),
+        quality_pct=_number(obj, "quality_pct"),
     )
+    if kind is not Kind.CGM and (
+        reading.trend_mg_dl_min is not None or reading.quality_pct is not None
+    ):
+        raise ReadingFormatError("trend_mg_dl_min and quality_pct belong to CGM readings")
     if kind is Kind.BLOOD_PRESSURE and (reading.systolic is None or reading.diastolic is None):
         raise ReadingFormatError("a blood pressure reading needs systolic and diastolic")
     if reading.sequence is not None and not 0 <= reading.sequence <= 0xFFFF:

@@ -16,7 +16,9 @@ import pytest
 from gw_ble import GatewayCli, SimDevice
 from gw_helpers import Listener
 
+from device_profiles import uuids
 from device_profiles.model import Component, Kind
+from ingest.wire import DeviceRecordMalformed
 
 pytestmark = [pytest.mark.ble, pytest.mark.services]
 
@@ -151,5 +153,41 @@ def test_cgm_record_failing_its_e2e_crc_is_reported_and_the_rest_kept(
         device = gateway_cli.device(sensor.address)
         assert device["errors"] == {"malformed": 1}
         assert device["cursor"] == 50
+        assert listener.wait_for(lambda s: bool(malformed_of(s)), timeout=15)
+        [event] = malformed_of(listener)
+        assert event.characteristic == uuids.CGM_MEASUREMENT and event.time_offset_min == 5
+        assert event.reason.startswith("E2E-CRC mismatch")
+    finally:
+        listener.stop()
+
+
+def malformed_of(listener: Listener) -> list[DeviceRecordMalformed]:
+    return [e for e in listener.all_events if isinstance(e, DeviceRecordMalformed)]
+
+
+def test_cgm_corrupt_newest_record_is_reported_once_and_passed(
+    sim_devices: Callable[..., SimDevice], gateway_cli: GatewayCli, mqtt_url: str
+) -> None:
+    # The sensor's only record (offset 5) fails its E2E-CRC; the sensor is far past it
+    # (CGM Status), so every record up to offset 5 was in the download: the cursor moves.
+    sensor = sim_devices("cgm", cgm_readings(range(5, 10, 5)), e2e_crc=True, malformed=True, **CEST)
+    listener = Listener(mqtt_url, gateway_cli.gateway_id, client_id="t-cgm-newest").start()
+    try:
+        gateway_cli.pair(sensor.address)
+        gateway_cli.sync_once()
+        assert listener.wait_for(lambda s: bool(malformed_of(s)), timeout=30)
+        [event] = malformed_of(listener)
+        assert event.time_offset_min == 5 and event.cgm_session is not None
+        assert int(event.raw[:2], 16) == len(event.raw) // 2  # one size-framed record
+        device = gateway_cli.device(sensor.address)
+        assert device["cursor"] == 5 and device["errors"] == {"malformed": 1}
+
+        sensor.add(cgm_readings(range(10, 20, 5)))
+        run = gateway_cli.sync_once()
+        assert listener.wait_for(lambda s: len(s.readings) >= 2, timeout=30)
+        assert offsets_of(listener) == [10, 15]
+        assert "E2E-CRC mismatch" not in run.stderr  # offset 5 was not fetched again
+        assert gateway_cli.device(sensor.address)["errors"] == {"malformed": 1}
+        assert len(malformed_of(listener)) == 1
     finally:
         listener.stop()

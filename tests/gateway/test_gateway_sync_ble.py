@@ -2,15 +2,29 @@
 
 from __future__ import annotations
 
+import sqlite3
+import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, timedelta
 
+import psycopg
 import pytest
 from gw_ble import T0, GatewayCli, SimDevice, bp_readings, glucose_readings
 from gw_helpers import Listener
 
+from device_profiles import uuids
+from device_profiles.glucose import encode_glucose_measurement, glucose_measurement
 from device_profiles.model import Component
-from ingest.wire import DevicePaired, DeviceSynced, DeviceUnpaired
+from ingest.patients import enroll_patient
+from ingest.service import IngestConfig, IngestWorker
+from ingest.wire import (
+    DevicePaired,
+    DeviceRecordMalformed,
+    DeviceSynced,
+    DeviceUnpaired,
+    events_topic,
+)
 
 pytestmark = [pytest.mark.ble, pytest.mark.services]
 ONE_S = timedelta(seconds=1)
@@ -18,6 +32,27 @@ ONE_S = timedelta(seconds=1)
 
 def _seqs(listener: Listener) -> list[int]:
     return [r.seq for r in listener.readings if r.seq is not None]
+
+
+def _malformed(listener: Listener, address: str) -> list[DeviceRecordMalformed]:
+    return [
+        e
+        for e in listener.all_events
+        if isinstance(e, DeviceRecordMalformed) and e.device == address
+    ]
+
+
+def _corrupt_record(seq: int) -> str:
+    """The bytes the simulator sends for its corrupt record ``seq`` (``glucose_readings``
+    values, cut off inside the base time), as hex."""
+    reading = glucose_readings(seq, 1)[0]
+    m = glucose_measurement(
+        sequence=seq, device_time=T0 + timedelta(minutes=seq), mg_dl=reading["mg_dl"]
+    )
+    return encode_glucose_measurement(m)[:5].hex()
+
+
+TRUNCATED = "truncated at field 'base_time' (need 7 bytes at offset 3, have 2)"
 
 
 def test_pairing_records_device_and_reports_it(
@@ -137,7 +172,7 @@ def test_three_hour_clock_skew_is_corrected(
         listener.stop()
 
 
-def test_malformed_record_is_logged_counted_and_skipped(
+def test_malformed_record_is_reported_counted_and_skipped(
     sim_devices: Callable[..., SimDevice], gateway_cli: GatewayCli, mqtt_url: str
 ) -> None:
     bad = sim_devices("glucose-meter", glucose_readings(1, 50), malformed=True)
@@ -147,18 +182,108 @@ def test_malformed_record_is_logged_counted_and_skipped(
         gateway_cli.pair(bad.address)
         gateway_cli.pair(good.address)
         run = gateway_cli.sync_once()
-        assert listener.wait_for(lambda s: len(s.readings) >= 79, timeout=20)
+        assert listener.wait_for(
+            lambda s: len(s.readings) >= 79 and bool(_malformed(s, bad.address)), timeout=20
+        )
         by_device: dict[str, list[int]] = {}
         for r in listener.readings:
             by_device.setdefault(r.device, []).append(r.seq or 0)
         assert by_device[bad.address] == list(range(2, 51))  # record 1 is corrupt
         assert by_device[good.address] == list(range(1, 31))
         assert "malformed" in run.stderr and "raw " in run.stderr  # the hex is logged
+        # ... and the record itself goes to the clinic, as received.
+        [event] = _malformed(listener, bad.address)
+        assert (event.characteristic, event.raw, event.reason, event.seq, event.profile) == (
+            uuids.GLUCOSE_MEASUREMENT,
+            _corrupt_record(1),
+            TRUNCATED,
+            1,
+            "glucose-meter",
+        )
+        assert event.zone == "UTC" and event.skew_s is not None
         device = gateway_cli.device(bad.address)
         assert device["errors"] == {"malformed": 1}
         assert device["cursor"] == 50
+
+        bad.add(glucose_readings(51, 2))
+        run = gateway_cli.sync_once()
+        assert listener.wait_for(lambda s: len(s.readings) >= 81, timeout=20)
+        assert [r.seq for r in listener.readings if r.device == bad.address][-2:] == [51, 52]
+        assert "raw " not in run.stderr  # not fetched again: no "malformed … (raw …)" line
+        assert gateway_cli.device(bad.address)["errors"] == {"malformed": 1}
+        assert len(_malformed(listener, bad.address)) == 1
     finally:
         listener.stop()
+
+
+def test_malformed_newest_record_is_not_fetched_again_and_becomes_a_dead_letter(
+    sim_devices: Callable[..., SimDevice],
+    gateway_cli: GatewayCli,
+    mqtt_url: str,
+    database_url: str,
+    ingest_mqtt_url: str,
+) -> None:
+    """The meter's newest record (8) is corrupt.  Before, the cursor stayed at 7 and
+    every sync fetched 8 again; now its event is committed with the cursor at 8."""
+    meter = sim_devices("glucose-meter", glucose_readings(8, 1), malformed=True)
+    enroll_patient(database_url, "pt-gw-malformed", [gateway_cli.gateway_id])
+    worker = IngestWorker(
+        IngestConfig(database_url, ingest_mqtt_url, group="gw-malformed", max_wait_s=0.01)
+    )
+    thread = threading.Thread(target=worker.run, kwargs={"duration_s": 240}, daemon=True)
+    thread.start()
+    listener = Listener(mqtt_url, gateway_cli.gateway_id, client_id="t-malformed-new").start()
+    try:
+        assert worker.connected.wait(10)
+        time.sleep(0.3)  # the ingest subscriptions settle
+        gateway_cli.pair(meter.address)
+        # Records 1..7 were downloaded before, then erased from the meter's memory.
+        with sqlite3.connect(gateway_cli.state_dir / "gateway.sqlite3") as db:
+            db.execute("UPDATE devices SET cursor = 7 WHERE address = ?", (meter.address,))
+
+        run = gateway_cli.sync_once()
+        assert listener.wait_for(lambda s: bool(_malformed(s, meter.address)), timeout=20)
+        [event] = _malformed(listener, meter.address)
+        assert (event.raw, event.seq, event.reason) == (_corrupt_record(8), 8, TRUNCATED)
+        assert "the cursor may pass it" in run.stderr
+        assert "1 malformed (1 newly reported)" in run.stderr
+        assert gateway_cli.device(meter.address)["cursor"] == 8
+
+        meter.add(glucose_readings(9, 2))
+        run = gateway_cli.sync_once()
+        assert listener.wait_for(lambda s: _seqs(s) == [9, 10], timeout=20)
+        assert "raw " not in run.stderr  # RACP "≥ 9": record 8 is not fetched again
+        device = gateway_cli.device(meter.address)
+        assert device["errors"] == {"malformed": 1} and device["cursor"] == 10
+        assert len(_malformed(listener, meter.address)) == 1
+
+        # Ingest parks the record as a dead letter and stores the valid readings.
+        deadline = time.monotonic() + 30
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            while time.monotonic() < deadline:
+                stored = conn.execute(
+                    "SELECT sequence FROM glucose WHERE device_id = %s ORDER BY sequence",
+                    (meter.address,),
+                ).fetchall()
+                parked = conn.execute(
+                    "SELECT topic, gateway_id, reason FROM dead_letters WHERE device_id = %s",
+                    (meter.address,),
+                ).fetchall()
+                if len(stored) == 2 and parked:
+                    break
+                time.sleep(0.1)
+        assert [s[0] for s in stored] == [9, 10]
+        assert parked == [
+            (
+                events_topic(gateway_cli.gateway_id),
+                gateway_cli.gateway_id,
+                f"device record malformed (2A18, seq 8): {TRUNCATED}",
+            )
+        ]
+    finally:
+        listener.stop()
+        worker.stop()
+        thread.join(30)
 
 
 def test_meter_ignoring_the_racp_filter_is_deduplicated(

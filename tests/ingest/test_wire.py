@@ -108,3 +108,89 @@ def test_topics() -> None:
 
 def test_schema_file_matches_the_code() -> None:
     assert json.loads(SCHEMA_FILE.read_text()) == json.loads(json.dumps(wire.json_schema()))
+
+
+# --- DeviceRecordMalformed (tag "malformed"): a device record the gateway could not parse
+
+u16 = st.integers(0, 0xFFFF)
+malformed_records = st.builds(
+    wire.DeviceRecordMalformed,
+    device=st.text(min_size=1, max_size=20),
+    at=st.datetimes(
+        min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)
+    ),
+    characteristic=st.uuids().map(str),
+    raw=st.binary(max_size=wire.MAX_ATTRIBUTE_BYTES).map(bytes.hex),
+    reason=st.text(max_size=wire.MAX_MALFORMED_REASON),
+    profile=st.none() | st.text(max_size=30),
+    seq=st.none() | u16,
+    time_offset_min=st.none() | u16,
+    skew_s=st.none() | st.floats(-1e6, 1e6, allow_nan=False),
+    zone=st.none() | st.sampled_from(["UTC", "Europe/Berlin", "America/New_York"]),
+    cgm_session=st.none() | st.binary(min_size=9, max_size=9).map(bytes.hex),
+)
+OLD_EVENTS = (
+    b'{"schema":"homevitals.event/1","gateway":"gw-1","events":['
+    b'{"event":"paired","device":"AA","at":"2026-11-25T08:00:00Z","profile":"glucose-meter"},'
+    b'{"event":"synced","device":"AA","at":"2026-11-25T08:05:00Z","readings":3}]}'
+)
+
+
+@given(st.lists(malformed_records, max_size=5))
+def test_malformed_record_event_round_trip(events: list[wire.DeviceRecordMalformed]) -> None:
+    message = wire.EventsMessage(wire.SCHEMA_EVENT, "gw-1", list(events))
+    assert wire.decode_events(wire.encode(message)) == message
+
+
+def test_events_without_the_new_tag_still_decode() -> None:
+    """Contract v1 is extended, not changed: what gateways sent before still decodes."""
+    message = wire.decode_events(OLD_EVENTS)
+    assert [type(e) for e in message.events] == [wire.DevicePaired, wire.DeviceSynced]
+
+
+def test_malformed_record_event_on_the_wire() -> None:
+    payload = (
+        b'{"schema":"homevitals.event/1","gateway":"gw-1","events":[{"event":"malformed",'
+        b'"device":"AA","at":"2026-11-25T08:00:00Z",'
+        b'"characteristic":"00002a18-0000-1000-8000-00805f9b34fb","raw":"032a00ea07",'
+        b'"reason":"truncated","profile":"glucose-meter","seq":42}]}'
+    )
+    assert wire.decode_events(payload).events == [
+        wire.DeviceRecordMalformed(
+            device="AA",
+            at=datetime(2026, 11, 25, 8, tzinfo=UTC),
+            characteristic="00002a18-0000-1000-8000-00805f9b34fb",
+            raw="032a00ea07",
+            reason="truncated",
+            profile="glucose-meter",
+            seq=42,
+        )
+    ]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("raw", "032A"),  # lowercase hex only
+        ("raw", "032"),  # whole bytes
+        ("raw", "zz"),
+        ("raw", "00" * (wire.MAX_ATTRIBUTE_BYTES + 1)),
+        ("characteristic", "2A18"),  # the full 128-bit form
+        ("seq", 65536),
+        ("time_offset_min", -1),
+        ("reason", "x" * (wire.MAX_MALFORMED_REASON + 1)),
+    ],
+)
+def test_malformed_record_event_is_checked(field: str, value: object) -> None:
+    event = {
+        "event": "malformed",
+        "device": "AA",
+        "at": "2026-11-25T08:00:00Z",
+        "characteristic": "00002a18-0000-1000-8000-00805f9b34fb",
+        "raw": "00",
+        "reason": "r",
+        field: value,
+    }
+    payload = json.dumps({"schema": wire.SCHEMA_EVENT, "gateway": "gw-1", "events": [event]})
+    with pytest.raises(wire.WireError, match="invalid events payload"):
+        wire.decode_events(payload.encode())
