@@ -176,11 +176,10 @@ def validate(flat: Flat, known_devices: set[str], now: datetime) -> Split:
 
     # Fields the database would refuse (or, for integers, store wrapped): one cheap pass
     # flags the odd readings, and only those get a closer look for the reason.
-    fullmatch, isfinite = _UUID_TEXT.fullmatch, math.isfinite
-    odd = np.fromiter(
+    isfinite = math.isfinite
+    odd = ~_canonical_uuids([r.id for r in readings]) | np.fromiter(
         (
-            fullmatch(r.id) is None
-            or (r.seq is not None and not SEQUENCE_RANGE[0] <= r.seq <= SEQUENCE_RANGE[1])
+            (r.seq is not None and not SEQUENCE_RANGE[0] <= r.seq <= SEQUENCE_RANGE[1])
             or (r.skew_s is not None and not isfinite(r.skew_s))
             or ("user_id" in r.details and not _user_id_ok(r.details["user_id"]))
             for r in readings
@@ -287,6 +286,31 @@ def _same(reason: str, i: int) -> str:
     return reason
 
 
+# Every hex digit -> "h", "-" stays, anything else -> "x": a canonical id becomes _SHAPE.
+_CLASSES = bytes(
+    ord("h") if chr(c) in "0123456789abcdefABCDEF" else c if c == ord("-") else ord("x")
+    for c in range(256)
+)
+_SHAPE = b"hhhhhhhh-hhhh-hhhh-hhhh-hhhhhhhhhhhh"
+
+
+def _canonical_uuids(ids: list[str]) -> BoolArray:
+    """Which ids are canonical UUID text (8-4-4-4-12 hex digits).  The usual batch (all
+    36-character ASCII) is checked in C: one ``translate`` of the joined bytes and one
+    comparison; rows are looked at one by one only when something is off."""
+    n = len(ids)
+    lengths = np.fromiter(map(len, ids), np.int64, n)
+    joined = "".join(ids)
+    if not (joined.isascii() and bool(np.all(lengths == 36))):
+        return np.fromiter((_UUID_TEXT.fullmatch(i) is not None for i in ids), bool, n)
+    shapes = joined.encode("ascii").translate(_CLASSES)
+    if shapes == _SHAPE * n:
+        return np.ones(n, dtype=bool)
+    rows = np.frombuffer(shapes, dtype=np.uint8).reshape(n, 36)
+    ok: BoolArray = np.all(rows == np.frombuffer(_SHAPE, dtype=np.uint8), axis=1)
+    return ok
+
+
 def _field_problem(r: Reading) -> str:
     if _UUID_TEXT.fullmatch(r.id) is None:
         return f"reading id {r.id[:64]!r} is not a UUID"
@@ -331,30 +355,44 @@ def details_jsonb(details: dict[str, Any]) -> bytes | None:
 
 
 def glucose_rows(flat: Flat, idx: list[int], patients: list[int | None]) -> list[tuple[Any, ...]]:
-    out = []
+    # The hottest loop of ingest (one tuple per reading): names bound locally, trend and
+    # quality looked up only when a reading has more than its glucose value.
+    out: list[tuple[Any, ...]] = []
+    append = out.append
     readings = flat.readings
+    gateways = [o.gateway for o in flat.origins]
+    origin = flat.origin
     ids = uuid_bytes([readings[i].id for i in idx])
+    glucose, trend, quality, cgm = (
+        Component.GLUCOSE,
+        Component.CGM_TREND,
+        Component.CGM_QUALITY,
+        Kind.CGM,
+    )
+    dumps = orjson.dumps
     for i, patient, rid in zip(idx, patients, ids, strict=True):
         r = readings[i]
-        original = r.original.get(Component.GLUCOSE) if r.original else None
-        out.append(
+        values = r.values
+        original = r.original.get(glucose) if r.original else None
+        extra = len(values) > 1
+        append(
             (
                 r.time,
                 rid,
                 r.device,
                 patient,
-                "cgm" if r.kind is Kind.CGM else "smbg",
-                r.values.get(Component.GLUCOSE),
+                "cgm" if r.kind is cgm else "smbg",
+                values.get(glucose),
                 r.conditions,
                 r.seq,
                 r.device_time,
                 r.skew_s,
                 None if original is None else original.value,
                 None if original is None else original.unit,
-                flat.gateway(i),
-                r.values.get(Component.CGM_TREND),
-                r.values.get(Component.CGM_QUALITY),
-                details_jsonb(r.details),
+                gateways[origin[i]],
+                values.get(trend) if extra else None,
+                values.get(quality) if extra else None,
+                b"\x01" + dumps(r.details) if r.details else None,  # see details_jsonb
             )
         )
     return out

@@ -59,6 +59,16 @@ def test_only_canonical_uuid_text_is_a_reading_id(text: str) -> None:
         assert verdict is not None and "is not a UUID" in verdict
 
 
+_ASCII36 = st.text(alphabet="0123456789abcdefABCDEF-xg ", min_size=36, max_size=36)
+
+
+@given(st.lists(st.one_of(st.uuids().map(str), _ASCII36), min_size=1, max_size=30))
+def test_a_batch_of_ids_is_judged_id_by_id(ids: list[str]) -> None:
+    """The batch check (one pass over all ids) agrees with the regex for every id."""
+    reasons = verdicts(*(reading(id=i) for i in ids))
+    assert [r is None for r in reasons] == [CANONICAL.fullmatch(i) is not None for i in ids]
+
+
 @given(st.integers(min_value=-(2**70), max_value=2**70))
 def test_sequence_numbers_fit_their_int4_column(seq: int) -> None:
     [verdict] = verdicts(reading(seq=seq))
