@@ -2,11 +2,11 @@
 trivial endpoint of the same app (``/api/v1/health``), both on loopback.
 
 Starts its own PostgreSQL+TimescaleDB in ``.homevitals/bench-api`` on a free port,
-seeds patients with 14 days of 5-minute CGM plus fingersticks, runs uvicorn (one worker,
-separate process) and drives it with httpx's async client.  Prints throughput and
+seeds patients with 14 days of 5-minute CGM plus fingersticks, runs uvicorn (``--workers``
+processes, default 1) and drives it with httpx's async client.  Prints throughput and
 p50/p99 latency for each endpoint.  Bounded: a fixed number of requests per endpoint.
 
-    .venv/bin/python benchmarks/bench_api.py [--requests 600] [--clients 50]
+    .venv/bin/python benchmarks/bench_api.py [--requests 600] [--clients 50] [--workers 1]
 """
 
 from __future__ import annotations
@@ -141,6 +141,7 @@ def main() -> None:
     parser.add_argument("--trivial-requests", type=int, default=3000)
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--patients", type=int, default=10)
+    parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
     args = parser.parse_args()
 
     STATE.mkdir(parents=True, exist_ok=True)
@@ -176,6 +177,8 @@ def main() -> None:
                 "--log-level",
                 "warning",
                 "--no-access-log",
+                "--workers",
+                str(args.workers),
             ],
             env=env,
             cwd=REPO,
@@ -200,7 +203,8 @@ def main() -> None:
             for i in range(args.requests)
         ]
         print(
-            f"HomeVitals API benchmark: {args.clients} concurrent clients, uvicorn 1 worker,"
+            f"HomeVitals API benchmark: {args.clients} concurrent clients,"
+            f" uvicorn {args.workers} worker(s),"
             f" {os.cpu_count()} CPUs; 14-day summary over {14 * 288} CGM + 42 SMBG readings"
         )
         asyncio.run(drive(base, summary_paths[:50], args.clients, headers))  # warm-up

@@ -53,7 +53,8 @@ def reprocess(
     Each old row is marked reprocessed (never deleted); what fails again becomes a new
     dead letter with the current reason.  Device records the gateway could not parse
     (reason ``device record malformed …``) are skipped and stay open, with a log line:
-    ingest cannot decode device bytes, re-running them would only copy them.
+    ingest cannot decode device bytes, re-running them would only copy them
+    (``homevitals.redecode`` decodes them with the current parsers).
     """
     clauses = ["reprocessed_at IS NULL"]
     params: list[object] = []
@@ -80,7 +81,7 @@ def reprocess(
         if skipped:
             log.warning(
                 "dead letters %s left open: device records the gateway could not parse;"
-                " re-processing cannot decode them (they need a parser fix)",
+                " re-processing cannot decode them (`homevitals deadletters redecode` can)",
                 ", ".join(map(str, skipped[:20])) + (" …" if len(skipped) > 20 else ""),
                 extra={"skipped": len(skipped)},
             )
@@ -94,3 +95,50 @@ def reprocess(
             (result.dead_letters > 0, [r[0] for r in rows]),
         )
     return len(rows), result.dead_letters
+
+
+@dataclass(frozen=True, slots=True)
+class ParkedRecord:
+    """The dead letter of a device record the gateway could not parse: its payload is
+    an events message holding that one ``DeviceRecordMalformed`` (raw bytes included)."""
+
+    id: int
+    gateway_id: str | None
+    device_id: str | None
+    reason: str
+    payload: bytes
+
+
+def parked_record_ids(conn: psycopg.Connection[Any], ids: list[int] | None = None) -> list[int]:
+    """Open dead letters of unparsable device records (of ``ids`` if given), oldest first."""
+    clauses = ["reprocessed_at IS NULL", "starts_with(reason, %s)"]
+    params: list[object] = [MALFORMED_RECORD_PREFIX]
+    if ids is not None:
+        clauses.append("id = ANY(%s)")
+        params.append(ids)
+    rows = conn.execute(
+        "SELECT id FROM dead_letters WHERE " + " AND ".join(clauses) + " ORDER BY id", params
+    ).fetchall()
+    return [int(row[0]) for row in rows]
+
+
+def claim_parked_record(conn: psycopg.Connection[Any], dead_letter_id: int) -> ParkedRecord | None:
+    """Lock one parked record for the caller's transaction; None when it was marked
+    meanwhile or another run holds it (SKIP LOCKED: two operators never both decode it)."""
+    row = conn.execute(
+        "SELECT id, gateway_id, device_id, reason, payload FROM dead_letters"
+        " WHERE id = %s AND reprocessed_at IS NULL AND starts_with(reason, %s)"
+        " FOR UPDATE SKIP LOCKED",
+        (dead_letter_id, MALFORMED_RECORD_PREFIX),
+    ).fetchone()
+    if row is None:
+        return None
+    return ParkedRecord(int(row[0]), row[1], row[2], str(row[3]), bytes(row[4]))
+
+
+def mark_reprocessed(conn: psycopg.Connection[Any], dead_letter_id: int, outcome: str) -> None:
+    """Close a dead letter (kept, never deleted) with what became of it."""
+    conn.execute(
+        "UPDATE dead_letters SET reprocessed_at = now(), outcome = %s WHERE id = %s",
+        (outcome, dead_letter_id),
+    )
