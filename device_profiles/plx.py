@@ -8,6 +8,13 @@ b3 pulse amplitude index, b4 device clock is not set), SpO2PR-Spot-Check SpO2 SF
 (%), PR SFLOAT (beats/min), [timestamp 7], [measurement status u16], [device and
 sensor status 24 bit], [pulse amplitude index SFLOAT %].
 
+PLX Features (0x2A60, PLXS §3.3; GSS §3.171): Supported Features u16 (b0 measurement
+status support present, b1 device and sensor status support present, b2 spot-check
+measurement storage, b3 spot-check timestamp, b4 SpO2PR-Fast, b5 SpO2PR-Slow, b6 pulse
+amplitude index, b7 multiple bonds), then [Measurement Status Support u16] if b0, then
+[Device and Sensor Status Support 24 bit] if b1 — the same bit layouts as the
+measurement's status fields, decoded to the Conditions the sensor can report.
+
 Status bits become Conditions (measurement status b5-b15; device and sensor status
 b0-b15; flag b4 -> ``Condition.DEVICE_CLOCK_NOT_SET``).  Reserved bits (flags b5-b7,
 measurement status b0-b4, device status b16-b23) are ignored; trailing bytes are
@@ -15,6 +22,9 @@ rejected unless a reserved flag bit is set.
 """
 
 from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
 
 from device_profiles._wire import (
     U8,
@@ -32,7 +42,14 @@ from device_profiles.date_time import encode_date_time, parse_optional_date_time
 from device_profiles.errors import UnrepresentableValueError
 from device_profiles.model import Component, Condition, Kind, Measurement
 
-__all__ = ["encode_plx_spot_check", "parse_plx_spot_check"]
+__all__ = [
+    "PlxFeature",
+    "PlxFeatures",
+    "encode_plx_features",
+    "encode_plx_spot_check",
+    "parse_plx_features",
+    "parse_plx_spot_check",
+]
 
 NAME = "PLX Spot-Check Measurement (0x2A5E)"
 
@@ -154,4 +171,90 @@ def encode_plx_spot_check(m: Measurement) -> bytes:
         flags |= _F_PAI
         parts.append(U16.pack(original_sfloat(NAME, pai)))
     parts[0] = U8.pack(flags)
+    return b"".join(parts)
+
+
+# ---------------------------------------------------------------------- PLX Features
+FEATURES_NAME = "PLX Features (0x2A60)"
+
+
+class PlxFeature(enum.StrEnum):
+    """PLX Features, Supported Features b0-b7 (PLXS §3.3.1.1)."""
+
+    MEASUREMENT_STATUS = "measurement_status"  # b0: Measurement Status Support follows
+    DEVICE_AND_SENSOR_STATUS = "device_and_sensor_status"  # b1: its support field follows
+    SPOT_CHECK_STORAGE = "spot_check_storage"  # b2: stored records (through the RACP)
+    SPOT_CHECK_TIMESTAMP = "spot_check_timestamp"
+    SPO2PR_FAST = "spo2pr_fast"
+    SPO2PR_SLOW = "spo2pr_slow"
+    PULSE_AMPLITUDE_INDEX = "pulse_amplitude_index"
+    MULTIPLE_BONDS = "multiple_bonds"
+
+
+_PLX_FEATURE_BITS = bit_table(tuple(PlxFeature))
+
+
+@dataclass(frozen=True, slots=True)
+class PlxFeatures:
+    """What a pulse oximeter supports; the two support sets are present on the wire
+    iff ``MEASUREMENT_STATUS`` / ``DEVICE_AND_SENSOR_STATUS`` are in ``supported``."""
+
+    supported: frozenset[PlxFeature] = frozenset()
+    measurement_status_support: frozenset[Condition] = frozenset()
+    device_status_support: frozenset[Condition] = frozenset()
+
+
+def parse_plx_features(data: bytes) -> PlxFeatures:
+    """Decode PLX Features (PLXS §3.3); reserved bits are ignored, trailing bytes not."""
+    need(FEATURES_NAME, data, 0, 2, "supported_features")
+    supported = flags_to_set(U16.unpack_from(data, 0)[0], _PLX_FEATURE_BITS)
+    offset = 2
+    measurement: frozenset[Condition] = frozenset()
+    device: frozenset[Condition] = frozenset()
+    if PlxFeature.MEASUREMENT_STATUS in supported:
+        need(FEATURES_NAME, data, offset, 2, "measurement_status_support")
+        measurement = flags_to_set(U16.unpack_from(data, offset)[0], MEASUREMENT_STATUS_BITS)
+        offset += 2
+    if PlxFeature.DEVICE_AND_SENSOR_STATUS in supported:
+        need(FEATURES_NAME, data, offset, 3, "device_and_sensor_status_support")
+        device = flags_to_set(
+            int.from_bytes(data[offset : offset + 3], "little"), DEVICE_STATUS_BITS
+        )
+        offset += 3
+    check_end(FEATURES_NAME, data, offset)
+    return PlxFeatures(supported, measurement, device)
+
+
+def encode_plx_features(features: PlxFeatures) -> bytes:
+    """Inverse of :func:`parse_plx_features`."""
+    for field_name, members, table, flag in (
+        (
+            "measurement status",
+            features.measurement_status_support,
+            _MEASUREMENT_CONDITIONS,
+            PlxFeature.MEASUREMENT_STATUS,
+        ),
+        (
+            "device and sensor status",
+            features.device_status_support,
+            _DEVICE_CONDITIONS,
+            PlxFeature.DEVICE_AND_SENSOR_STATUS,
+        ),
+    ):
+        if members - table:
+            raise UnrepresentableValueError(
+                f"{FEATURES_NAME}: not {field_name} bits: {sorted(members - table)}"
+            )
+        if members and flag not in features.supported:
+            raise UnrepresentableValueError(
+                f"{FEATURES_NAME}: {field_name} support given without the {flag} feature"
+            )
+    parts = [U16.pack(set_to_flags(features.supported, _PLX_FEATURE_BITS))]
+    if PlxFeature.MEASUREMENT_STATUS in features.supported:
+        parts.append(
+            U16.pack(set_to_flags(features.measurement_status_support, MEASUREMENT_STATUS_BITS))
+        )
+    if PlxFeature.DEVICE_AND_SENSOR_STATUS in features.supported:
+        device = set_to_flags(features.device_status_support, DEVICE_STATUS_BITS)
+        parts.append(device.to_bytes(3, "little"))
     return b"".join(parts)

@@ -2,7 +2,12 @@
 
 References: Weight Scale Service v1.0 §3.1; GSS §3.241 Weight Measurement.
 
-Layout: flags u8 (b0 imperial, b1 time stamp, b2 user id, b3 BMI and height), weight
+Weight Scale Feature (0x2A9E, WSS §3.2; GSS §3.240): u32, b0 time stamp supported, b1
+multiple users supported, b2 BMI supported, b3-b6 weight measurement resolution, b7-b9
+height measurement resolution, b10-b31 reserved (ignored).  A reserved resolution
+code (weight 8-15, height 4-7) is a ``MalformedPayloadError``.
+
+Measurement layout: flags u8 (b0 imperial, b1 time stamp, b2 user id, b3 BMI and height), weight
 u16 (0.005 kg or 0.01 lb), [time stamp 7], [user id u8, 255 unknown], [BMI u16 0.1
 kg/m², height u16 0.001 m or 0.1 in].
 
@@ -18,11 +23,22 @@ kg/m², height u16 0.001 m or 0.1 in].
 from __future__ import annotations
 
 import enum
+from dataclasses import dataclass
 from decimal import Decimal
 from struct import Struct
 
 from device_profiles._fields import encode_user_id, parse_user_id, units_detail
-from device_profiles._wire import U8, U16, check_end, need
+from device_profiles._wire import (
+    U8,
+    U16,
+    U32,
+    bad,
+    bit_table,
+    check_end,
+    flags_to_set,
+    need,
+    set_to_flags,
+)
 from device_profiles.date_time import encode_date_time, parse_optional_date_time
 from device_profiles.errors import UnrepresentableValueError
 from device_profiles.model import (
@@ -36,11 +52,24 @@ from device_profiles.model import (
     SpecialValue,
 )
 
-__all__ = ["WeightUnits", "encode_weight_measurement", "parse_weight_measurement"]
+__all__ = [
+    "HeightResolution",
+    "WeightResolution",
+    "WeightScaleFeature",
+    "WeightScaleFeatures",
+    "WeightUnits",
+    "encode_weight_measurement",
+    "encode_weight_scale_feature",
+    "parse_weight_measurement",
+    "parse_weight_scale_feature",
+]
 
 NAME = "Weight Measurement (0x2A9D)"
 UNSUCCESSFUL = 0xFFFF
 M_PER_IN = Decimal("0.0254")
+# KG_PER_LB as an exact decimal (the international avoirdupois pound): lb -> kg is
+# computed exactly, then rounded once to a float.
+KG_PER_LB_EXACT = Decimal(repr(KG_PER_LB))
 _BMI_HEIGHT = Struct("<HH")
 
 _F_IMPERIAL = 0x01
@@ -72,8 +101,10 @@ def _weight(raw: int, units: WeightUnits) -> Quantity:
     if raw == UNSUCCESSFUL:
         return Quantity(None, "kg", None, unit, SpecialValue.NAN)
     original = raw * resolution
-    canonical = float(original) if units is WeightUnits.SI else float(original) * KG_PER_LB
-    return Quantity(canonical, "kg", float(original), unit)
+    # One rounding: float(lb) * KG_PER_LB would round twice and miss the nearest float
+    # of the exact product for about a third of the 0.01 lb values.
+    canonical = original if units is WeightUnits.SI else original * KG_PER_LB_EXACT
+    return Quantity(float(canonical), "kg", float(original), unit)
 
 
 def _height(raw: int, units: WeightUnits) -> Quantity:
@@ -165,3 +196,75 @@ def encode_weight_measurement(m: Measurement) -> bytes:
         )
     parts[0] = U8.pack(flags)
     return b"".join(parts)
+
+
+# ---------------------------------------------------------------------- Weight Scale Feature
+FEATURE_NAME = "Weight Scale Feature (0x2A9E)"
+
+
+class WeightScaleFeature(enum.StrEnum):
+    TIME_STAMP = "time_stamp"
+    MULTIPLE_USERS = "multiple_users"
+    BMI = "bmi"
+
+
+class WeightResolution(enum.IntEnum):
+    """Weight Scale Feature b3-b6 (WSS §3.2.1): the scale's display resolution."""
+
+    NOT_SPECIFIED = 0
+    KG_0_5_LB_1 = 1
+    KG_0_2_LB_0_5 = 2
+    KG_0_1_LB_0_2 = 3
+    KG_0_05_LB_0_1 = 4
+    KG_0_02_LB_0_05 = 5
+    KG_0_01_LB_0_02 = 6
+    KG_0_005_LB_0_01 = 7
+
+
+class HeightResolution(enum.IntEnum):
+    """Weight Scale Feature b7-b9 (WSS §3.2.1)."""
+
+    NOT_SPECIFIED = 0
+    M_0_01_IN_1 = 1
+    M_0_005_IN_0_5 = 2
+    M_0_001_IN_0_1 = 3
+
+
+_FEATURE_BITS = bit_table(
+    (WeightScaleFeature.TIME_STAMP, WeightScaleFeature.MULTIPLE_USERS, WeightScaleFeature.BMI)
+)
+_WEIGHT_RES_SHIFT, _WEIGHT_RES_MASK = 3, 0x0F
+_HEIGHT_RES_SHIFT, _HEIGHT_RES_MASK = 7, 0x07
+
+
+@dataclass(frozen=True, slots=True)
+class WeightScaleFeatures:
+    supported: frozenset[WeightScaleFeature] = frozenset()
+    weight_resolution: WeightResolution = WeightResolution.NOT_SPECIFIED
+    height_resolution: HeightResolution = HeightResolution.NOT_SPECIFIED
+
+
+def parse_weight_scale_feature(data: bytes) -> WeightScaleFeatures:
+    """Decode Weight Scale Feature (WSS §3.2: one u32 bit field, fixed length)."""
+    need(FEATURE_NAME, data, 0, 4, "features")
+    check_end(FEATURE_NAME, data, 4)
+    value = U32.unpack_from(data, 0)[0]
+    weight_code = (value >> _WEIGHT_RES_SHIFT) & _WEIGHT_RES_MASK
+    height_code = (value >> _HEIGHT_RES_SHIFT) & _HEIGHT_RES_MASK
+    try:
+        weight_res = WeightResolution(weight_code)
+    except ValueError:
+        raise bad(FEATURE_NAME, data, f"reserved weight resolution {weight_code}") from None
+    try:
+        height_res = HeightResolution(height_code)
+    except ValueError:
+        raise bad(FEATURE_NAME, data, f"reserved height resolution {height_code}") from None
+    return WeightScaleFeatures(flags_to_set(value, _FEATURE_BITS), weight_res, height_res)
+
+
+def encode_weight_scale_feature(features: WeightScaleFeatures) -> bytes:
+    """Inverse of :func:`parse_weight_scale_feature`."""
+    value = set_to_flags(features.supported, _FEATURE_BITS)
+    value |= int(features.weight_resolution) << _WEIGHT_RES_SHIFT
+    value |= int(features.height_resolution) << _HEIGHT_RES_SHIFT
+    return U32.pack(value)

@@ -34,8 +34,10 @@ from simulators.ble.gatt import (
     wait_bus_closed,
 )
 from simulators.ble.glucose_meter import GlucoseMeter
+from simulators.ble.pulse_oximeter import PulseOximeter
 from simulators.ble.readings import Reading, reading_from_json
 from simulators.ble.spec import DeviceSpec
+from simulators.ble.weight_scale import WeightScale
 
 __all__ = ["SimulatedDevice", "serve_device"]
 
@@ -43,9 +45,15 @@ log = logging.getLogger(__name__)
 
 # GAP Appearance values (Assigned Numbers §2.6, category << 6 | sub-category): generic
 # glucose meter (category 0x010), blood pressure arm (0x00E, 1), generic continuous
-# glucose monitor (0x034).
-_APPEARANCE = {Kind.GLUCOSE: 0x0400, Kind.BLOOD_PRESSURE: 0x0381, Kind.CGM: 0x0D00}
-Behaviour = GlucoseMeter | BloodPressureCuff | CgmSensor
+# glucose monitor (0x034), generic pulse oximeter (0x031), generic weight scale (0x032).
+_APPEARANCE = {
+    Kind.GLUCOSE: 0x0400,
+    Kind.BLOOD_PRESSURE: 0x0381,
+    Kind.CGM: 0x0D00,
+    Kind.SPO2: 0x0C40,
+    Kind.WEIGHT: 0x0C80,
+}
+Behaviour = GlucoseMeter | BloodPressureCuff | CgmSensor | WeightScale | PulseOximeter
 
 
 class SimulatedDevice:
@@ -76,6 +84,10 @@ class SimulatedDevice:
             behaviour = CgmSensor(core, self.spec.readings)
         elif self.spec.device_profile.family is Kind.GLUCOSE:
             behaviour = GlucoseMeter(core, self.spec.readings)
+        elif self.spec.device_profile.family is Kind.WEIGHT:
+            behaviour = WeightScale(core, self.spec.readings)
+        elif self.spec.device_profile.family is Kind.SPO2:
+            behaviour = PulseOximeter(core, self.spec.readings)
         else:
             behaviour = BloodPressureCuff(core, self.spec.readings)
         self.core, self.behaviour = core, behaviour
@@ -140,7 +152,7 @@ class SimulatedDevice:
 
     def add_readings(self, readings: Sequence[Reading]) -> list[int]:
         """Store new readings while running; glucose: their sequence numbers, CGM: their
-        time offsets."""
+        time offsets, cuffs, scales and oximeters: their memory positions."""
         return self._require()[1].add_readings(readings)
 
     async def disconnect(self) -> int:

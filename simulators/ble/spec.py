@@ -27,6 +27,8 @@ SUPPORTED_PROFILES = frozenset(
         "bp-cuff",
         "bp-cuff-unsent-only",
         "cgm",
+        "weight-scale",
+        "pulse-oximeter",
     }
 )
 
@@ -39,6 +41,8 @@ _NAME_TEMPLATES = {
     "bp-cuff": "HV-BP-{serial}",
     "bp-cuff-unsent-only": "BPM-{serial}",
     "cgm": "HV-CGM-{serial}",
+    "weight-scale": "HV-Scale-{serial}",
+    "pulse-oximeter": "HV-PLX-{serial}",
 }
 _ADAPTER = re.compile(r"hci(\d+)")
 
@@ -63,7 +67,7 @@ class DeviceSpec:
     clock_skew_s: float = 0.0  # device clock = host local clock + skew
     battery: int = 90  # percent
     quirks: frozenset[Quirk] | None = None  # replaces the profile's quirks when given
-    malformed: bool = False  # the lowest-numbered record goes out truncated
+    malformed: bool = False  # the lowest-numbered (first sent) record goes out truncated
     clock: ClockSupport | None = None  # Current Time: none / read-only / settable
     enforce_bonding: bool | None = None  # refuse data to an unpaired central
     memory_capacity: int | None = None  # records; FAKE_HI_WHEN_FULL needs it

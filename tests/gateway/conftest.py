@@ -16,7 +16,7 @@ from gw_ble import REPO, GatewayCli, SimDevice, process_env
 
 from simulators.testbed import TestbedInfo, running_testbed
 
-DEVICE_ADAPTERS = 20  # one fresh adapter (= device address) per device per test
+DEVICE_ADAPTERS = 26  # one fresh adapter (= device address) per device per test
 
 
 @pytest.fixture(scope="session")
