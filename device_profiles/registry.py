@@ -59,14 +59,24 @@ from device_profiles.glucose import (
     parse_glucose_measurement,
 )
 from device_profiles.model import Measurement, Quantity
-from device_profiles.plx import encode_plx_spot_check, parse_plx_spot_check
+from device_profiles.plx import (
+    encode_plx_features,
+    encode_plx_spot_check,
+    parse_plx_features,
+    parse_plx_spot_check,
+)
 from device_profiles.racp import encode_racp, parse_racp
 from device_profiles.thermometer import (
     encode_temperature_measurement,
     parse_temperature_measurement,
 )
 from device_profiles.uuids import normalize_uuid
-from device_profiles.weight import encode_weight_measurement, parse_weight_measurement
+from device_profiles.weight import (
+    encode_weight_measurement,
+    encode_weight_scale_feature,
+    parse_weight_measurement,
+    parse_weight_scale_feature,
+)
 
 __all__ = [
     "CHARACTERISTICS",
@@ -160,11 +170,18 @@ _TABLE: tuple[_Row, ...] = (
         encode_weight_measurement,
     ),
     (
+        uuids.WEIGHT_SCALE_FEATURE,
+        "Weight Scale Feature",
+        parse_weight_scale_feature,
+        encode_weight_scale_feature,
+    ),
+    (
         uuids.PLX_SPOT_CHECK,
         "PLX Spot-Check Measurement",
         parse_plx_spot_check,
         encode_plx_spot_check,
     ),
+    (uuids.PLX_FEATURES, "PLX Features", parse_plx_features, encode_plx_features),
     (
         uuids.TEMPERATURE_MEASUREMENT,
         "Temperature Measurement",

@@ -194,3 +194,25 @@ local_time = st.builds(lambda z, o: z + o, tz, dst)
 dis_string = st.text(max_size=20).filter(lambda s: "\x00" not in s).map(lambda s: s.encode())
 battery = st.integers(0, 100).map(lambda v: bytes([v]))
 feature16 = u16.map(lambda v: struct.pack("<H", v))
+
+
+@st.composite
+def weight_scale_feature(draw: st.DrawFn) -> bytes:
+    """WSS §3.2.1: b0-b2 flags, b3-b6 weight resolution (0-7), b7-b9 height (0-3)."""
+    flags = draw(st.integers(0, 7))
+    weight_res = draw(st.integers(0, 7))
+    height_res = draw(st.integers(0, 3))
+    return struct.pack("<I", flags | weight_res << 3 | height_res << 7)
+
+
+@st.composite
+def plx_features(draw: st.DrawFn) -> bytes:
+    """PLXS §3.3: supported features u16, then the measurement-status (u16) and the
+    device-and-sensor-status (u24) support fields iff bits 0 and 1 say so."""
+    supported = draw(u16)
+    out = struct.pack("<H", supported)
+    if supported & 0x0001:
+        out += struct.pack("<H", draw(u16) & 0xFFE0)
+    if supported & 0x0002:
+        out += draw(u16).to_bytes(2, "little") + b"\x00"
+    return out

@@ -41,6 +41,8 @@ VALID = {
     uuids.CGM_SESSION_START_TIME: s.cgm_session_start,
     uuids.WEIGHT_MEASUREMENT: s.weight(),
     uuids.PLX_SPOT_CHECK: s.plx(),
+    uuids.WEIGHT_SCALE_FEATURE: s.weight_scale_feature(),
+    uuids.PLX_FEATURES: s.plx_features(),
     uuids.TEMPERATURE_MEASUREMENT: s.thermometer(),
 }
 
