@@ -330,11 +330,15 @@ def _summary(
     console.print(table)
     _cgm_lines(url, homes)
     flags = Table(title="Flags for review", show_edge=False)
-    for column in ("patient", "rule", "severity", "status", "opened"):
+    # "condition": a flag whose condition has since cleared stays for review (the
+    # clinician signs it off), e.g. "no data" raised before the history was synced.
+    for column in ("patient", "rule", "severity", "status", "condition", "opened"):
         flags.add_column(column)
     with psycopg.connect(url) as conn:
         rows = conn.execute(
             "SELECT p.external_id || ' ' || coalesce(p.given_name, ''), f.rule_id, f.severity, f.status,"
+            " CASE WHEN f.condition_active THEN 'active' ELSE 'cleared ' ||"
+            " to_char(f.cleared_at AT TIME ZONE 'UTC', 'HH24:MI:SS') END,"
             " to_char(f.opened_at AT TIME ZONE 'UTC', 'HH24:MI:SS')"
             " FROM flags f JOIN patients p ON p.id = f.patient_id WHERE p.external_id LIKE 'demo-%'"
             " ORDER BY array_position(ARRAY['urgent','high','medium','low'], f.severity), f.opened_at"
