@@ -8,6 +8,7 @@ device's original values, named conditions and the deterministic reading id.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -28,6 +29,17 @@ from gateway.clock import device_time_text, device_time_to_utc, session_start_to
 from ingest.wire import Original, Reading, reading_id
 
 Parser = Callable[[bytes], tuple[Measurement, ...]]
+
+# Why a CGM record without E2E-CRC from a sensor that supports it is refused; also the
+# reason ``homevitals deadletters redecode`` recognises such a record by.
+E2E_CRC_MISSING = "E2E-CRC missing (the sensor supports it)"
+
+
+def without_sequence(m: Measurement) -> Measurement:
+    """A reversed-sequence meter's record: its number shifts as the meter stores more, so
+    it is no identity; it is kept in the details as ``device_seq``."""
+    return dataclasses.replace(m, sequence=None, details={**m.details, "device_seq": m.sequence})
+
 
 _U16_AT = Struct("<H").unpack_from
 # Glucose Measurement (GSS §3.104): flags u8, then the sequence number u16.

@@ -41,6 +41,7 @@ from gateway.clock import (
 )
 from gateway.config import SyncSettings
 from gateway.decode import (
+    E2E_CRC_MISSING,
     CgmSession,
     Parser,
     RecordNumber,
@@ -48,6 +49,7 @@ from gateway.decode import (
     parser_for,
     readable_record_number,
     to_reading,
+    without_sequence,
 )
 from gateway.fetch import FETCHERS
 from gateway.outbox import Outbox
@@ -267,9 +269,7 @@ class RecordBuffer:
         ):
             self._malformed_record(
                 raw,
-                MalformedPayloadError(
-                    CGM_MEASUREMENT, raw, "E2E-CRC missing (the sensor supports it)"
-                ),
+                MalformedPayloadError(CGM_MEASUREMENT, raw, E2E_CRC_MISSING),
                 RecordNumber(time_offset=m.time_offset_minutes),
             )
             return
@@ -289,7 +289,7 @@ class RecordBuffer:
             return
         if self.reversed and m.sequence is not None:
             # Its numbers shift as the meter stores records: neither identity nor cursor.
-            m = _without_sequence(m)
+            m = without_sequence(m)
         reading = to_reading(self.device.address, m, self.clock, self.session)
         self.pending.append(reading)
         if self.uses_sequence and m.sequence is not None:
@@ -365,20 +365,6 @@ class RecordBuffer:
 def _report_digest(event: DeviceRecordMalformed) -> str:
     """The identity of a malformed record: what the device sent, where."""
     return hashlib.sha256(f"{event.characteristic}\x1f{event.raw}".encode()).hexdigest()[:32]
-
-
-def _without_sequence(m: Measurement) -> Measurement:
-    details = dict(m.details)
-    details["device_seq"] = m.sequence
-    return Measurement(
-        kind=m.kind,
-        values=m.values,
-        device_time=m.device_time,
-        time_offset_minutes=m.time_offset_minutes,
-        sequence=None,
-        conditions=m.conditions,
-        details=details,
-    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,10 +21,17 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import psycopg
 
 from device_profiles.errors import MalformedPayloadError
-from device_profiles.model import Kind, Measurement
+from device_profiles.model import Kind
 from device_profiles.profiles import PROFILES, Quirk
 from gateway.clock import gateway_wall_now
-from gateway.decode import CgmSession, TimeContext, parser_for, to_reading
+from gateway.decode import (
+    E2E_CRC_MISSING,
+    CgmSession,
+    TimeContext,
+    parser_for,
+    to_reading,
+    without_sequence,
+)
 from ingest import wire
 from ingest.deadletters import (
     ParkedRecord,
@@ -39,7 +46,6 @@ from ingest.writer import WriteResult
 # What ``gateway.sync.RecordBuffer`` drops or rejects beyond the parser (kept in step
 # with it; tests/ingest/test_redecode.py compares both on the same bytes).
 FUTURE_TOLERANCE = timedelta(days=1)
-E2E_CRC_MISSING = "E2E-CRC missing (the sensor supports it)"
 
 
 class StillMalformed(Exception):
@@ -86,26 +92,11 @@ def gateway_readings(event: wire.DeviceRecordMalformed) -> tuple[wire.Reading, .
         if m.local_time is not None and m.local_time > device_now + FUTURE_TOLERANCE:
             continue  # the gateway drops it (a meter's fake far-future record)
         reversed_seq = Quirk.REVERSED_SEQUENCE in profile.quirks and m.sequence is not None
-        record = _without_sequence(m) if reversed_seq else m
+        record = without_sequence(m) if reversed_seq else m
         readings.append(to_reading(event.device, record, clock, session))
     if not readings:
         raise StillMalformed("dated after the device's own clock: the gateway drops it")
     return tuple(readings)
-
-
-def _without_sequence(m: Measurement) -> Measurement:
-    # As gateway.sync: the numbers of a reversed-sequence meter shift, no identity.
-    details = dict(m.details)
-    details["device_seq"] = m.sequence
-    return Measurement(
-        kind=m.kind,
-        values=m.values,
-        device_time=m.device_time,
-        time_offset_minutes=m.time_offset_minutes,
-        sequence=None,
-        conditions=m.conditions,
-        details=details,
-    )
 
 
 @dataclass(frozen=True, slots=True)
