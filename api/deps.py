@@ -2,7 +2,8 @@
 scope and pagination.
 
 Authorization model: a patient sees only their own record; a clinician only patients on
-their panel; an admin everything.  A patient outside the caller's scope answers 404
+their panel; an admin everything; a SMART system client (an EHR integration) the panel
+of the clinician it was registered with, through FHIR reads only (``api.fhir.access``).  A patient outside the caller's scope answers 404
 (as if it did not exist) and the denied attempt is audited; an endpoint the caller's
 role may not use at all answers 403.
 """
@@ -23,6 +24,7 @@ from api.core.db import get_pool
 from api.core.principal import Principal
 from api.core.security import Role, TokenError, decode_token
 from api.schemas import Page
+from api.smart.clients import client_principal
 
 T = TypeVar("T")
 
@@ -59,6 +61,11 @@ def principal_from_token(
         )
     except TokenError as exc:
         raise _unauthorized(str(exc)) from exc
+    if claims.role == "system":
+        client = client_principal(conn, claims.subject, claims.scope, claims.session_id)
+        if client is None:
+            raise _unauthorized("client revoked or its panel owner disabled")
+        return client
     if claims.role == "gateway":
         row = conn.execute(
             "SELECT g.patient_id FROM gateway_credentials c JOIN gateways g ON g.id = c.gateway_id"
@@ -88,7 +95,15 @@ def get_principal(conn: ConnDep, settings: SettingsDep, token: TokenDep) -> Prin
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
+CLIENT_REFUSED = (
+    "system client tokens may only read FHIR resources under /fhir within their scopes;"
+    " this endpoint is for people"
+)
+
+
 def get_person(principal: PrincipalDep) -> Principal:
+    if principal.is_client:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, CLIENT_REFUSED)
     if not principal.is_person:
         raise HTTPException(status.HTTP_403_FORBIDDEN, "gateways may not use this endpoint")
     return principal
@@ -113,14 +128,21 @@ StaffUser = Annotated[Principal, Depends(require_roles("clinician", "admin"))]
 AdminUser = Annotated[Principal, Depends(require_roles("admin"))]
 
 
+def _panel_owner(user: Principal) -> int:
+    """The clinician whose panel bounds what the caller sees (a client: its grant)."""
+    owner = user.panel_of if user.is_client else user.user_id
+    assert owner is not None
+    return owner
+
+
 def visible_patients(conn: psycopg.Connection[Any], user: Principal) -> list[int] | None:
     """Patient ids the caller may see; ``None`` = all (admin)."""
     if user.role == "admin":
         return None
-    if user.role == "clinician":
+    if user.role in ("clinician", "system"):
         rows = conn.execute(
             "SELECT patient_id FROM clinician_panel WHERE clinician_id = %s ORDER BY patient_id",
-            (user.user_id,),
+            (_panel_owner(user),),
         ).fetchall()
         return [int(r[0]) for r in rows]
     return [] if user.patient_id is None else [user.patient_id]
@@ -130,10 +152,10 @@ def can_see(conn: psycopg.Connection[Any], user: Principal, patient_id: int) -> 
     if user.role == "admin":
         row = conn.execute("SELECT 1 FROM patients WHERE id = %s", (patient_id,)).fetchone()
         return row is not None
-    if user.role == "clinician":
+    if user.role in ("clinician", "system"):
         row = conn.execute(
             "SELECT 1 FROM clinician_panel WHERE clinician_id = %s AND patient_id = %s",
-            (user.user_id, patient_id),
+            (_panel_owner(user), patient_id),
         ).fetchone()
         return row is not None
     return user.patient_id == patient_id

@@ -42,6 +42,7 @@ from api.routes import (
     users,
 )
 from api.schemas import HealthOut
+from api.smart.config import router as smart_router
 
 log = logging.getLogger("homevitals.api")
 
@@ -137,7 +138,8 @@ def create_app(
         description=(
             "Clinicians triage their panel and review flags; patients see their own data; the"
             ' EHR reads FHIR R4 under `/fhir`.  Errors are `{"detail": "..."}` (FHIR:'
-            " OperationOutcome).  Sign in at `/api/v1/auth/token` (OAuth2 password flow)."
+            " OperationOutcome).  Sign in at `/api/v1/auth/token` (OAuth2 password flow; EHR"
+            " system clients: client_credentials with SMART scopes)."
         ),
         lifespan=lifespan,
         openapi_url=f"{API_PREFIX}/openapi.json",
@@ -191,4 +193,5 @@ def app_from_env() -> FastAPI:
 
 def _include_optional(app: FastAPI) -> None:
     app.include_router(fhir_router, prefix=FHIR_PREFIX)
+    app.include_router(smart_router, prefix=FHIR_PREFIX)
     app.include_router(dashboard_router, prefix=DASHBOARD_PREFIX)

@@ -149,3 +149,49 @@ def add_user(
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
     click.echo(f"user {username} ({role}) ready")
+
+
+@api.command("add-client")
+@click.argument("client_id")
+@click.option(
+    "--scope",
+    required=True,
+    help='SMART system scopes, e.g. "system/Observation.rs system/Patient.rs" (read-only).',
+)
+@click.option(
+    "--panel-of",
+    "panel_of",
+    required=True,
+    help="Clinician username: the client sees exactly this clinician's panel.",
+)
+def add_client(client_id: str, scope: str, panel_of: str) -> None:
+    """Register (or re-key) an EHR system client; prints its secret once."""
+    import psycopg
+
+    from api.smart.clients import ClientError, register_client
+    from homevitals.services.manager import endpoints
+
+    with psycopg.connect(endpoints(load_settings()).database_url, autocommit=True) as conn:
+        try:
+            granted, secret = register_client(conn, client_id, scope, panel_of)
+        except ClientError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+    click.echo(f"client_id: {client_id}\nclient_secret: {secret}\nscope: {granted}")
+    click.echo("The secret is shown only now; running add-client again replaces it.", err=True)
+
+
+@api.command("revoke-client")
+@click.argument("client_id")
+def revoke_client_cmd(client_id: str) -> None:
+    """Stop a system client at once (its unexpired tokens too)."""
+    import psycopg
+
+    from api.smart.clients import revoke_client
+    from homevitals.services.manager import endpoints
+
+    with psycopg.connect(endpoints(load_settings()).database_url, autocommit=True) as conn:
+        if not revoke_client(conn, client_id):
+            click.echo(f"error: no client {client_id!r}", err=True)
+            sys.exit(2)
+    click.echo(f"client {client_id} revoked")

@@ -26,7 +26,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 ALGORITHM = "HS256"
 TokenType = Literal["access", "session"]
-Role = Literal["patient", "clinician", "admin", "gateway"]
+Role = Literal["patient", "clinician", "admin", "gateway", "system"]
 
 _hasher = PasswordHasher()
 # Verifying against this keeps the timing of "no such user" equal to "wrong password".
@@ -81,6 +81,7 @@ class TokenClaims:
     patient_id: int | None
     session_id: str
     expires: datetime
+    scope: str = ""  # SMART scopes of a system client's token
 
 
 class TokenError(Exception):
@@ -96,6 +97,7 @@ def create_token(
     minutes: int,
     token_type: TokenType = "access",
     session_id: str | None = None,
+    scope: str | None = None,
 ) -> tuple[str, datetime]:
     now = datetime.now(UTC)
     expires = now + timedelta(minutes=minutes)
@@ -109,6 +111,8 @@ def create_token(
         "exp": int(expires.timestamp()),
         "jti": uuid.uuid4().hex,
     }
+    if scope is not None:
+        payload["scope"] = scope
     return jwt.encode(payload, secret, algorithm=ALGORITHM), expires
 
 
@@ -124,7 +128,7 @@ def decode_token(secret: bytes, token: str, token_type: TokenType = "access") ->
     if payload.get("typ") != token_type:
         raise TokenError("wrong token type")
     role = payload.get("role")
-    if role not in ("patient", "clinician", "admin", "gateway"):
+    if role not in ("patient", "clinician", "admin", "gateway", "system"):
         raise TokenError("invalid token")
     pid = payload.get("pid")
     return TokenClaims(
@@ -133,6 +137,7 @@ def decode_token(secret: bytes, token: str, token_type: TokenType = "access") ->
         patient_id=int(pid) if isinstance(pid, int) else None,
         session_id=str(payload.get("sid", "")),
         expires=datetime.fromtimestamp(int(payload["exp"]), UTC),
+        scope=str(payload.get("scope", "")),
     )
 
 

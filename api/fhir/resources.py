@@ -401,7 +401,11 @@ def flag_resource(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def capability_statement(base: str) -> dict[str, Any]:
+SMART_OAUTH_URIS = "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris"
+SECURITY_SERVICE = "http://terminology.hl7.org/CodeSystem/restful-security-service"
+
+
+def capability_statement(base: str, token_url: str) -> dict[str, Any]:
     search = [
         {"name": "patient", "type": "reference"},
         {"name": "code", "type": "token"},
@@ -421,16 +425,20 @@ def capability_statement(base: str) -> dict[str, Any]:
             {
                 "mode": "server",
                 "security": {
-                    "description": "OAuth2 bearer token from /api/v1/auth/token",
-                    "service": [
+                    "extension": [
                         {
-                            "coding": [
-                                _coding(
-                                    "http://terminology.hl7.org/CodeSystem/restful-security-service",
-                                    "OAuth",
-                                )
-                            ]
+                            "url": SMART_OAUTH_URIS,
+                            "extension": [{"url": "token", "valueUri": token_url}],
                         }
+                    ],
+                    "description": (
+                        "OAuth2 bearer tokens from the token endpoint: people by password,"
+                        " SMART system clients by client_credentials with system/<Type>.rs"
+                        " scopes (see .well-known/smart-configuration)"
+                    ),
+                    "service": [
+                        {"coding": [_coding(SECURITY_SERVICE, "OAuth")]},
+                        {"coding": [_coding(SECURITY_SERVICE, "SMART-on-FHIR")]},
                     ],
                 },
                 "resource": [

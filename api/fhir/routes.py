@@ -1,6 +1,7 @@
 """FHIR R4 REST facade (read and search, JSON only): ``/fhir/metadata``, Patient, Device,
-Observation, Flag.  Same bearer tokens and patient scope as the REST API; every read of
-patient data is audited; errors are OperationOutcome."""
+Observation, Flag.  Same bearer tokens and patient scope as the REST API, plus SMART
+system clients within their scopes (``api.fhir.access``); every read of patient data is
+audited (a client as ``client:<id>``, role ``system``); errors are OperationOutcome."""
 
 from __future__ import annotations
 
@@ -16,8 +17,19 @@ from psycopg.rows import dict_row
 from api.core import audit
 from api.core.db import count_rows
 from api.core.principal import Principal
-from api.deps import ConnDep, CurrentUser, can_see, visible_patients
+from api.deps import ConnDep, can_see, visible_patients
 from api.fhir import resources as fr
+from api.fhir.access import (
+    DeviceRead,
+    DeviceSearch,
+    FlagRead,
+    FlagSearch,
+    ObservationRead,
+    ObservationSearch,
+    PatientRead,
+    PatientSearch,
+)
+from api.smart.config import token_url
 
 _JSON_SCHEMA = {
     "type": "object",
@@ -100,7 +112,7 @@ def _scope(conn: psycopg.Connection[Any], user: Principal, patient: str | None) 
 
 @router.get("/metadata", summary="CapabilityStatement", response_class=fr.FhirResponse)
 def metadata(request: Request) -> fr.FhirResponse:
-    return _fhir(fr.capability_statement(_base(request)))
+    return _fhir(fr.capability_statement(_base(request), token_url(request)))
 
 
 # --- Patient -----------------------------------------------------------------------------
@@ -112,7 +124,7 @@ PATIENT_SQL = (
 
 @router.get("/Patient/{fhir_id}", summary="Read a Patient")
 def read_patient(
-    fhir_id: str, user: CurrentUser, conn: ConnDep, request: Request
+    fhir_id: str, user: PatientRead, conn: ConnDep, request: Request
 ) -> fr.FhirResponse:
     if not fhir_id.isdigit() or len(fhir_id) > 18 or not can_see(conn, user, int(fhir_id)):
         raise _not_found("Patient", fhir_id)
@@ -126,7 +138,7 @@ def read_patient(
 
 @router.get("/Patient", summary="Search Patients (_id, identifier)")
 def search_patients(
-    user: CurrentUser,
+    user: PatientSearch,
     conn: ConnDep,
     request: Request,
     count: CountQ = 50,
@@ -180,9 +192,7 @@ GATEWAY_SQL = "SELECT id, patient_id, version FROM gateways"
 
 
 @router.get("/Device/{fhir_id}", summary="Read a Device (measuring device or gateway)")
-def read_device(
-    fhir_id: str, user: CurrentUser, conn: ConnDep, request: Request
-) -> fr.FhirResponse:
+def read_device(fhir_id: str, user: DeviceRead, conn: ConnDep, request: Request) -> fr.FhirResponse:
     parsed = fr.parse_device_id(fhir_id) if FHIR_ID.match(fhir_id) else None
     if parsed is None:
         raise _not_found("Device", fhir_id)
@@ -207,7 +217,7 @@ def read_device(
 
 @router.get("/Device", summary="Search Devices by patient (current bindings and gateways)")
 def search_devices(
-    user: CurrentUser,
+    user: DeviceSearch,
     conn: ConnDep,
     request: Request,
     patient: Annotated[str | None, Query(max_length=80)] = None,
@@ -373,7 +383,7 @@ def _load(
 
 @router.get("/Observation", summary="Search Observations: patient, code, date (ge/le...), _count")
 def search_observations(
-    user: CurrentUser,
+    user: ObservationSearch,
     conn: ConnDep,
     request: Request,
     patient: Annotated[str | None, Query(max_length=80)] = None,
@@ -409,7 +419,7 @@ def search_observations(
 
 @router.get("/Observation/{fhir_id}", summary="Read an Observation")
 def read_observation(
-    fhir_id: str, user: CurrentUser, conn: ConnDep, request: Request
+    fhir_id: str, user: ObservationRead, conn: ConnDep, request: Request
 ) -> fr.FhirResponse:
     parsed = fr.parse_observation_id(fhir_id)
     if parsed is None:
@@ -455,7 +465,7 @@ FLAG_SQL = (
 
 @router.get("/Flag", summary="Search Flags (review items) by patient, date, status")
 def search_flags(
-    user: CurrentUser,
+    user: FlagSearch,
     conn: ConnDep,
     request: Request,
     patient: Annotated[str | None, Query(max_length=80)] = None,
@@ -489,7 +499,7 @@ def search_flags(
 
 
 @router.get("/Flag/{fhir_id}", summary="Read a Flag")
-def read_flag(fhir_id: str, user: CurrentUser, conn: ConnDep, request: Request) -> fr.FhirResponse:
+def read_flag(fhir_id: str, user: FlagRead, conn: ConnDep, request: Request) -> fr.FhirResponse:
     if user.role == "patient" or not fhir_id.isdigit() or len(fhir_id) > 18:
         raise _not_found("Flag", fhir_id)
     with conn.cursor(row_factory=dict_row) as cur:

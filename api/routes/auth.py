@@ -7,8 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import psycopg
-from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
-from fastapi.security import OAuth2PasswordRequestForm
+from fastapi import APIRouter, Form, HTTPException, Request, Response, status
 
 from api.core import audit
 from api.core.config import ApiSettings
@@ -24,6 +23,7 @@ from api.core.security import (
 from api.core.throttle import Throttle, Throttled
 from api.deps import ConnDep, CurrentUser, SettingsDep
 from api.schemas import RefreshIn, TokenPair, UserOut
+from api.smart.token import ClientGrant, client_credentials, oauth_error
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 
@@ -148,27 +148,50 @@ def issue_tokens(
     )
 
 
+FormStr = Annotated[str | None, Form()]
+
+
 @router.post(
     "/token",
     response_model=TokenPair,
-    summary="Sign in (OAuth2 password flow)",
+    summary="Token endpoint: password (people) or client_credentials (SMART system clients)",
     responses={**UNAUTHORIZED, **TOO_MANY, **PUBLIC},
 )
 def login(
-    form: Annotated[OAuth2PasswordRequestForm, Depends()],
     conn: ConnDep,
     settings: SettingsDep,
     request: Request,
-) -> TokenPair:
-    """Exchange username and password for a 15-minute access token and a refresh token."""
-    user = authenticate(
-        conn,
-        settings,
-        login_throttle(request),
-        form.username,
-        form.password,
-        audit.client_ip(request),
-    )
+    grant_type: FormStr = None,
+    username: FormStr = None,
+    password: FormStr = None,
+    scope: FormStr = None,
+    client_id: FormStr = None,
+    client_secret: FormStr = None,
+    client_assertion_type: FormStr = None,
+    client_assertion: FormStr = None,
+) -> TokenPair | Response:
+    """``grant_type=password`` (or none): exchange username and password for a 15-minute
+    access token and a refresh token.  ``grant_type=client_credentials``: a registered
+    system client (``homevitals api add-client``) gets an access token for FHIR reads
+    within its SMART scopes; errors are RFC 6749 bodies (``error``, ``error_description``
+    and ``detail``)."""
+    ip = audit.client_ip(request)
+    if grant_type == "client_credentials":
+        grant = ClientGrant(
+            client_id,
+            client_secret,
+            scope,
+            request.headers.get("authorization"),
+            client_assertion or client_assertion_type,
+        )
+        return client_credentials(conn, settings, login_throttle(request), grant, ip)
+    if grant_type not in (None, "password"):
+        return oauth_error(400, "unsupported_grant_type", f"unsupported grant_type {grant_type!r}")
+    if username is None or password is None:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT, "username and password are required"
+        )
+    user = authenticate(conn, settings, login_throttle(request), username, password, ip)
     return issue_tokens(conn, settings, user)
 
 

@@ -1,0 +1,38 @@
+"""Who may use a FHIR interaction: people as before (their role and patient scope), and
+SMART system clients only with the matching scope (``system/<Type>.r`` to read,
+``.s`` to search); the patients a client then sees are bounded in ``api.deps``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, status
+
+from api.core.principal import Principal
+from api.deps import PrincipalDep, get_person
+from api.smart import scopes as sc
+
+
+def fhir_reader(resource: str, interaction: str) -> Callable[[Principal], Principal]:
+    def check(principal: PrincipalDep) -> Principal:
+        if not principal.is_client:
+            return get_person(principal)
+        if not sc.allows(principal.scopes, resource, interaction):
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN,
+                f"this token lacks scope system/{resource}.{interaction}",
+            )
+        return principal
+
+    return check
+
+
+PatientRead = Annotated[Principal, Depends(fhir_reader("Patient", "r"))]
+PatientSearch = Annotated[Principal, Depends(fhir_reader("Patient", "s"))]
+DeviceRead = Annotated[Principal, Depends(fhir_reader("Device", "r"))]
+DeviceSearch = Annotated[Principal, Depends(fhir_reader("Device", "s"))]
+ObservationRead = Annotated[Principal, Depends(fhir_reader("Observation", "r"))]
+ObservationSearch = Annotated[Principal, Depends(fhir_reader("Observation", "s"))]
+FlagRead = Annotated[Principal, Depends(fhir_reader("Flag", "r"))]
+FlagSearch = Annotated[Principal, Depends(fhir_reader("Flag", "s"))]
