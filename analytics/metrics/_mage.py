@@ -15,9 +15,12 @@ doi:10.1177/19322968221114405):
 4. the result is the mean over all non-missing (segment, direction) values, weighted by
    segment duration.
 
-The crossing search is vectorized (see ``_crossings``); the extremum and elimination steps
-are sequential by nature and loop over turning points (a few hundred per patient per
-fortnight), never over readings.
+The crossing search is vectorized per segment (see ``_crossings``).  The extremum step is
+sequential (each range starts at the previous turning point) but is solved for all segments
+of all patients at once as a fixed point (see ``_turning_points``).  The elimination step
+stays a loop over turning points, O(1) work per turning point (see ``_eliminate``).
+``tests/analytics/mage_reference.py`` keeps the original loop-per-turning-point port, and a
+property test checks that the results are identical.
 """
 
 from __future__ import annotations
@@ -41,26 +44,74 @@ def mage_from_grid(
     max_gap_min: float = MAX_GAP_MIN,
 ) -> float:
     """MAGE (mg/dL) of one patient's trace on a regular grid (NaN = no value)."""
-    present = np.flatnonzero(~np.isnan(values))
-    if len(present) == 0:
-        return float("nan")
-    gl = values[present[0] : present[-1] + 1]
-    if len(gl) < _MIN_POINTS or len(gl) < long_ma:
-        return float("nan")
-    num = 0.0
-    den = 0.0
-    for lo, hi in _segments(gl, max_gap_min / grid_min):
-        seg = gl[lo:hi]
-        hours = (hi - lo - 1) * grid_min
-        plus, minus = _mage_segment(seg, short_ma, long_ma)
-        for v in (plus, minus):
+    values = np.asarray(values, dtype=np.float64)
+    one = np.zeros(1, dtype=np.int64)
+    lengths = np.full(1, len(values), dtype=np.int64)
+    return float(mage_from_grids(values, one, lengths, grid_min, short_ma, long_ma, max_gap_min)[0])
+
+
+def mage_from_grids(
+    values: FloatArray,
+    starts: IntArray,
+    lengths: IntArray,
+    grid_min: float = GRID_MIN,
+    short_ma: int = SHORT_MA,
+    long_ma: int = LONG_MA,
+    max_gap_min: float = MAX_GAP_MIN,
+) -> FloatArray:
+    """MAGE (mg/dL) of many patients' traces concatenated in ``values`` (patient ``p`` at
+    ``values[starts[p] : starts[p] + lengths[p]]``); NaN where not computable."""
+    out = np.full(len(starts), np.nan)
+    # Per segment: (patient, duration, absolute crossing ids, types, SD).
+    segs: list[tuple[int, float, IntArray, IntArray, float]] = []
+    for pat in np.flatnonzero(lengths).tolist():
+        s = int(starts[pat])
+        present = np.flatnonzero(~np.isnan(values[s : s + int(lengths[pat])]))
+        if len(present) == 0:
+            continue
+        first = s + int(present[0])
+        gl = values[first : s + int(present[-1]) + 1]
+        if len(gl) < _MIN_POINTS or len(gl) < long_ma:
+            continue
+        for lo, hi in _segments(gl, max_gap_min / grid_min):
+            seg = gl[lo:hi]
+            n = hi - lo
+            if n < _MIN_POINTS or n < long_ma or np.all(np.isnan(seg)):
+                continue
+            sd = float(np.nanstd(seg, ddof=1))
+            if not sd > 0:
+                # A flat segment has no excursion (iglu's elimination loop never ends on sd == 0).
+                continue
+            delta = _rolling_mean(seg, short_ma) - _rolling_mean(seg, long_ma)
+            ids, types = _crossings(seg, delta)
+            segs.append((pat, (n - 1) * grid_min, ids + (first + lo), types, sd))
+    if not segs:
+        return out
+    ext = _turning_points(
+        values, [ids for _, _, ids, _, _ in segs], [types for _, _, _, types, _ in segs]
+    )
+    # Extremes of segment i are ext[bounds[i] : bounds[i + 1]] (one per crossing but the last).
+    bounds = [0, *np.cumsum([len(ids) - 1 for _, _, ids, _, _ in segs]).tolist()]
+    mm_all: list[float] = values[ext].tolist()
+    num: dict[int, float] = {}
+    den: dict[int, float] = {}
+    for i, (p, hours, _, _, sd) in enumerate(segs):
+        mm = mm_all[bounds[i] : bounds[i + 1]]
+        plus = _eliminate(mm, sd, rising=True)
+        minus = _eliminate(mm, sd, rising=False)
+        # Same accumulation order as the reference (segment by segment, MAGE+ then MAGE-),
+        # so the weighted mean is bit-identical.
+        for v in (
+            float(np.mean(plus)) if plus else float("nan"),
+            abs(float(np.mean(minus))) if minus else float("nan"),
+        ):
             if not np.isnan(v):
-                num += v * hours
-                den += hours
-    if den > 0:
-        return num / den
-    # All counted segments have zero duration (cannot happen for >= 7 points) or none counted.
-    return float("nan")
+                num[p] = num.get(p, 0.0) + v * hours
+                den[p] = den.get(p, 0.0) + hours
+    for p, d in den.items():
+        if d > 0:
+            out[p] = num[p] / d
+    return out
 
 
 def _segments(gl: FloatArray, max_gap_points: float) -> list[tuple[int, int]]:
@@ -129,37 +180,61 @@ def _crossings(gl: FloatArray, delta: FloatArray) -> tuple[IntArray, IntArray]:
     return ids, types
 
 
-def _mage_segment(gl: FloatArray, short_ma: int, long_ma: int) -> tuple[float, float]:
-    """(MAGE+, MAGE-) of one segment; NaN where not computable."""
-    nan = float("nan")
-    n = len(gl)
-    if n < _MIN_POINTS or n < long_ma or np.all(np.isnan(gl)):
-        return nan, nan
-    delta = _rolling_mean(gl, short_ma) - _rolling_mean(gl, long_ma)
-    ids, types = _crossings(gl, delta)
-    as_min = np.where(np.isnan(gl), np.inf, gl)
-    as_max = np.where(np.isnan(gl), -np.inf, gl)
-    n_ext = len(ids) - 1
-    minmax: list[float] = [0.0] * n_ext
-    prev_tp = 0
-    for i in range(n_ext):
-        s1 = int(ids[0]) if i == 0 else prev_tp
-        s2 = int(ids[i + 1])
-        if types[i] == 0:
-            k = s1 + int(np.argmin(as_min[s1 : s2 + 1]))
-        else:
-            k = s1 + int(np.argmax(as_max[s1 : s2 + 1]))
-        minmax[i] = float(gl[k])
-        prev_tp = k
-    sd = float(np.nanstd(gl, ddof=1))
-    if not sd > 0:
-        # A flat segment has no excursion (iglu's elimination loop never ends on sd == 0).
-        return nan, nan
-    plus = _eliminate(minmax, sd, rising=True)
-    minus = _eliminate(minmax, sd, rising=False)
-    if not plus and not minus:
-        return nan, nan
-    return (float(np.mean(plus)) if plus else nan, abs(float(np.mean(minus))) if minus else nan)
+def _turning_points(
+    values: FloatArray, ids_per_seg: list[IntArray], types_per_seg: list[IntArray]
+) -> IntArray:
+    """Turning points of all segments (absolute positions in ``values``), in order.
+
+    iglu: turning point i of a segment is the first arg-min (type 0) or arg-max (type 1) of
+    the segment over [k[i-1], ids[i+1]] (NaN never wins), k[-1] = ids[0].  Each range
+    depends on the previous result, so solve k = F(k) by iteration: start from
+    k[i-1] = ids[i] (a guess), re-evaluate only the ranges whose left bound moved, stop
+    when none does.  The fixed point is unique (k[0] is fixed, k[i] follows from k[i-1])
+    and after t rounds the first t turning points of every segment are final, so this
+    ends; in practice in a few rounds, each vectorized over all segments.
+    """
+    ids = np.concatenate(ids_per_seg)
+    types = np.concatenate(types_per_seg)
+    seg_len = np.array([len(x) for x in ids_per_seg])
+    seg_end = np.cumsum(seg_len)
+    # One row per crossing except each segment's last: range [lo, ids[i + 1]], type types[i].
+    row = np.ones(len(ids), dtype=bool)
+    row[seg_end - 1] = False
+    r = np.flatnonzero(row)
+    first = np.zeros(len(ids), dtype=bool)
+    first[seg_end - seg_len] = True
+    first = first[r]
+    cur, hi = ids[r], ids[r + 1]
+    # argmax of x is argmin of -x (same ties); a sign per range, no key array over all values.
+    sign = np.where(types[r] == 1, -1.0, 1.0)
+    lo = cur.copy()
+    k = _first_argmin(values, lo, hi, sign)
+    while True:
+        want = np.empty_like(lo)
+        want[1:] = k[:-1]
+        want[first] = cur[first]
+        moved = np.flatnonzero(want != lo)
+        if len(moved) == 0:
+            return k
+        lo[moved] = want[moved]
+        k[moved] = _first_argmin(values, lo[moved], hi[moved], sign[moved])
+
+
+def _first_argmin(values: FloatArray, lo: IntArray, hi: IntArray, sign: FloatArray) -> IntArray:
+    """First position of the minimum of ``sign[i] * values[lo[i] : hi[i] + 1]`` for every i,
+    NaN ignored (ranges may overlap: they are gathered into one array, then reduced).
+
+    Every range holds a value: crossings and segment ends are never NaN.
+    """
+    width = hi - lo + 1
+    offs = np.cumsum(width) - width
+    pos = np.arange(int(width.sum())) - np.repeat(offs - lo, width)
+    v = values[pos] * np.repeat(sign, width)
+    low = np.fmin.reduceat(v, offs)
+    hit = np.flatnonzero(v == np.repeat(low, width))
+    # The first hit at or after a range's start is the range's first minimum.
+    result: IntArray = pos[hit[np.searchsorted(hit, offs)]]
+    return result
 
 
 def _eliminate(mm: list[float], sd: float, *, rising: bool) -> list[float]:
@@ -167,28 +242,51 @@ def _eliminate(mm: list[float], sd: float, *, rising: bool) -> list[float]:
 
     Faithful to iglu including its asymmetry: after a MAGE+ excursion the search restarts
     at the right turning point's follower ``k``, after a MAGE- one at its peak ``j``.
+
+    iglu rescans i in prev_j..j for every j; here the test "best >= sd" uses a running
+    min (MAGE+) / max (MAGE-) of mm[prev_j..j] instead: rounded subtraction is monotone,
+    so max_i sgn*(mm[j] - mm[i]) == sgn*(mm[j] - running extreme) exactly.  iglu's own loop
+    picks the left turning point (first index on ties), once per counted excursion.
     """
     n = len(mm)
     heights: list[float] = []
     j = prev_j = 0
     sgn = 1.0 if rising else -1.0
-    while j < n:
+    ref = mm[0]
+    while True:
+        # Next j whose best excursion from mm[prev_j..j] reaches sd (iglu: j += 1 otherwise).
+        if rising:
+            for j in range(j, n):  # noqa: B020 (j carries on from the break)
+                x = mm[j]
+                if x < ref:
+                    ref = x
+                elif x - ref >= sd:
+                    break
+            else:
+                return heights
+        else:
+            for j in range(j, n):  # noqa: B020
+                x = mm[j]
+                if x > ref:
+                    ref = x
+                elif -(x - ref) >= sd:
+                    break
+            else:
+                return heights
         # best left turning point in prev_j..j (first one on ties, as which.max)
         best_i = prev_j
-        best = sgn * (mm[j] - mm[prev_j])
+        best = sgn * (x - mm[prev_j])
         for i in range(prev_j + 1, j + 1):
-            v = sgn * (mm[j] - mm[i])
+            v = sgn * (x - mm[i])
             if v > best:
                 best, best_i = v, i
-        if best >= sd:
-            for k in range(j, n):
-                if sgn * (mm[k] - mm[j]) > 0:
-                    j = k
-                if sgn * (mm[k] - mm[j]) < -sd or k == n - 1:
-                    heights.append(mm[j] - mm[best_i])
-                    prev_j = k if rising else j
-                    j = k
-                    break
-        else:
-            j += 1
-    return heights
+        for k in range(j, n):
+            if sgn * (mm[k] - mm[j]) > 0:
+                j = k
+            if sgn * (mm[k] - mm[j]) < -sd or k == n - 1:
+                heights.append(mm[j] - mm[best_i])
+                prev_j = k if rising else j
+                j = k
+                break
+        window = mm[prev_j : j + 1]
+        ref = min(window) if rising else max(window)

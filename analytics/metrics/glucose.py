@@ -49,7 +49,7 @@ from analytics.metrics._frame import (
     safe_div,
     utc_offsets_ns,
 )
-from analytics.metrics._mage import GRID_MIN, mage_from_grid
+from analytics.metrics._mage import GRID_MIN, mage_from_grids
 
 # Consensus thresholds, mg/dL.
 VERY_LOW = 54.0
@@ -525,10 +525,8 @@ def _grid_metrics(
         if math.isclose(step_min, GRID_MIN)
         else interpolation_grid(g, mgdl, numeric, tz, GRID_MIN)
     )
-    mage = np.full(n, np.nan)
-    for p in np.flatnonzero(mgrid.lengths):
-        s = mgrid.starts[p]
-        mage[p] = mage_from_grid(mgrid.values[s : s + mgrid.lengths[p]])
+    # All patients at once: the turning-point search runs vectorized across them.
+    mage = mage_from_grids(mgrid.values, mgrid.starts, mgrid.lengths)
     return mage, conga, modd
 
 
