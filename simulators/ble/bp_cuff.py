@@ -14,13 +14,8 @@ control channel) straight away.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
-
-from dbus_fast import DBusError
 
 from device_profiles import uuids
 from device_profiles.blood_pressure import (
@@ -33,7 +28,8 @@ from device_profiles.blood_pressure import (
 from device_profiles.model import Component, DetailValue, Kind, Measurement, Quantity
 from simulators.ble.clock import shift_month13
 from simulators.ble.core import DeviceCore, Quirk
-from simulators.ble.gatt import Characteristic, ConfirmTimeoutError, Service, disconnect_central
+from simulators.ble.gatt import Characteristic
+from simulators.ble.indicating import IndicatingDevice, StoredRecord
 from simulators.ble.readings import Reading, ReadingFormatError
 
 __all__ = ["BloodPressureCuff", "StoredMeasurement", "bp_measurement"]
@@ -42,9 +38,6 @@ log = logging.getLogger(__name__)
 
 # Blood Pressure Measurement: flags u8 and three SFLOATs, then the time stamp.
 _TIME_STAMP_OFFSET = 7
-# Give the central a moment after enabling indications, as real cuffs do.
-SEND_DELAY_S = 0.1
-DISCONNECT_DELAY_S = 0.2
 _FEATURES = BloodPressureFeatures(
     frozenset(
         {
@@ -88,105 +81,44 @@ def bp_measurement(reading: Reading) -> Measurement:
     )
 
 
-@dataclass(slots=True)
-class StoredMeasurement:
-    measurement: Measurement
-    sent: bool = False
+# The cuff's stored records are the shared ones (kept under the old name).
+StoredMeasurement = StoredRecord
 
 
-class BloodPressureCuff:
+class BloodPressureCuff(IndicatingDevice):
     """Blood Pressure Service behaviour on top of a :class:`DeviceCore`."""
 
+    service_uuid = uuids.BLOOD_PRESSURE_SERVICE
+    measurement_uuid = uuids.BLOOD_PRESSURE_MEASUREMENT
+    _log = log
+    _transfer_name = "download"
+
     def __init__(self, core: DeviceCore, readings: Sequence[Reading]) -> None:
-        self.core = core
-        self.memory: list[StoredMeasurement] = []
-        self._malformed_pending = core.spec.malformed
-        self._task: asyncio.Task[None] | None = None
-        self.measurement = Characteristic(
-            uuids.BLOOD_PRESSURE_MEASUREMENT, ["indicate"], on_subscribe=self._on_subscribe
-        )
+        self.disconnects_when_done = core.has_quirk(Quirk.UNSENT_ONLY_THEN_DISCONNECTS)
         self.feature = Characteristic(
             uuids.BLOOD_PRESSURE_FEATURE, ["read"], encode_blood_pressure_feature(_FEATURES)
         )
-        self.add_readings(readings)
+        super().__init__(core, readings)
 
-    def services(self) -> list[Service]:
-        return [Service(uuids.BLOOD_PRESSURE_SERVICE, [self.measurement, self.feature])]
+    def measurement_of(self, reading: Reading) -> Measurement:
+        return bp_measurement(reading)
 
-    @property
-    def service_uuids(self) -> list[str]:
-        return [uuids.BLOOD_PRESSURE_SERVICE]
-
-    def add_readings(self, readings: Sequence[Reading]) -> list[int]:
-        """Store new (unsent) measurements; returns their memory positions.
-
-        A connected central with indications on gets them right away.
-        """
-        new = [bp_measurement(r) for r in readings]
-        for m in new:
-            encode_blood_pressure_measurement(m)  # fail now, not mid-transfer
-        first = len(self.memory)
-        self.memory.extend(StoredMeasurement(m) for m in new)
-        if new and self.measurement.notifying:
-            self._start_sending(delay=0.0)
-        return list(range(first, first + len(new)))
-
-    def status(self) -> dict[str, Any]:
-        return {
-            "records": len(self.memory),
-            "unsent": sum(not s.sent for s in self.memory),
-        }
-
-    def _encode(self, m: Measurement) -> bytes:
+    def encode(self, m: Measurement) -> bytes:
         data = encode_blood_pressure_measurement(m)
         if self.core.has_quirk(Quirk.MONTH_13_CLOCK) and m.device_time is not None:
             data = shift_month13(data, _TIME_STAMP_OFFSET)
-        if self._malformed_pending:
-            self._malformed_pending = False
-            data = data[: _TIME_STAMP_OFFSET - 2]  # cut inside the MAP value
         return data
 
-    def _on_subscribe(self, on: bool) -> None:
-        if on:
-            self._start_sending(delay=SEND_DELAY_S)
+    def truncate(self, data: bytes) -> bytes:
+        return data[: _TIME_STAMP_OFFSET - 2]  # cut inside the MAP value
 
-    def _start_sending(self, delay: float) -> None:
-        if self._task is not None and not self._task.done():
-            return
-        self._task = asyncio.get_running_loop().create_task(self._send_unsent(delay))
+    def feature_characteristic(self) -> Characteristic:
+        return self.feature
 
-    async def _send_unsent(self, delay: float) -> None:
-        await asyncio.sleep(delay)
-        if self.core.has_quirk(Quirk.BONDED_HOST_ONLY) and not await self.core.central_paired(None):
-            log.info("central not bonded: sending nothing")
-            await self._maybe_disconnect()
-            return
-        sent = 0
-        while self.measurement.notifying:
-            pending = next((s for s in self.memory if not s.sent), None)
-            if pending is None:
-                break
-            try:
-                confirmed = await self.measurement.send(self._encode(pending.measurement))
-            except ConfirmTimeoutError:
-                confirmed = False
-            if not confirmed:
-                log.info("indication not confirmed; it stays unsent")
-                return
-            pending.sent = True
-            sent += 1
-            if self.core.has_quirk(Quirk.ERASES_AFTER_DOWNLOAD):
-                self.memory.remove(pending)
-        log.info("sent %d stored measurement(s)", sent)
-        await self._maybe_disconnect()
+    def sends_only_to_bonded(self) -> bool:
+        # Not the profile's bonding_enforced: a standard cuff indicates to any central.
+        return self.core.has_quirk(Quirk.BONDED_HOST_ONLY)
 
-    async def _maybe_disconnect(self) -> None:
-        if not self.core.has_quirk(Quirk.UNSENT_ONLY_THEN_DISCONNECTS):
-            return
-        await asyncio.sleep(DISCONNECT_DELAY_S)
-        try:
-            n = await disconnect_central(self.core.bus, self.core.spec.adapter)
-        except DBusError as e:
-            log.warning("could not drop the link: %s", e)
-            return
-        log.info("dropped %d link(s) after the download", n)
+    def on_sent(self, record: StoredRecord) -> None:
+        if self.core.has_quirk(Quirk.ERASES_AFTER_DOWNLOAD):
+            self.memory.remove(record)

@@ -1,11 +1,14 @@
 """Devices that indicate their stored measurements once the central subscribes.
 
 The Weight Scale Profile (WSP v1.0.0, Weight Scale role: stored data, then the scale
-ends the connection) and the Pulse Oximeter Profile's spot-check
-measurement (PLXS v1.0.1 §3.1.1) work this way: no control point, the sensor indicates
-what it holds as soon as the collector enables indications, one value at a time, and
-marks each one sent when its confirmation arrives.  A subclass says how a reading
-becomes bytes and whether the device hangs up when it is done.
+ends the connection), the Pulse Oximeter Profile's spot-check
+measurement (PLXS v1.0.1 §3.1.1) and a home blood pressure cuff (BLS v1.1.1 §3.1,
+Blood Pressure Measurement is indicated) work this way: no control point, the sensor
+indicates what it holds as soon as the collector enables indications, one value at a
+time, and marks each one sent when its confirmation arrives.  A subclass says how a
+reading becomes bytes and whether the device hangs up when it is done; the hooks
+``sends_only_to_bonded`` and ``on_sent`` cover a device that picks its centrals or
+forgets what it sent.
 
 ``DeviceSpec.malformed``: the first measurement sent goes out cut short (the subclass
 says where), undecodable — for the gateway's "malformed record" path.
@@ -18,7 +21,7 @@ import logging
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from dbus_fast import DBusError
 
@@ -50,6 +53,9 @@ class IndicatingDevice(ABC):
     measurement_uuid: str
     # The device drops the link after the last stored record (a WSP weight scale).
     disconnects_when_done: bool = False
+    # Where the transfer is logged, and what the "dropped the link" line calls it.
+    _log: ClassVar[logging.Logger] = log
+    _transfer_name: ClassVar[str] = "transfer"
 
     def __init__(self, core: DeviceCore, readings: Sequence[Reading]) -> None:
         self.core = core
@@ -76,6 +82,17 @@ class IndicatingDevice(ABC):
 
     @abstractmethod
     def feature_characteristic(self) -> Characteristic: ...
+
+    def sends_only_to_bonded(self) -> bool:
+        """Whether a central that has not paired gets nothing.
+
+        Profiles that need a bond (WSP) send nothing to a stranger.
+        """
+        return self.core.spec.bonding_enforced
+
+    def on_sent(self, record: StoredRecord) -> None:
+        """Called once ``record`` is confirmed and marked sent (e.g. to erase it)."""
+        return  # most devices keep what they sent
 
     # ------------------------------------------------------------------ behaviour
     def services(self) -> list[Service]:
@@ -123,9 +140,8 @@ class IndicatingDevice(ABC):
 
     async def _send_unsent(self, delay: float) -> None:
         await asyncio.sleep(delay)
-        if self.core.spec.bonding_enforced and not await self.core.central_paired(None):
-            # Profiles that need a bond (WSP) send nothing to a stranger.
-            log.info("central not bonded: sending nothing")
+        if self.sends_only_to_bonded() and not await self.core.central_paired(None):
+            self._log.info("central not bonded: sending nothing")
             await self._maybe_disconnect()
             return
         sent = 0
@@ -138,11 +154,12 @@ class IndicatingDevice(ABC):
             except ConfirmTimeoutError:
                 confirmed = False
             if not confirmed:
-                log.info("indication not confirmed; it stays unsent")
+                self._log.info("indication not confirmed; it stays unsent")
                 return
             pending.sent = True
             sent += 1
-        log.info("sent %d stored measurement(s)", sent)
+            self.on_sent(pending)
+        self._log.info("sent %d stored measurement(s)", sent)
         await self._maybe_disconnect()
 
     async def _maybe_disconnect(self) -> None:
@@ -152,6 +169,6 @@ class IndicatingDevice(ABC):
         try:
             n = await disconnect_central(self.core.bus, self.core.spec.adapter)
         except DBusError as e:
-            log.warning("could not drop the link: %s", e)
+            self._log.warning("could not drop the link: %s", e)
             return
-        log.info("dropped %d link(s) after the transfer", n)
+        self._log.info("dropped %d link(s) after the %s", n, self._transfer_name)
