@@ -11,6 +11,8 @@ Mapping (see docs/api.md, "FHIR"):
 * Blood pressure: panel 85354-9 with components 8480-6 / 8462-4 (and 8478-0 mean
   arterial) in ``mm[Hg]``; pulse as a separate heart-rate Observation 8867-4 ``/min``;
   category vital-signs.  UCUM system http://unitsofmeasure.org throughout.
+* Weight, height, BMI, SpO2 (+ pulse) and temperature from ``body_readings``:
+  ``body_vitals``; category vital-signs.
 * Personal Health Device IG (STU 2): ``Observation.device`` is the measuring device;
   the gateway that uploaded it is the ``observation-gatewayDevice`` extension
   (PhdBaseObservation's gatewayDevice slice); the device clock is related to the
@@ -118,7 +120,8 @@ def parse_device_id(fhir_id: str) -> tuple[str, str, str] | None:
     return None
 
 
-OBS_PREFIXES = ("glu", "bp", "hr", "cts")
+# Body readings' Observations (weight, height, BMI, SpO2, temperature): ``body_vitals``.
+OBS_PREFIXES = ("glu", "bp", "hr", "cts", "wt", "ht", "bmi", "spo2", "temp")
 
 
 def parse_observation_id(fhir_id: str) -> tuple[str, uuid.UUID] | None:
@@ -409,6 +412,7 @@ def capability_statement(base: str, token_url: str) -> dict[str, Any]:
     search = [
         {"name": "patient", "type": "reference"},
         {"name": "code", "type": "token"},
+        {"name": "category", "type": "token"},
         {"name": "date", "type": "date"},
         {"name": "_count", "type": "number"},
     ]

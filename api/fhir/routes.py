@@ -18,6 +18,8 @@ from api.core import audit
 from api.core.db import count_rows
 from api.core.principal import Principal
 from api.deps import ConnDep, can_see, visible_patients
+from api.fhir import body_vitals as bv
+from api.fhir import observation_sources as obs_sources
 from api.fhir import resources as fr
 from api.fhir.access import (
     DeviceRead,
@@ -29,6 +31,7 @@ from api.fhir.access import (
     PatientRead,
     PatientSearch,
 )
+from api.fhir.observation_sources import NOT_CONTROL
 from api.smart.config import token_url
 
 _JSON_SCHEMA = {
@@ -263,16 +266,11 @@ BP_COLS = (
     "reading_id, time, device_id, patient_id, gateway_id, skew_s, device_time, conditions,"
     " systolic, diastolic, mean_arterial, pulse"
 )
-NOT_CONTROL = "NOT ('control_solution' = ANY(conditions))"
-
-# code -> (kind, extra SQL condition)
-CODE_FILTERS: dict[str, tuple[str, str]] = {
-    fr.GLUCOSE_MASS_BLOOD: ("glu", "source = 'smbg' AND original_unit IS DISTINCT FROM 'mmol/L'"),
-    fr.GLUCOSE_MOLES_BLOOD: ("glu", "source = 'smbg' AND original_unit = 'mmol/L'"),
-    fr.GLUCOSE_CGM: ("glu", "source = 'cgm'"),
-    fr.BP_PANEL: ("bp", "true"),
-    fr.HEART_RATE: ("hr", "pulse IS NOT NULL"),
-}
+BODY_COLS = (
+    "reading_id, time, device_id, patient_id, gateway_id, skew_s, device_time, conditions,"
+    " kind, components, details"
+)
+BODY_PREFIXES = tuple(bv.VITALS)
 
 
 def _parse_fhir_date(raw: str) -> tuple[str, datetime, datetime]:
@@ -322,32 +320,17 @@ def _date_sql(values: list[str] | None) -> tuple[str, list[Any]]:
     return (" AND ".join(clauses) or "true"), params
 
 
-def _codes(code: str | None) -> list[str]:
-    if code is None:
-        return list(CODE_FILTERS)
-    wanted: list[str] = []
-    for token in code.split(","):
-        system, sep, value = token.rpartition("|")
-        if sep and system != fr.LOINC:
-            continue
-        if value in CODE_FILTERS:
-            wanted.append(value)
-    return wanted
-
-
-def _observation_union(codes: list[str], date_where: str) -> tuple[str, int]:
-    """SQL selecting (kind, reading_id, time) across the tables for the codes; the number
-    of date parameter sets it needs."""
-    parts: list[str] = []
-    for code in codes:
-        kind, cond = CODE_FILTERS[code]
-        table = "glucose" if kind == "glu" else "blood_pressure"
-        extra = f" AND {NOT_CONTROL}" if kind == "glu" else ""
-        parts.append(
-            f"SELECT '{kind}'::text AS kind, reading_id, time FROM {table}"
-            f" WHERE patient_id = ANY(%s) AND {cond}{extra} AND {date_where}"
-        )
-    return " UNION ALL ".join(parts), len(parts)
+def _observation(kind: str, row: dict[str, Any]) -> dict[str, Any] | None:
+    """Observation ``kind`` of a reading row (None if that reading has no such one)."""
+    if "components" in row:  # a body reading
+        return bv.body_observation(kind, row)
+    if kind == "glu":
+        return fr.glucose_observation(row)
+    if kind == "bp":
+        return fr.bp_observation(row)
+    if kind == "hr" and row.get("pulse") is not None:
+        return fr.heart_rate_observation(row)
+    return None
 
 
 def _load(
@@ -355,39 +338,39 @@ def _load(
 ) -> list[dict[str, Any]]:
     glu = [k[1] for k in keys if k[0] == "glu"]
     bp = [k[1] for k in keys if k[0] in ("bp", "hr")]
+    body = [k[1] for k in keys if k[0] in BODY_PREFIXES]  # "hr" may be an oximeter's
     rows: dict[uuid.UUID, dict[str, Any]] = {}
     with conn.cursor(row_factory=dict_row) as cur:
-        if glu:
-            for r in cur.execute(
-                f"SELECT {GLUCOSE_COLS} FROM glucose WHERE reading_id = ANY(%s)", (glu,)
-            ):
-                rows[r["reading_id"]] = r
-        if bp:
-            for r in cur.execute(
-                f"SELECT {BP_COLS} FROM blood_pressure WHERE reading_id = ANY(%s)", (bp,)
-            ):
-                rows[r["reading_id"]] = r
+        for cols, table, ids in (
+            (GLUCOSE_COLS, "glucose", glu),
+            (BP_COLS, "blood_pressure", bp),
+            (BODY_COLS, "body_readings", body),
+        ):
+            if ids:
+                for r in cur.execute(
+                    f"SELECT {cols} FROM {table} WHERE reading_id = ANY(%s)", (ids,)
+                ):
+                    rows[r["reading_id"]] = r
     out: list[dict[str, Any]] = []
     for kind, reading_id, _ in keys:
         row = rows.get(reading_id)
-        if row is None:
-            continue
-        maker = {
-            "glu": fr.glucose_observation,
-            "bp": fr.bp_observation,
-            "hr": fr.heart_rate_observation,
-        }
-        out.append(maker[kind](row))
+        obs = None if row is None else _observation(kind, row)
+        if obs is not None:
+            out.append(obs)
     return out
 
 
-@router.get("/Observation", summary="Search Observations: patient, code, date (ge/le...), _count")
+@router.get(
+    "/Observation",
+    summary="Search Observations: patient, code, category, date (ge/le...), _count",
+)
 def search_observations(
     user: ObservationSearch,
     conn: ConnDep,
     request: Request,
     patient: Annotated[str | None, Query(max_length=80)] = None,
     code: Annotated[str | None, Query(max_length=300)] = None,
+    category: Annotated[str | None, Query(max_length=300)] = None,
     date_: Annotated[list[str] | None, Query(alias="date", max_length=4)] = None,
     sort: Annotated[str, Query(alias="_sort", pattern=r"^-?date$")] = "date",
     count: CountQ = 100,
@@ -397,13 +380,13 @@ def search_observations(
     if ids is None:
         ids = [int(r[0]) for r in conn.execute("SELECT id FROM patients").fetchall()]
     date_where, date_params = _date_sql(date_)
-    codes = _codes(code)
+    sources = obs_sources.select(code, category)
     resources: list[dict[str, Any]] = []
     total = 0
-    if codes and ids:
-        union, n = _observation_union(codes, date_where)
+    if sources and ids:
+        union = obs_sources.union_sql(sources, date_where)
         params: list[Any] = []
-        for _ in range(n):
+        for _ in sources:
             params.extend([ids, *date_params])
         total = count_rows(conn, f"SELECT count(*) FROM ({union}) u", params)
         direction = "DESC" if sort.startswith("-") else "ASC"
@@ -413,7 +396,14 @@ def search_observations(
         ).fetchall()
         resources = _load(conn, [(k[0], k[1], k[2]) for k in keys])
     pid = ids[0] if len(ids) == 1 else None
-    _audit(conn, user, request, "fhir.observation.search", pid, {"n": len(resources), "code": code})
+    _audit(
+        conn,
+        user,
+        request,
+        "fhir.observation.search",
+        pid,
+        {"n": len(resources), "code": code, "category": category},
+    )
     return _searchset(request, resources, total, offset, count)
 
 
@@ -437,23 +427,21 @@ def read_observation(
                 f"SELECT {BP_COLS} FROM blood_pressure WHERE reading_id = %s",
                 (reading_id,),
             ).fetchone()
-    if (
-        row is None
-        or row["patient_id"] is None
-        or not can_see(conn, user, int(row["patient_id"]))
-        or (kind == "hr" and row.get("pulse") is None)
-        or (kind == "cts" and row.get("skew_s") is None)
-    ):
+        if row is None and kind in (*BODY_PREFIXES, "cts"):
+            row = cur.execute(
+                f"SELECT {BODY_COLS} FROM body_readings WHERE reading_id = %s",
+                (reading_id,),
+            ).fetchone()
+    if row is None or row["patient_id"] is None or not can_see(conn, user, int(row["patient_id"])):
+        raise _not_found("Observation", fhir_id)
+    if kind == "cts":
+        obs = fr.coincident_timestamp_observation(row) if row.get("skew_s") is not None else None
+    else:
+        obs = _observation(kind, row)
+    if obs is None:
         raise _not_found("Observation", fhir_id)
     _audit(conn, user, request, "fhir.observation.read", int(row["patient_id"]))
-    if kind == "cts":
-        return _fhir(fr.coincident_timestamp_observation(row))
-    maker = {
-        "glu": fr.glucose_observation,
-        "bp": fr.bp_observation,
-        "hr": fr.heart_rate_observation,
-    }
-    return _fhir(maker[kind](row))
+    return _fhir(obs)
 
 
 # --- Flag ------------------------------------------------------------------------------------
