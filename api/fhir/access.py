@@ -7,22 +7,32 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, status
+from fastapi import Depends, HTTPException, Request, status
 
+from api.core import audit
 from api.core.principal import Principal
-from api.deps import PrincipalDep, get_person
+from api.deps import ConnDep, PrincipalDep, get_person
 from api.smart import scopes as sc
 
 
-def fhir_reader(resource: str, interaction: str) -> Callable[[Principal], Principal]:
-    def check(principal: PrincipalDep) -> Principal:
+def fhir_reader(resource: str, interaction: str) -> Callable[..., Principal]:
+    def check(principal: PrincipalDep, conn: ConnDep, request: Request) -> Principal:
         if not principal.is_client:
             return get_person(principal)
         if not sc.allows(principal.scopes, resource, interaction):
-            raise HTTPException(
-                status.HTTP_403_FORBIDDEN,
-                f"this token lacks scope system/{resource}.{interaction}",
+            missing = f"system/{resource}.{interaction}"
+            # An integration reaching past its grant is worth a look: audited like a
+            # person's attempt on a patient outside their scope.
+            audit.write(
+                conn,
+                principal,
+                "access.denied",
+                ip=audit.client_ip(request),
+                resource=request.url.path,
+                status=403,
+                detail={"missing_scope": missing},
             )
+            raise HTTPException(status.HTTP_403_FORBIDDEN, f"this token lacks scope {missing}")
         return principal
 
     return check

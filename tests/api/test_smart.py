@@ -119,7 +119,7 @@ def test_client_searches_observations_of_its_panel_only(
 
 
 def test_client_refused_without_scope_and_outside_fhir(
-    client: TestClient, ehr: tuple[str, str], clinic: Clinic
+    client: TestClient, ehr: tuple[str, str], clinic: Clinic, db: psycopg.Connection[Any]
 ) -> None:
     headers = _bearer(_token(client, *ehr, None))
     denied = validated(client.get(f"/fhir/Patient/{clinic.patient_a}", headers=headers), 403)
@@ -127,6 +127,17 @@ def test_client_refused_without_scope_and_outside_fhir(
     validated(client.get("/fhir/Patient", headers=headers), 403)
     validated(client.get("/fhir/Flag", headers=headers), 403)
     validated(client.get("/fhir/Device", headers=headers), 403)
+    refusals = db.execute(
+        "SELECT resource, status, detail->>'missing_scope' FROM audit_log"
+        " WHERE actor = %s AND action = 'access.denied' ORDER BY id DESC LIMIT 4",
+        (f"client:{ehr[0]}",),
+    ).fetchall()
+    assert refusals[::-1] == [
+        (f"/fhir/Patient/{clinic.patient_a}", 403, "system/Patient.r"),
+        ("/fhir/Patient", 403, "system/Patient.s"),
+        ("/fhir/Flag", 403, "system/Flag.s"),
+        ("/fhir/Device", 403, "system/Device.s"),
+    ]
     flag = clinic.flags["cgm_tbr_over_target"]
     pid = clinic.patient_a
     for method, path in (
