@@ -1,12 +1,14 @@
-"""Inline SVG charts rendered on the server: AGP, daily glucose, home blood pressure.
+"""Inline SVG charts rendered on the server: AGP, daily glucose, home blood pressure,
+daily weight.
 
 Pure functions of the summary models; every text node goes through ``html.escape``.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import date, datetime
 from html import escape
 
 from analytics.summary import AgpBin, DailyGlucose
@@ -16,33 +18,34 @@ LEFT, RIGHT, TOP, BOTTOM = 48, 12, 14, 30
 Y_MIN, Y_MAX = 40.0, 350.0
 
 
-def _y(value: float, lo: float = Y_MIN, hi: float = Y_MAX) -> float:
+def _y(value: float, lo: float = Y_MIN, hi: float = Y_MAX, height: int = H) -> float:
     v = min(max(value, lo), hi)
-    return TOP + (H - TOP - BOTTOM) * (1.0 - (v - lo) / (hi - lo))
+    return TOP + (height - TOP - BOTTOM) * (1.0 - (v - lo) / (hi - lo))
 
 
 def _x(fraction: float) -> float:
     return LEFT + (W - LEFT - RIGHT) * fraction
 
 
-def _frame(svg_id: str, title: str, body: list[str]) -> str:
+def _frame(svg_id: str, title: str, body: list[str], height: int = H) -> str:
     return (
         f'<svg id="{escape(svg_id)}" role="img" aria-label="{escape(title)}" '
-        f'xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {W} {H}" width="{W}" height="{H}">'
+        f'xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {W} {height}" width="{W}" '
+        f'height="{height}">'
         f"<title>{escape(title)}</title>" + "".join(body) + "</svg>"
     )
 
 
-def _y_axis(ticks: Sequence[float], lo: float, hi: float, unit: str) -> list[str]:
+def _y_axis(ticks: Sequence[float], lo: float, hi: float, unit: str, height: int = H) -> list[str]:
     out = []
     for t in ticks:
-        y = _y(t, lo, hi)
+        y = _y(t, lo, hi, height)
         out.append(
             f'<line x1="{LEFT}" x2="{W - RIGHT}" y1="{y:.1f}" y2="{y:.1f}" class="grid"/>'
             f'<text x="{LEFT - 6}" y="{y + 4:.1f}" text-anchor="end" class="tick">{t:g}</text>'
         )
     out.append(
-        f'<text x="{LEFT - 6}" y="{H - BOTTOM + 16}" text-anchor="end" class="tick">'
+        f'<text x="{LEFT - 6}" y="{height - BOTTOM + 16}" text-anchor="end" class="tick">'
         f"{escape(unit)}</text>"
     )
     return out
@@ -140,3 +143,33 @@ def bp_svg(
         f"{escape(readings[-1][0].strftime('%Y-%m-%d'))}</text>"
     )
     return _frame("bp-chart", "Home blood pressure: systolic and diastolic", body)
+
+
+WEIGHT_H = 160  # a trend line next to the numbers, not a chart to read values from
+
+
+def weight_svg(daily: Sequence[tuple[date, float]], first_day: date, last_day: date) -> str:
+    """Mean weight per local day, placed on the page's period so gaps show as gaps."""
+    if not daily:
+        return ""
+    values = [kg for _, kg in daily]
+    lo, hi = math.floor(min(values)) - 1, math.ceil(max(values)) + 1
+    hi += (hi - lo) % 2  # an even span puts the middle tick on a whole kilogram
+    body = _y_axis((lo, (lo + hi) // 2, hi), lo, hi, "kg", WEIGHT_H)
+    span = max((last_day - first_day).days + 1, 1)
+    points, dots = [], []
+    for day, kg in daily:
+        x = _x(min(max(((day - first_day).days + 0.5) / span, 0.0), 1.0))
+        y = _y(kg, lo, hi, WEIGHT_H)
+        points.append(f"{x:.1f},{y:.1f}")
+        dots.append(
+            f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" class="mean">'
+            f"<title>{escape(f'{day.isoformat()}: {kg:.1f} kg')}</title></circle>"
+        )
+    body.append(f'<polyline points="{" ".join(points)}" class="weight"/>')
+    body += dots
+    body.append(
+        f'<text x="{LEFT + 4}" y="{WEIGHT_H - 10}" class="tick">'
+        f"{escape(first_day.isoformat())} .. {escape(last_day.isoformat())}</text>"
+    )
+    return _frame("weight-chart", "Daily weight (mean per day)", body, WEIGHT_H)

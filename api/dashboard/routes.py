@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from html import escape
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo
 
 import psycopg
 from fastapi import APIRouter, Form, HTTPException, Request, status
@@ -27,6 +28,15 @@ from api.core.config import ApiSettings
 from api.core.principal import Principal
 from api.core.security import csrf_token, csrf_valid
 from api.dashboard import charts
+from api.dashboard.body import (
+    SPO2_LOW,
+    BodyVitals,
+    Spo2,
+    Temperature,
+    Weight,
+    body_vitals,
+    zone,
+)
 from api.deps import ConnDep, DbId, SettingsDep, can_see, principal_from_token, visible_patients
 from api.routes.auth import authenticate, signed_token
 from api.routes.flags import FlagAction, transition
@@ -62,6 +72,7 @@ svg .outer{fill:#a9c6e8;opacity:.55}svg .inner{fill:#4f86c6;opacity:.6}
 svg .median{fill:none;stroke:#12355b;stroke-width:2.5}svg .range{stroke:#4f86c6;stroke-width:3}
 svg .mean{fill:#12355b}svg .systolic{fill:none;stroke:#b00020;stroke-width:2}
 svg .diastolic{fill:none;stroke:#12355b;stroke-width:2}svg .target-line{stroke:#2e7d32;stroke-dasharray:4 3}
+svg .weight{fill:none;stroke:#12355b;stroke-width:2}h3{margin:10px 0 6px;font-size:1.05em}
 .stats{display:flex;gap:22px;flex-wrap:wrap}.stat b{display:block;font-size:1.3em}
 form.inline{display:inline}.err{color:#b00020}
 """
@@ -326,6 +337,86 @@ def _stats(pairs: Iterable[tuple[str, str]]) -> str:
     )
 
 
+LB_PER_KG = 2.2046226218
+
+
+def _signed(value: float, digits: int, suffix: str) -> str:
+    # A real minus sign; a change that rounds to zero gets no sign at all ("-0.0").
+    text = f"{abs(value):.{digits}f}"
+    if float(text) == 0:
+        return text + suffix
+    return ("+" if value > 0 else "\u2212") + text + suffix
+
+
+def _pct(value: float) -> str:
+    # 89.6 % must not read as "90 %" next to a count of readings below 90 %.
+    return f"{value:.1f}".removesuffix(".0") + " %"
+
+
+def _day(value: datetime, tz: ZoneInfo) -> str:
+    return value.astimezone(tz).date().isoformat()
+
+
+def _weight_part(w: Weight | None, tz: ZoneInfo, first_day: date, last_day: date) -> str:
+    if w is None:
+        return ""
+    kg = w.latest.value
+    pairs = [
+        (f"latest weight, {_day(w.latest.time, tz)}", f"{kg:.1f} kg ({kg * LB_PER_KG:.1f} lb)")
+    ]
+    if w.first.time < w.latest.time:
+        delta = kg - w.first.value
+        pairs.append(
+            (
+                f"change since {_day(w.first.time, tz)}",
+                f"{_signed(delta, 1, ' kg')} ({_signed(100 * delta / w.first.value, 1, ' %')})",
+            )
+        )
+    if w.bmi is not None:
+        pairs.append(("BMI", f"{w.bmi:.1f}"))
+    return (
+        '<h3>Weight</h3><div id="weight">'
+        + _stats(pairs)
+        + charts.weight_svg(w.daily, first_day, last_day)
+        + "</div>"
+    )
+
+
+def _spo2_part(s: Spo2 | None, tz: ZoneInfo) -> str:
+    if s is None:
+        return ""
+    pairs = [
+        (f"latest SpO2, {_day(s.latest.time, tz)}", _pct(s.latest.value)),
+        ("lowest", _pct(s.lowest)),
+        (f"readings below {SPO2_LOW:g} %", str(s.below_low)),
+        ("readings", str(s.n)),
+    ]
+    return '<h3>SpO2</h3><div id="spo2">' + _stats(pairs) + "</div>"
+
+
+def _temperature_part(t: Temperature | None, tz: ZoneInfo) -> str:
+    if t is None:
+        return ""
+    pairs = [
+        (f"latest temperature, {_day(t.latest.time, tz)}", f"{t.latest.value:.1f} \u00b0C"),
+        ("highest", f"{t.highest:.1f} \u00b0C"),
+    ]
+    return '<h3>Temperature</h3><div id="temperature">' + _stats(pairs) + "</div>"
+
+
+def _body_section(v: BodyVitals, tz: ZoneInfo, start: datetime, end: datetime) -> str:
+    """Weight, SpO2 and temperature; nothing at all when the period has none of them."""
+    parts = (
+        _weight_part(v.weight, tz, start.astimezone(tz).date(), end.astimezone(tz).date()),
+        _spo2_part(v.spo2, tz),
+        _temperature_part(v.temperature, tz),
+    )
+    if not any(parts):
+        return ""
+    title = "Weight and SpO2" if v.weight or v.spo2 else "Temperature"
+    return f'<section id="body-vitals"><h2>{title}</h2>{"".join(parts)}</section>'
+
+
 @router.get("/patients/{patient_id}")
 def patient_page(
     patient_id: int, request: Request, conn: ConnDep, settings: SettingsDep, days: int = 14
@@ -360,6 +451,8 @@ def patient_page(
         " AND time >= %s AND time < %s ORDER BY time LIMIT 2000",
         (patient_id, start, end),
     ).fetchall()
+    tz = zone(patient.timezone)
+    vitals = body_vitals(conn, patient_id, start, end, tz.key)
     audit.write(
         conn,
         user,
@@ -413,6 +506,7 @@ def patient_page(
             (targets.bp_systolic, targets.bp_diastolic),
         )
         + "</section>"
+        + _body_section(vitals, tz, start, end)
         + _flags_section(conn, patient_id, csrf, user.role != "patient")
         + _devices_section(conn, patient_id, settings)
     )
