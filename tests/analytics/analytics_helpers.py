@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
+from wire_helpers import wire_reading
 
 from device_profiles.model import Component, Kind
 from ingest import wire
@@ -25,16 +26,7 @@ def reading(
     seq: int | None = None,
 ) -> wire.Reading:
     """A reading taken at ``when`` (UTC) by a device whose clock shows UTC."""
-    local = when.replace(tzinfo=None).isoformat()
-    return wire.Reading(
-        id=wire.reading_id(device, kind, local, seq),
-        device=device,
-        kind=kind,
-        time=when,
-        values=values,
-        device_time=local,
-        seq=seq,
-    )
+    return wire_reading(device, kind, when, values, seq=seq)
 
 
 def pair(

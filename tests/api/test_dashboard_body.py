@@ -15,13 +15,11 @@ import psycopg
 import pytest
 from api_helpers import Clinic
 from test_dashboard import _login
+from wire_helpers import send_through_ingest, wire_reading
 
 from api.bootstrap import add_to_panel
 from device_profiles.model import Component, Kind
-from ingest import wire
 from ingest.patients import attach_gateway, upsert_patient
-from ingest.pipeline import Message, process
-from ingest.registry import BindingCache
 
 BERLIN = ZoneInfo("Europe/Berlin")
 
@@ -30,19 +28,6 @@ BERLIN = ZoneInfo("Europe/Berlin")
 class Sent:
     patient_id: int
     times: dict[str, datetime]
-
-
-def _reading(device: str, kind: Kind, when: datetime, values: dict[Component, float]) -> Any:
-    local = when.replace(tzinfo=None).isoformat()
-    return wire.Reading(
-        id=wire.reading_id(device, kind, local, None),
-        device=device,
-        kind=kind,
-        time=when,
-        values=values,
-        device_time=local,
-        skew_s=-3.0,
-    )
 
 
 def _send(
@@ -60,25 +45,17 @@ def _send(
     attach_gateway(db, gw, pid)
     now = datetime.now(UTC).replace(microsecond=0)
     profiles = {profile for profile, *_ in readings.values()}
-    paired = wire.EventsMessage(
-        wire.SCHEMA_EVENT,
+    result = send_through_ingest(
+        db,
         gw,
+        {f"{p}-{tag}": p for p in sorted(profiles)},
+        now - timedelta(days=30),
         [
-            wire.DevicePaired(device=f"{p}-{tag}", at=now - timedelta(days=30), profile=p)
-            for p in sorted(profiles)
+            wire_reading(f"{p}-{tag}", kind, t, v, skew_s=-3.0)
+            for p, kind, t, v in readings.values()
         ],
-    )
-    batch = wire.ReadingsBatch(
-        wire.SCHEMA_READINGS,
-        gw,
         now,
-        [_reading(f"{p}-{tag}", kind, t, v) for p, kind, t, v in readings.values()],
     )
-    messages = [
-        Message(wire.events_topic(gw), wire.encode(paired)),
-        Message(wire.readings_topic(gw), wire.encode(batch)),
-    ]
-    result, _ = process(db, messages, BindingCache())
     assert result.inserted == {"body_readings": len(readings)}, result
     return Sent(pid, {key: t for key, (_, _, t, _) in readings.items()})
 

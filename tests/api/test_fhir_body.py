@@ -14,14 +14,13 @@ import psycopg
 import pytest
 from api_helpers import Auth, Clinic, validated
 from fastapi.testclient import TestClient
+from wire_helpers import Details, send_through_ingest, wire_reading
 
 from api.bootstrap import add_to_panel
 from api.smart.clients import register_client
 from device_profiles.model import Component, Kind
 from ingest import wire
 from ingest.patients import attach_gateway, upsert_patient
-from ingest.pipeline import Message, process
-from ingest.registry import BindingCache
 
 LOINC = "http://loinc.org"
 UCUM = "http://unitsofmeasure.org"
@@ -39,19 +38,9 @@ def _reading(
     kind: Kind,
     when: datetime,
     values: dict[Component, float],
-    details: dict[str, int | float | str | bool | None] | None = None,
+    details: Details | None = None,
 ) -> wire.Reading:
-    local = when.replace(tzinfo=None).isoformat()
-    return wire.Reading(
-        id=wire.reading_id(device, kind, local, None),
-        device=device,
-        kind=kind,
-        time=when,
-        values=values,
-        device_time=local,
-        skew_s=-3.0,
-        details=details or {},
-    )
+    return wire_reading(device, kind, when, values, skew_s=-3.0, details=details)
 
 
 @pytest.fixture(scope="module")
@@ -63,14 +52,7 @@ def body(db: psycopg.Connection[Any], clinic: Clinic) -> Body:
     attach_gateway(db, gw, pid)
     scale, oxi, thermo = f"scale-{tag}", f"oxi-{tag}", f"thermo-{tag}"
     start = datetime.now(UTC).replace(microsecond=0) - timedelta(days=1)
-    paired = wire.EventsMessage(
-        wire.SCHEMA_EVENT,
-        gw,
-        [
-            wire.DevicePaired(device=d, at=start, profile=p)
-            for d, p in ((scale, "weight"), (oxi, "pulse_oximeter"), (thermo, "thermometer"))
-        ],
-    )
+    paired = {scale: "weight", oxi: "pulse_oximeter", thermo: "thermometer"}
     t = start + timedelta(hours=1)
     readings = {
         "weight": _reading(
@@ -96,12 +78,9 @@ def body(db: psycopg.Connection[Any], clinic: Clinic) -> Body:
             thermo, Kind.TEMPERATURE, t + timedelta(hours=4), {Component.TEMPERATURE: 36.8}
         ),
     }
-    batch = wire.ReadingsBatch(
-        wire.SCHEMA_READINGS, gw, t + timedelta(hours=5), list(readings.values())
+    result = send_through_ingest(
+        db, gw, paired, start, list(readings.values()), t + timedelta(hours=5)
     )
-    topics = (wire.events_topic(gw), wire.readings_topic(gw))
-    messages = [Message(topics[0], wire.encode(paired)), Message(topics[1], wire.encode(batch))]
-    result, _ = process(db, messages, BindingCache())
     assert result.inserted == {"body_readings": 5}, result
     return Body(pid, {name: r.id for name, r in readings.items()})
 

@@ -13,14 +13,12 @@ import psycopg
 import pytest
 from api_helpers import Auth, Clinic, validated
 from fastapi.testclient import TestClient
+from wire_helpers import Details, send_through_ingest, wire_reading
 
 from device_profiles.model import Component, Kind
 from ingest import wire
 from ingest.patients import attach_gateway, upsert_patient
-from ingest.pipeline import Message, process
-from ingest.registry import BindingCache
 
-WireDetails = dict[str, int | float | str | bool | None]
 SNOMED = "http://snomed.info/sct"
 
 
@@ -37,30 +35,10 @@ def _reading(
     kind: Kind,
     when: datetime,
     values: dict[Component, float],
-    details: WireDetails,
+    details: Details,
     seq: int | None = None,
 ) -> wire.Reading:
-    local = when.replace(tzinfo=None).isoformat()
-    return wire.Reading(
-        id=wire.reading_id(device, kind, local, seq),
-        device=device,
-        kind=kind,
-        time=when,
-        values=values,
-        device_time=local,
-        seq=seq,
-        skew_s=2.0,
-        details=details,
-    )
-
-
-def _message(gateway: str, payload: wire.ReadingsBatch | wire.EventsMessage) -> Message:
-    topic = (
-        wire.readings_topic(gateway)
-        if isinstance(payload, wire.ReadingsBatch)
-        else wire.events_topic(gateway)
-    )
-    return Message(topic, wire.encode(payload))
+    return wire_reading(device, kind, when, values, seq=seq, skew_s=2.0, details=details)
 
 
 @pytest.fixture(scope="module")
@@ -77,11 +55,6 @@ def sent(db: psycopg.Connection[Any]) -> Sent:
     }
     end = datetime.now(UTC).replace(microsecond=0)
     start = end - timedelta(days=1)
-    paired = wire.EventsMessage(
-        wire.SCHEMA_EVENT,
-        gw,
-        [wire.DevicePaired(device=d, at=start, profile=p) for d, p in devices.values()],
-    )
     t = start + timedelta(hours=1)
     meter, cgm, cuff, scale = (devices[k][0] for k in ("meter", "cgm", "cuff", "scale"))
     readings = {
@@ -136,8 +109,9 @@ def sent(db: psycopg.Connection[Any]) -> Sent:
             scale, Kind.WEIGHT, t + timedelta(hours=6), {Component.WEIGHT: 81.3}, {"user_id": 2}
         ),
     }
-    batch = wire.ReadingsBatch(wire.SCHEMA_READINGS, gw, end, list(readings.values()))
-    result, _ = process(db, [_message(gw, paired), _message(gw, batch)], BindingCache())
+    result = send_through_ingest(
+        db, gw, dict(devices.values()), start, list(readings.values()), end
+    )
     assert result.inserted == {"glucose": 5, "blood_pressure": 1, "body_readings": 1}, result
     return Sent(pid, start, end, {name: r.id for name, r in readings.items()})
 
