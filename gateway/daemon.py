@@ -179,44 +179,39 @@ class GatewayDaemon:
             schedule.failures = 0
             schedule.synced_once = True
             schedule.due = now + settings.resync_interval_s
+            outcome = {
+                "device": paired.address,
+                "readings": result.readings,
+                "elapsed_s": round(result.elapsed_s, 3),
+                "battery_percent": result.battery_percent,
+                "skew_s": None if result.skew_s is None else round(result.skew_s, 1),
+                "malformed": result.malformed,
+                "malformed_reported": result.reported,
+                "duplicates": result.duplicates,
+            }
+            # One dict for the message and the JSON-log fields.
             log.info(
-                "%s: synced %d readings in %.2f s (battery %s%%, skew %s s, %d malformed "
-                "(%d newly reported), %d duplicates)",
-                paired.address,
-                result.readings,
-                result.elapsed_s,
-                result.battery_percent,
-                None if result.skew_s is None else round(result.skew_s, 1),
-                result.malformed,
-                result.reported,
-                result.duplicates,
-                extra={
-                    "device": paired.address,
-                    "readings": result.readings,
-                    "elapsed_s": round(result.elapsed_s, 3),
-                    "battery_percent": result.battery_percent,
-                    "skew_s": None if result.skew_s is None else round(result.skew_s, 1),
-                    "malformed": result.malformed,
-                    "malformed_reported": result.reported,
-                    "duplicates": result.duplicates,
-                },
+                "%(device)s: synced %(readings)d readings in %(elapsed_s).2f s (battery"
+                " %(battery_percent)s%%, skew %(skew_s)s s, %(malformed)d malformed"
+                " (%(malformed_reported)d newly reported), %(duplicates)d duplicates)",
+                outcome,
+                extra=outcome,
             )
         else:
             schedule.failures += 1
             delay = retry_delay(schedule.failures, settings)
             schedule.due = now + delay
+            failure = {
+                "device": paired.address,
+                "readings": result.readings,
+                "error": error,
+                "retry_in_s": round(delay, 1),
+            }
             log.warning(
-                "%s: session failed after %d readings: %s (retry in %.0f s)",
-                paired.address,
-                result.readings,
-                error,
-                delay,
-                extra={
-                    "device": paired.address,
-                    "readings": result.readings,
-                    "error": error,
-                    "retry_in_s": round(delay, 1),
-                },
+                "%(device)s: session failed after %(readings)d readings: %(error)s"
+                " (retry in %(retry_in_s).0f s)",
+                failure,
+                extra=failure,
             )
         self.devices.record_sync(
             paired.address,

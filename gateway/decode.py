@@ -30,6 +30,11 @@ from ingest.wire import Original, Reading, reading_id
 
 Parser = Callable[[bytes], tuple[Measurement, ...]]
 
+# A record dated this far after the device's own "now" is not a real measurement
+# (e.g. the fake far-future HI record some meters add when their memory is full); the
+# gateway drops it, and ``homevitals deadletters redecode`` does the same.
+FUTURE_TOLERANCE = timedelta(days=1)
+
 # Why a CGM record without E2E-CRC from a sensor that supports it is refused; also the
 # reason ``homevitals deadletters redecode`` recognises such a record by.
 E2E_CRC_MISSING = "E2E-CRC missing (the sensor supports it)"

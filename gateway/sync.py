@@ -42,6 +42,7 @@ from gateway.clock import (
 from gateway.config import SyncSettings
 from gateway.decode import (
     E2E_CRC_MISSING,
+    FUTURE_TOLERANCE,
     CgmSession,
     Parser,
     RecordNumber,
@@ -64,9 +65,6 @@ from ingest.wire import (
 
 log = logging.getLogger(__name__)
 
-# A record dated this far after the device's own "now" is not a real measurement
-# (e.g. the fake far-future HI record some meters add when their memory is full).
-FUTURE_TOLERANCE = timedelta(days=1)
 # A CGM Session Start Time within this of the stored one is the same session (another
 # collector rewrote it with a slightly different clock): keep the stored start, so the
 # cursor and the reading identities stay valid.

@@ -26,6 +26,7 @@ from device_profiles.profiles import PROFILES, Quirk
 from gateway.clock import gateway_wall_now
 from gateway.decode import (
     E2E_CRC_MISSING,
+    FUTURE_TOLERANCE,
     CgmSession,
     TimeContext,
     parser_for,
@@ -42,10 +43,6 @@ from ingest.deadletters import (
 from ingest.pipeline import Message, process
 from ingest.registry import BindingCache
 from ingest.writer import WriteResult
-
-# What ``gateway.sync.RecordBuffer`` drops or rejects beyond the parser (kept in step
-# with it; tests/ingest/test_redecode.py compares both on the same bytes).
-FUTURE_TOLERANCE = timedelta(days=1)
 
 
 class StillMalformed(Exception):

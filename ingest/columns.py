@@ -405,7 +405,6 @@ def bp_rows(flat: Flat, idx: list[int], patients: list[int | None]) -> list[tupl
     for i, patient, rid in zip(idx, patients, ids, strict=True):
         r = readings[i]
         original = r.original.get(Component.SYSTOLIC) if r.original else None
-        user = r.details.get("user_id")
         out.append(
             (
                 r.time,
@@ -420,7 +419,7 @@ def bp_rows(flat: Flat, idx: list[int], patients: list[int | None]) -> list[tupl
                 r.device_time,
                 r.skew_s,
                 None if original is None else original.unit,
-                user if isinstance(user, int) and not isinstance(user, bool) else None,
+                r.details.get("user_id"),  # ``validate`` let only None or 0..255 through
                 flat.gateway(i),
                 details_jsonb(r.details),
             )

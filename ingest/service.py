@@ -197,8 +197,9 @@ class IngestWorker:
             metrics.READINGS.labels(table).inc(n)
         for table, n in result.duplicates.items():
             metrics.DUPLICATES.labels(table).inc(n)
+        stored = sum(result.inserted.values())
         self.totals["messages"] += len(batch)
-        self.totals["readings"] += sum(result.inserted.values())
+        self.totals["readings"] += stored
         self.totals["dead_letters"] += result.dead_letters
         if result.dead_letters:
             log.warning(
@@ -207,16 +208,17 @@ class IngestWorker:
                 result.dead_letters,
                 extra={"messages": len(batch), "dead_letters": result.dead_letters},
             )
-        log.debug(
-            "batch committed",
-            extra={
-                "messages": len(batch),
-                "readings": sum(result.inserted.values()),
-                "duplicates": sum(result.duplicates.values()),
-                "dead_letters": result.dead_letters,
-                "batch_ms": round(elapsed * 1000, 2),
-            },
-        )
+        if log.isEnabledFor(logging.DEBUG):  # the fields are built only when wanted
+            log.debug(
+                "batch committed",
+                extra={
+                    "messages": len(batch),
+                    "readings": stored,
+                    "duplicates": sum(result.duplicates.values()),
+                    "dead_letters": result.dead_letters,
+                    "batch_ms": round(elapsed * 1000, 2),
+                },
+            )
 
     def _report_progress(self) -> None:
         """One INFO line per ``progress_every_s`` with what was stored since the last."""
