@@ -8,6 +8,7 @@ from typing import Any
 import msgspec
 import psycopg
 import pytest
+from wire_helpers import wire_reading
 
 from device_profiles.model import Component, Condition, Kind
 from ingest import wire
@@ -192,27 +193,22 @@ def test_everything_a_reading_carries_is_stored(conn: Any, database_url: str) ->
     enroll_patient(database_url, "pt-pipe-carry", [gw])
     cache = BindingCache()
     process(conn, [paired_message(gw, dev)], cache)
-    local = T0.replace(tzinfo=None).isoformat()
-    cgm = wire.Reading(
-        id=wire.reading_id(dev, Kind.CGM, local, None),
-        device=dev,
-        kind=Kind.CGM,
-        time=T0,
-        values={Component.GLUCOSE: 143.0, Component.CGM_TREND: -1.5, Component.CGM_QUALITY: 92.0},
-        device_time=local,
+    cgm = wire_reading(
+        dev,
+        Kind.CGM,
+        T0,
+        {Component.GLUCOSE: 143.0, Component.CGM_TREND: -1.5, Component.CGM_QUALITY: 92.0},
         details={"time_offset_min": 1440},
     )
     smbg = msgspec.structs.replace(
         glucose_reading(dev, 7, 118.0, T0 + timedelta(hours=1)),
         details={"sample_type": "capillary_whole_blood", "sample_location": "finger"},
     )
-    bp = wire.Reading(
-        id=wire.reading_id(dev, Kind.BLOOD_PRESSURE, local, None),
-        device=dev,
-        kind=Kind.BLOOD_PRESSURE,
-        time=T0,
-        values={Component.SYSTOLIC: 131.0, Component.DIASTOLIC: 84.0, Component.PULSE: 66.0},
-        device_time=local,
+    bp = wire_reading(
+        dev,
+        Kind.BLOOD_PRESSURE,
+        T0,
+        {Component.SYSTOLIC: 131.0, Component.DIASTOLIC: 84.0, Component.PULSE: 66.0},
         details={"user_id": 2, "cuff_fit": "loose"},
     )
     result, _ = process(conn, [readings_message(gw, [cgm, smbg, bp])], cache)
@@ -242,13 +238,11 @@ def test_a_component_foreign_to_its_kind_is_dead_lettered(conn: Any, database_ur
     enroll_patient(database_url, "pt-pipe-foreign", [gw])
     cache = BindingCache()
     process(conn, [paired_message(gw, dev)], cache)
-    local = T0.replace(tzinfo=None).isoformat()
-    cuff = wire.Reading(
-        id=wire.reading_id(dev, Kind.BLOOD_PRESSURE, local, None),
-        device=dev,
-        kind=Kind.BLOOD_PRESSURE,
-        time=T0,
-        values={Component.SYSTOLIC: 120.0, Component.DIASTOLIC: 80.0, Component.CUFF_PRESSURE: 9.0},
+    cuff = wire_reading(
+        dev,
+        Kind.BLOOD_PRESSURE,
+        T0,
+        {Component.SYSTOLIC: 120.0, Component.DIASTOLIC: 80.0, Component.CUFF_PRESSURE: 9.0},
     )
     result, _ = process(conn, [readings_message(gw, [cuff])], cache)
     assert (result.inserted, result.dead_letters) == ({}, 1)
@@ -263,14 +257,7 @@ def test_body_components_are_stored_as_a_json_object(conn: Any, database_url: st
     enroll_patient(database_url, "pt-pipe-body", [gw])
     cache = BindingCache()
     process(conn, [paired_message(gw, dev)], cache)
-    local = T0.replace(tzinfo=None).isoformat()
-    weight = wire.Reading(
-        id=wire.reading_id(dev, Kind.WEIGHT, local, None),
-        device=dev,
-        kind=Kind.WEIGHT,
-        time=T0,
-        values={Component.WEIGHT: 72.5, Component.BMI: 23.1},
-    )
+    weight = wire_reading(dev, Kind.WEIGHT, T0, {Component.WEIGHT: 72.5, Component.BMI: 23.1})
     process(conn, [readings_message(gw, [weight])], cache)
     assert conn.execute(
         "SELECT jsonb_typeof(components), components FROM body_readings WHERE device_id = %s",
