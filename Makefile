@@ -1,7 +1,7 @@
 # HomeVitals: `make demo` runs the pipeline on simulated devices; `make test` runs every check.
 VENV := .venv/bin
 
-.PHONY: setup demo test lint typecheck pytest services-up services-down bench clean
+.PHONY: setup demo test lock lock-check lint typecheck pytest services-up services-down bench clean
 
 setup:
 	@scripts/setup.sh
@@ -9,11 +9,20 @@ setup:
 demo: setup
 	$(VENV)/homevitals demo
 
-test: setup
+test: setup lock-check
 	$(VENV)/ruff check .
 	$(VENV)/ruff format --check .
 	$(VENV)/mypy
 	$(VENV)/pytest
+
+# uv.lock pins every Python dependency with hashes; `make lock` re-resolves after a
+# pyproject.toml edit, `make lock ARGS=--upgrade` takes new releases (docs/install.md).
+lock: setup
+	scripts/lock.sh $(ARGS)
+
+lock-check: setup
+	scripts/lock.sh --check
+	$(VENV)/python -m readings.wire_schema --check
 
 lint: setup
 	$(VENV)/ruff check . && $(VENV)/ruff format --check .

@@ -41,7 +41,7 @@ from gateway.daemon import GatewayDaemon  # noqa: E402
 from gateway.pairing import pair_device  # noqa: E402
 from homevitals.services.mosquitto import LocalMosquitto  # noqa: E402
 from homevitals.services.system import free_port  # noqa: E402
-from ingest.wire import decode_batch, readings_topic  # noqa: E402
+from readings import decode_batch, readings_topic  # noqa: E402
 from simulators.testbed import TestbedInfo, env_for, running_testbed  # noqa: E402
 
 T0 = datetime(2026, 11, 1, 6, 0)

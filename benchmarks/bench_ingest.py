@@ -36,13 +36,12 @@ from device_profiles.model import Component, Kind
 from homevitals.services.mosquitto import LocalMosquitto
 from homevitals.services.postgres import LocalPostgres
 from homevitals.services.system import free_port
-from ingest import wire
 from ingest.columns import GLUCOSE_COLUMNS
 from ingest.migrations import migrate
-from ingest.mqtt_url import parse_mqtt_url
 from ingest.patients import enroll_patient
 from ingest.pipeline import Message
 from ingest.service import IngestConfig, IngestWorker
+from readings import parse_mqtt_url, wire
 
 STATE = Path(__file__).resolve().parent.parent / ".homevitals" / "bench"
 GATEWAY = "gw-bench"

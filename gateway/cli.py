@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.table import Table
 
 from gateway.config import ConfigError, GatewayConfig, MqttSettings
-from gateway.logs import setup_logging
+from readings import setup_logging
 
 F = TypeVar("F", bound=Callable[..., Any])
 

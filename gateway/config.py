@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from ingest.mqtt_url import MqttUrlError, parse_mqtt_url
+from readings import MqttUrlError, parse_mqtt_url
 
 _GATEWAY_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 

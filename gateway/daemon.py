@@ -34,7 +34,7 @@ from gateway.outbox import Outbox
 from gateway.publisher import Publisher
 from gateway.store import DeviceStore, GatewayDB, PairedDevice, StatusStore
 from gateway.sync import DeviceSession, SessionEnv, SessionResult
-from ingest.wire import DeviceInventory, DeviceSynced
+from readings import DeviceInventory, DeviceSynced
 
 log = logging.getLogger(__name__)
 

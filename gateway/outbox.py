@@ -3,7 +3,7 @@
 Rows live in the gateway's SQLite file (``gateway/store.py``).  Readings (and the
 events of malformed records) are enqueued in the caller's transaction, the same one
 that advances the device cursor.  The publisher takes rows oldest first, batches
-consecutive rows of one kind into a wire message (``ingest.wire``) and deletes them only
+consecutive rows of one kind into a wire message (``readings.wire``) and deletes them only
 after the PUBACK.
 
 The outbox is bounded (rows and bytes).  Beyond the bound the oldest rows are
@@ -23,7 +23,7 @@ import msgspec
 
 from gateway.config import OutboxLimits
 from gateway.store import GatewayDB
-from ingest.wire import MAX_PAYLOAD_BYTES, Event, Reading
+from readings import MAX_PAYLOAD_BYTES, Event, Reading
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ from gateway.publisher import Publisher
 from gateway.store import DeviceStore, GatewayDB, PairedDevice
 from gateway.sync import DEVICE_INFO
 from gateway.transport import GattError, GattLink, open_link
-from ingest.wire import DevicePaired, DeviceUnpaired
+from readings import DevicePaired, DeviceUnpaired
 
 log = logging.getLogger(__name__)
 

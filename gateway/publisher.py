@@ -31,7 +31,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from gateway.config import MqttSettings
 from gateway.outbox import READING, Outbox, PendingBatch
-from ingest.wire import (
+from readings import (
     EventsMessage,
     GatewayStatus,
     ReadingsBatch,

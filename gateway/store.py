@@ -142,7 +142,7 @@ class PairedDevice:
     skew_s: float | None = None
     last_error: str | None = None
     # The cursor's scope: a CGM cursor (time offset) is only valid in the sensor session
-    # it was taken in (``gateway.decode.CgmSession.key``); None for other devices.
+    # it was taken in (``readings.decode.CgmSession.key``); None for other devices.
     session: str | None = None
 
 

@@ -32,35 +32,31 @@ from device_profiles.device_info import parse_battery_level, parse_dis_string
 from device_profiles.errors import MalformedPayloadError
 from device_profiles.model import Kind, Measurement
 from device_profiles.profiles import ClockSupport, DeviceProfile, FetchMethod, Quirk
-from gateway.clock import (
-    NEGLIGIBLE_SKEW_S,
-    device_time_text,
-    gateway_wall_now,
-    measure_skew,
-    stable_skew,
-)
 from gateway.config import SyncSettings
-from gateway.decode import (
-    E2E_CRC_MISSING,
-    FUTURE_TOLERANCE,
-    CgmSession,
-    Parser,
-    RecordNumber,
-    TimeContext,
-    parser_for,
-    readable_record_number,
-    to_reading,
-    without_sequence,
-)
 from gateway.fetch import FETCHERS
 from gateway.outbox import Outbox
 from gateway.store import DeviceStore, GatewayDB, PairedDevice
 from gateway.transport import GattError, GattLink, open_link
-from ingest.wire import (
+from readings import (
+    E2E_CRC_MISSING,
+    FUTURE_TOLERANCE,
     MAX_ATTRIBUTE_BYTES,
     MAX_MALFORMED_REASON,
+    NEGLIGIBLE_SKEW_S,
+    CgmSession,
     DeviceRecordMalformed,
+    Parser,
     Reading,
+    RecordNumber,
+    TimeContext,
+    device_time_text,
+    gateway_wall_now,
+    measure_skew,
+    parser_for,
+    readable_record_number,
+    stable_skew,
+    to_reading,
+    without_sequence,
 )
 
 log = logging.getLogger(__name__)

@@ -10,8 +10,6 @@ from typing import Any
 
 import click
 
-from homevitals.config import load_settings
-
 
 class LazyGroup(click.Group):
     """Sub-commands imported only when used, so ``homevitals --help`` stays fast and a
@@ -79,7 +77,7 @@ def cli(verbose: int, log_level: str | None, json_logs: bool) -> None:
     HOMEVITALS_MQTT_URL, HOMEVITALS_STATE_DIR, ...) and an optional homevitals.toml.
     """
     # One log set-up for every role; the gateway's, which also quiets bleak/dbus-fast.
-    from gateway.logs import setup_logging
+    from readings import setup_logging
 
     level = log_level or logging.getLevelName(logging.WARNING - 10 * min(verbose, 2))
     setup_logging(level, json_lines=json_logs)
@@ -93,6 +91,8 @@ def main() -> None:
 
 
 def settings_endpoints() -> Any:
+    # Server-side settings (pydantic) load only here: the hub's install has no pydantic.
+    from homevitals.config import load_settings
     from homevitals.services.manager import endpoints
 
     return endpoints(load_settings())

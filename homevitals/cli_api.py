@@ -60,7 +60,7 @@ def app_from_env() -> Any:
     """uvicorn factory for ``homevitals api run``: every worker process builds its app
     from the same ``HOMEVITALS_*`` environment (and ``homevitals.toml``) as the command,
     with the log set-up the command exported."""
-    from gateway.logs import setup_logging
+    from readings import setup_logging
 
     setup_logging(
         os.environ.get("HOMEVITALS_LOG_LEVEL", "WARNING"),

@@ -7,7 +7,7 @@ builds the readings the gateway would have built (same UTC time, device time tex
 reading id: a later re-send of the record is the same reading) and feeds them through
 ingest's own path (validation, attribution at measurement time, exactly-once).
 
-This lives in the ops layer because it needs both ``gateway.decode`` and ``ingest``;
+This lives in the ops layer because it needs both ``readings.decode`` and ``ingest``;
 ingest itself never imports the gateway.
 """
 
@@ -23,17 +23,6 @@ import psycopg
 from device_profiles.errors import MalformedPayloadError
 from device_profiles.model import Kind
 from device_profiles.profiles import PROFILES, Quirk
-from gateway.clock import gateway_wall_now
-from gateway.decode import (
-    E2E_CRC_MISSING,
-    FUTURE_TOLERANCE,
-    CgmSession,
-    TimeContext,
-    parser_for,
-    to_reading,
-    without_sequence,
-)
-from ingest import wire
 from ingest.deadletters import (
     ParkedRecord,
     claim_parked_record,
@@ -43,6 +32,17 @@ from ingest.deadletters import (
 from ingest.pipeline import Message, process
 from ingest.registry import BindingCache
 from ingest.writer import WriteResult
+from readings import (
+    E2E_CRC_MISSING,
+    FUTURE_TOLERANCE,
+    CgmSession,
+    TimeContext,
+    gateway_wall_now,
+    parser_for,
+    to_reading,
+    wire,
+    without_sequence,
+)
 
 
 class StillMalformed(Exception):

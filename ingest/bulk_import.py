@@ -60,8 +60,8 @@ from ingest.importers import (
 )
 from ingest.patients import upsert_patient
 from ingest.registry import BindingCache, bind_device
-from ingest.wire import Original, Reading, reading_id
 from ingest.writer import write_split
+from readings import Original, Reading, reading_id
 
 __all__ = [
     "CHUNK_ROWS",

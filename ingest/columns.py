@@ -21,7 +21,7 @@ import orjson
 
 from device_profiles.model import Component, Condition, Kind
 from ingest.validation import COMPONENTS_OF, EARLIEST, FUTURE_TOLERANCE, PLAUSIBLE, REQUIRED
-from ingest.wire import Reading
+from readings import Reading
 
 HI_LO = frozenset({Condition.RESULT_ABOVE_RANGE, Condition.RESULT_BELOW_RANGE})
 # Reading ids are written as binary uuid: only the canonical text form is accepted.

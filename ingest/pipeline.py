@@ -19,7 +19,8 @@ from ingest.registry import (
     attribute_pending,
     malformed_record_reason,
 )
-from ingest.wire import (
+from ingest.writer import WriteResult, write_dead_letters, write_split
+from readings import (
     SCHEMA_EVENT,
     DeviceRecordMalformed,
     EventsMessage,
@@ -30,7 +31,6 @@ from ingest.wire import (
     encode,
     gateway_of_topic,
 )
-from ingest.writer import WriteResult, write_dead_letters, write_split
 
 log = logging.getLogger("homevitals.ingest")
 

@@ -22,7 +22,7 @@ from datetime import datetime
 import psycopg
 
 from device_profiles.uuids import InvalidUuidError, short_uuid
-from ingest.wire import (
+from readings import (
     DeviceInventory,
     DevicePaired,
     DeviceRecordMalformed,

@@ -32,14 +32,14 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from ingest import metrics
 from ingest.deadletters import UNKNOWN_DEVICE_PREFIX, reprocess
 from ingest.migrations import migrate
-from ingest.mqtt_url import parse_mqtt_url
 from ingest.pipeline import Message, process_isolating
 from ingest.registry import BindingCache, attribute_pending
 from ingest.storage import apply_retention
-from ingest.wire import (
+from readings import (
     EVENTS_SUBSCRIPTION,
     READINGS_SUBSCRIPTION,
     STATUS_SUBSCRIPTION,
+    parse_mqtt_url,
     shared,
 )
 

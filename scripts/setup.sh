@@ -64,12 +64,15 @@ if [ ! -f "$PKGLIB/timescaledb.so" ]; then
     apt_install dpkg-dev cmake "postgresql-server-dev-$PGV" libssl-dev
     if ! apt-cache showsrc timescaledb 2>/dev/null | grep -q '^Package: timescaledb'; then
       # Source-only entry for the release that ships TimescaleDB; no binaries from it.
-      $SUDO tee /etc/apt/sources.list.d/homevitals-timescaledb-src.sources >/dev/null <<'SRC'
+      # from the mirror this machine already uses (a local mirror included), trixie suite.
+      read -r MIRROR KEYRING < <(python3 scripts/debian_mirror.py "${VERSION_CODENAME:-bookworm}")
+      log "TimescaleDB source package from $MIRROR (trixie)"
+      $SUDO tee /etc/apt/sources.list.d/homevitals-timescaledb-src.sources >/dev/null <<SRC
 Types: deb-src
-URIs: http://deb.debian.org/debian
+URIs: $MIRROR
 Suites: trixie
 Components: main
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+Signed-By: $KEYRING
 SRC
       $SUDO apt-get update -q >/dev/null
     fi
@@ -85,20 +88,24 @@ SRC
   fi
 fi
 
-# --- Python virtualenv with the project and its test tools.
+# --- Python: exactly what uv.lock pins, hash-checked (docs/install.md).  pip installs only
+# uv itself, from requirements/bootstrap.txt (hashes); uv then makes .venv match the lock
+# and fails if pyproject.toml and uv.lock disagree.  Never a network resolution.
 PY=${PYTHON:-python3}
+UV_PIN=$(sed -n 's/^uv==\([^ ;]*\).*/\1/p' requirements/bootstrap.txt)
 if [ ! -x .venv/bin/python ]; then
   log "creating .venv"
   "$PY" -m venv .venv
 fi
-stamp=.venv/.homevitals-installed
-want=$(sha256sum pyproject.toml | cut -d' ' -f1)
-if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-  log "installing the project into .venv"
-  if ! { .venv/bin/python -m pip install -q --upgrade pip \
-         && .venv/bin/python -m pip install -q -e '.[test]'; } >.venv/pip.log 2>&1; then
-    cat .venv/pip.log >&2; echo "setup: pip install failed (log above)" >&2; exit 1
+if [ "$(.venv/bin/uv --version 2>/dev/null | cut -d' ' -f2)" != "$UV_PIN" ]; then
+  log "installing uv $UV_PIN (hash-checked)"
+  if ! .venv/bin/python -m pip install -q --require-hashes --no-deps -r requirements/bootstrap.txt \
+       >.venv/pip.log 2>&1; then
+    cat .venv/pip.log >&2; echo "setup: installing uv failed (log above)" >&2; exit 1
   fi
-  echo "$want" > "$stamp"
 fi
-log "ready (PostgreSQL $PGV + TimescaleDB, Mosquitto, dbus-daemon, .venv)"
+# All extras (the server roles) and the dev group (tests, lint, types): a developer's machine.
+UV_PYTHON_DOWNLOADS=never UV_PROJECT_ENVIRONMENT=.venv \
+  .venv/bin/uv sync --locked --all-extras --quiet \
+  || { echo "setup: uv sync --locked failed: pyproject.toml and uv.lock disagree? (scripts/lock.sh)" >&2; exit 1; }
+log "ready (PostgreSQL $PGV + TimescaleDB, Mosquitto, dbus-daemon, .venv from uv.lock)"

@@ -6,3 +6,15 @@ BLE devices for the gateway test bed.
 - ``simulators.fleet``: N gateways x M devices publishing readings with the wire contract.
 - ``simulators.ble`` / ``simulators.testbed``: simulated BLE peripherals (BlueZoo).
 """
+
+# The public modules; other packages import these (tests/test_layers.py checks the
+# direction).  Submodules load on first use, so importing the package stays cheap.
+__all__ = [
+    "ble",
+    "bluezoo_patches",
+    "cli_support",
+    "fleet",
+    "patients",
+    "scenarios",
+    "testbed",
+]

@@ -17,7 +17,7 @@ speed measurements).
 
 Gateway ids are ``gw-0001``...; device ids ``sim-<gateway>-<n>``; patient ids
 ``<gateway>-p<k>``.  Readings carry UTC ``time`` and the device's local ``device_time``;
-ids come from ``ingest.wire.reading_id``.
+ids come from ``readings.wire.reading_id``.
 """
 
 from __future__ import annotations
@@ -36,18 +36,19 @@ import numpy as np
 from tqdm import tqdm
 
 from device_profiles.model import Kind
-from ingest.mqtt_url import MqttTarget, parse_mqtt_url
-from ingest.wire import (
+from readings import (
     MAX_PAYLOAD_BYTES,
     MAX_READINGS_PER_MESSAGE,
     SCHEMA_EVENT,
     SCHEMA_READINGS,
     DevicePaired,
     EventsMessage,
+    MqttTarget,
     Reading,
     ReadingsBatch,
     encode,
     events_topic,
+    parse_mqtt_url,
     readings_topic,
 )
 from simulators.patients import PatientData, PatientProfile, random_profile, simulate

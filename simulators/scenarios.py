@@ -30,7 +30,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from device_profiles.model import Kind, Measurement
-from ingest.wire import Reading
+from readings import Reading
 from simulators.patients import (
     DEFAULT_START,
     Adherence,

@@ -10,10 +10,10 @@ from typing import Any
 import psycopg
 
 from device_profiles.model import Component, Kind
-from ingest import wire
 from ingest.pipeline import Message, process
 from ingest.registry import BindingCache
 from ingest.writer import WriteResult
+from readings import wire
 
 Details = dict[str, int | float | str | bool | None]
 

@@ -3,7 +3,7 @@
 Deterministic from ``PatientProfile.seed``.  ``simulate(profile, days)`` returns a
 ``PatientData`` holding the true glucose and each device's series (fingerstick meter, CGM,
 BP cuff) as numpy arrays, with DataFrame, ``device_profiles.Measurement`` and
-``ingest.wire.Reading`` views.
+``readings.wire.Reading`` views.
 """
 
 from simulators.patients.adherence import AdherencePlan, plan_adherence

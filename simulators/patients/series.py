@@ -3,7 +3,7 @@
 Each device series is a frozen bundle of equal-length arrays (``time`` is UTC, ``device_time``
 is what the device clock shows: local wall time plus the patient's clock skew) with three
 views: ``to_frame()`` for inspection, ``measurements()`` (``device_profiles`` objects, as a
-parser would return them) and ``readings(device_id)`` (``ingest.wire`` readings, as a gateway
+parser would return them) and ``readings(device_id)`` (``readings.wire`` readings, as a gateway
 would publish them).
 
 Device range (HI/LO): a value beyond the device's range keeps the range *limit* as its
@@ -28,7 +28,7 @@ from numpy.typing import NDArray
 from device_profiles.blood_pressure import PressureUnit
 from device_profiles.glucose import GlucoseUnit, SampleLocation, SampleType
 from device_profiles.model import Component, Condition, Kind, Measurement, Quantity
-from ingest.wire import Original, Reading, reading_id
+from readings import Original, Reading, reading_id
 from simulators.patients.timebase import DatetimeArray
 
 RANGE_LOW = -1

@@ -9,7 +9,7 @@ from datetime import date, datetime, timedelta
 import pandas as pd
 
 from device_profiles.model import Kind, Measurement
-from ingest.wire import Reading
+from readings import Reading
 from simulators.patients.adherence import AdherencePlan, plan_adherence
 from simulators.patients.bp import sample_home_bp
 from simulators.patients.events import BpCrisis, DataGap, FastingRise, HypoEpisode, Injection

@@ -12,10 +12,10 @@ import psycopg
 from wire_helpers import wire_reading
 
 from device_profiles.model import Component, Kind
-from ingest import wire
 from ingest.pipeline import Message, process
 from ingest.registry import BindingCache
 from ingest.writer import WriteResult
+from readings import wire
 
 
 def reading(

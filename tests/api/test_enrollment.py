@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 
 from api.core.security import digest, normalize_code
 from ingest.registry import BindingCache, apply_event
-from ingest.wire import DevicePaired
+from readings import DevicePaired
 
 
 def _new_patient(client: TestClient, auth: Auth, clinic: Clinic, **extra: Any) -> dict[str, Any]:

@@ -19,8 +19,8 @@ from wire_helpers import Details, send_through_ingest, wire_reading
 from api.bootstrap import add_to_panel
 from api.smart.clients import register_client
 from device_profiles.model import Component, Kind
-from ingest import wire
 from ingest.patients import attach_gateway, upsert_patient
+from readings import wire
 
 LOINC = "http://loinc.org"
 UCUM = "http://unitsofmeasure.org"

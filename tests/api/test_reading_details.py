@@ -16,8 +16,8 @@ from fastapi.testclient import TestClient
 from wire_helpers import Details, send_through_ingest, wire_reading
 
 from device_profiles.model import Component, Kind
-from ingest import wire
 from ingest.patients import attach_gateway, upsert_patient
+from readings import wire
 
 SNOMED = "http://snomed.info/sct"
 

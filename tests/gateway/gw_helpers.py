@@ -15,7 +15,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from device_profiles.model import Component, Kind
-from ingest.wire import (
+from readings import (
     EventsMessage,
     GatewayStatus,
     Reading,

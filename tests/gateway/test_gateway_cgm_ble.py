@@ -18,7 +18,7 @@ from gw_helpers import Listener
 
 from device_profiles import uuids
 from device_profiles.model import Component, Kind
-from ingest.wire import DeviceRecordMalformed
+from readings import DeviceRecordMalformed
 
 pytestmark = [pytest.mark.ble, pytest.mark.services]
 

@@ -40,9 +40,8 @@ from device_profiles.racp import (
     report_number_from_time_offset,
     report_records_from_time_offset,
 )
-from gateway.clock import session_start_to_utc
-from gateway.decode import CgmSession, TimeContext, to_reading
 from gateway.store import DeviceStore, GatewayDB, PairedDevice
+from readings import CgmSession, TimeContext, session_start_to_utc, to_reading
 
 u16 = st.integers(0, 0xFFFF)
 UTC_ZONE = ZoneInfo("UTC")

@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from gateway.clock import (
+from readings import (
     device_time_text,
     device_time_to_utc,
     measure_skew,

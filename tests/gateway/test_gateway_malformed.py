@@ -21,11 +21,18 @@ from device_profiles.cgm import (
 from device_profiles.current_time import DstOffset
 from device_profiles.glucose import encode_glucose_measurement, glucose_measurement
 from device_profiles.profiles import get_profile
-from gateway.decode import RecordNumber, TimeContext, parser_for, readable_record_number
 from gateway.outbox import EVENT, READING, Outbox
 from gateway.store import DeviceStore, GatewayDB, PairedDevice
 from gateway.sync import RecordBuffer
-from ingest.wire import DeviceRecordMalformed, Event, Reading
+from readings import (
+    DeviceRecordMalformed,
+    Event,
+    Reading,
+    RecordNumber,
+    TimeContext,
+    parser_for,
+    readable_record_number,
+)
 
 METER = "00:00:00:00:0A:01"
 T0 = datetime(2026, 11, 20, 6, 0)

@@ -17,7 +17,7 @@ from gw_helpers import make_reading
 from gateway.config import OutboxLimits
 from gateway.outbox import Outbox
 from gateway.store import DeviceStore, GatewayDB, PairedDevice
-from ingest.wire import DeviceSynced
+from readings import DeviceSynced
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]

@@ -15,7 +15,7 @@ from gateway.outbox import Outbox
 from gateway.publisher import Publisher
 from gateway.store import GatewayDB
 from homevitals.services.mosquitto import LocalMosquitto
-from ingest.wire import DevicePaired
+from readings import DevicePaired
 
 pytestmark = pytest.mark.services
 DEVICE = "00:00:00:AA:AA:AA"

@@ -18,7 +18,7 @@ from device_profiles.glucose import encode_glucose_measurement, glucose_measurem
 from device_profiles.model import Component
 from ingest.patients import enroll_patient
 from ingest.service import IngestConfig, IngestWorker
-from ingest.wire import (
+from readings import (
     DevicePaired,
     DeviceRecordMalformed,
     DeviceSynced,

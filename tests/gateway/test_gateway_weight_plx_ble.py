@@ -16,7 +16,7 @@ from device_profiles import uuids
 from device_profiles.model import Component, Condition, Kind
 from device_profiles.plx import encode_plx_spot_check
 from device_profiles.weight import encode_weight_measurement
-from ingest.wire import DeviceRecordMalformed, DeviceSynced, Original, Reading, reading_id
+from readings import DeviceRecordMalformed, DeviceSynced, Original, Reading, reading_id
 from simulators.ble.pulse_oximeter import spot_check_measurement
 from simulators.ble.readings import reading_from_json
 from simulators.ble.weight_scale import weight_measurement

@@ -5,7 +5,7 @@ from __future__ import annotations
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from ingest.mqtt_url import parse_mqtt_url
+from readings import parse_mqtt_url
 
 
 def publish_all(url: str, messages: list[tuple[str, bytes]]) -> None:

@@ -12,8 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from device_profiles.model import Component, Kind
-from ingest import wire
 from ingest.columns import SEQUENCE_RANGE, USER_ID_RANGE, Flat, Origin, uuid_bytes, validate
+from readings import wire
 
 NOW = datetime(2026, 11, 1, tzinfo=UTC)
 DEVICE = "dev-columns"

@@ -15,13 +15,13 @@ from mqtt_publish import publish_all
 
 from device_profiles import uuids
 from device_profiles.model import Component, Kind
-from ingest import wire
 from ingest.deadletters import list_dead_letters, reprocess
 from ingest.patients import enroll_patient
 from ingest.pipeline import Message, process
 from ingest.registry import BindingCache, malformed_record_reason
 from ingest.service import IngestConfig, IngestWorker
 from ingest.status import ingest_counts
+from readings import wire
 
 pytestmark = pytest.mark.services
 T0 = datetime(2026, 11, 20, 6, 0, tzinfo=UTC)

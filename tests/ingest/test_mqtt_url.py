@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ingest.mqtt_url import MqttUrlError, parse_mqtt_url
+from readings import MqttUrlError, parse_mqtt_url
 
 
 def test_credentials_are_unquoted_and_ports_default_by_scheme() -> None:

@@ -11,12 +11,12 @@ import pytest
 from wire_helpers import wire_reading
 
 from device_profiles.model import Component, Condition, Kind
-from ingest import wire
 from ingest.deadletters import UNKNOWN_DEVICE_PREFIX, reprocess
 from ingest.migrations import available
 from ingest.patients import enroll_patient
 from ingest.pipeline import Message, process
 from ingest.registry import BindingCache
+from readings import wire
 
 pytestmark = pytest.mark.services
 T0 = datetime(2026, 11, 1, 8, 0, tzinfo=UTC)

@@ -24,17 +24,15 @@ from device_profiles.current_time import DstOffset
 from device_profiles.glucose import encode_glucose_measurement, glucose_measurement
 from device_profiles.model import Kind
 from device_profiles.profiles import PROFILES, Quirk, get_profile
-from gateway.clock import device_time_to_utc
-from gateway.decode import TimeContext, parser_for
 from gateway.outbox import EVENT, READING, Outbox
 from gateway.store import DeviceStore, GatewayDB, PairedDevice
 from gateway.sync import RecordBuffer
 from homevitals.cli_ingest import deadletters
 from homevitals.redecode import E2E_CRC_MISSING, StillMalformed, gateway_readings
-from ingest import wire
 from ingest.patients import enroll_patient
 from ingest.pipeline import Message, process
 from ingest.registry import BindingCache
+from readings import TimeContext, device_time_to_utc, parser_for, wire
 
 T0 = datetime(2026, 11, 20, 6, 0)  # device-local wall time
 BERLIN = ZoneInfo("Europe/Berlin")

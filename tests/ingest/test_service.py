@@ -12,9 +12,9 @@ import pytest
 from mqtt_publish import publish_all
 
 from device_profiles.model import Component, Kind
-from ingest import wire
 from ingest.patients import enroll_patient
 from ingest.service import IngestConfig, IngestWorker
+from readings import wire
 
 pytestmark = pytest.mark.services
 

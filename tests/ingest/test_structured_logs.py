@@ -17,7 +17,7 @@ import pytest
 from mqtt_publish import publish_all
 
 from device_profiles.model import Component, Kind
-from ingest import wire
+from readings import wire
 
 pytestmark = pytest.mark.services
 

@@ -21,9 +21,8 @@ from gateway.outbox import Outbox
 from gateway.pairing import publish_pending
 from gateway.store import GatewayDB
 from homevitals.services.mosquitto import INGEST_USER, LocalMosquitto
-from ingest.mqtt_url import parse_mqtt_url
 from ingest.service import IngestConfig, IngestWorker
-from ingest.wire import DevicePaired
+from readings import DevicePaired, parse_mqtt_url
 
 pytestmark = pytest.mark.services
 

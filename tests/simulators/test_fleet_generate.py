@@ -14,8 +14,7 @@ from typing import Any
 import pytest
 
 from device_profiles.model import Kind
-from ingest.mqtt_url import parse_mqtt_url
-from ingest.wire import (
+from readings import (
     EVENTS_SUBSCRIPTION,
     MAX_PAYLOAD_BYTES,
     READINGS_SUBSCRIPTION,
@@ -23,6 +22,7 @@ from ingest.wire import (
     decode_batch,
     decode_events,
     encode,
+    parse_mqtt_url,
 )
 from simulators.fleet import (
     FleetConfig,

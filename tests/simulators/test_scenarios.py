@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from device_profiles.model import Component, Kind
-from ingest.wire import Reading
+from readings import Reading
 from simulators.cli_support import simulate_patient, truth_path_for
 from simulators.scenarios import (
     ALL_RULES,

@@ -1,8 +1,8 @@
-"""Characteristic bytes -> ``ingest.wire.Reading``.
+"""Characteristic bytes -> ``readings.wire.Reading``.
 
 Parsing is ``device_profiles``' job (spec-exact, one typed error on bad bytes, decoding
 quirks applied by the profile); this module turns a ``Measurement`` into the wire reading: UTC time
-(``gateway.clock``), the device-reported time kept as text, canonical values, the
+(``readings.clock``), the device-reported time kept as text, canonical values, the
 device's original values, named conditions and the deterministic reading id.
 """
 
@@ -25,8 +25,8 @@ from device_profiles.cgm import (
 from device_profiles.current_time import DST_MINUTES
 from device_profiles.model import Kind, Measurement
 from device_profiles.profiles import DeviceProfile
-from gateway.clock import device_time_text, device_time_to_utc, session_start_to_utc
-from ingest.wire import Original, Reading, reading_id
+from readings.clock import device_time_text, device_time_to_utc, session_start_to_utc
+from readings.wire import Original, Reading, reading_id
 
 Parser = Callable[[bytes], tuple[Measurement, ...]]
 
@@ -115,7 +115,7 @@ class CgmSession:
 
     ``start`` is the CGM Session Start Time (0x2AAA) as the sensor reports it: the
     local wall time of the collector that set it; ``start_utc`` applies its Time Zone
-    and DST Offset (``gateway.clock.session_start_to_utc``).  ``key`` (hex of the three
+    and DST Offset (``readings.clock.session_start_to_utc``).  ``key`` (hex of the three
     fields, without CRC) is what the device cursor belongs to.
     """
 

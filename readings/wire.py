@@ -250,12 +250,23 @@ def decode_status(payload: bytes) -> GatewayStatus:
         raise WireError(f"invalid status payload: {exc}") from exc
 
 
+# The published contract's version: bumped with a new message schema (docs/wire-format.md).
+CONTRACT_VERSION = "1"
+SCHEMA_ID = f"https://homevitals.org/schemas/wire/v{CONTRACT_VERSION}.json"
+
+
 def json_schema() -> dict[str, object]:
-    """JSON Schema of the three payloads (kept in ingest/wire_schema.json)."""
+    """JSON Schema of the three payloads, published as readings/wire_schema.json.
+
+    The file is the contract; this generator (the locked msgspec) writes it with
+    ``python -m readings.wire_schema --write``, run by scripts/lock.sh, so a generator
+    upgrade arrives as a reviewed diff of the file.
+    """
     _, components = msgspec.json.schema_components((ReadingsBatch, EventsMessage, GatewayStatus))
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "title": "HomeVitals MQTT wire contract v1",
+        "$id": SCHEMA_ID,
+        "title": f"HomeVitals MQTT wire contract v{CONTRACT_VERSION}",
         "$defs": components,
         "oneOf": [
             {"$ref": "#/$defs/ReadingsBatch"},
