@@ -19,8 +19,8 @@ import pandas as pd
 import psycopg
 
 from analytics.flags import SyncOutcome, sync_results
-from analytics.rules import RULES, RuleKind, evaluate
-from analytics.store import bp_frame, glucose_frames, patient_timezones
+from analytics.rules import RULES, Frame, RuleKind, evaluate, needed_frames, needed_history
+from analytics.store import load_frames, patient_timezones
 from analytics.targets import Targets, default_targets
 
 log = logging.getLogger("homevitals.analytics")
@@ -31,7 +31,11 @@ NOTIFY_CHANNEL = (
 LAST_PASS_KEY = "last_full_pass"
 LAST_ADHERENCE_KEY = "last_adherence_pass"
 URGENT_RULES = tuple(r for r in RULES if r.kind is RuleKind.URGENT)
-LOOKBACK = timedelta(days=31)
+# What a pass loads follows from what its rules read (``Rule.needs``, with the default
+# targets), plus a day of slack: 31 days for a full pass, 2 for the urgent rules.
+SLACK = timedelta(days=1)
+LOOKBACK = needed_history(RULES) + SLACK
+URGENT_LOOKBACK = needed_history(URGENT_RULES) + SLACK
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,21 +61,20 @@ def evaluate_patients(
     """Evaluate rules for ``patients`` at ``now`` and sync the flags (own transaction)."""
     if not patients:
         return PassReport(0, 0, 0, 0)
-    start = now - (timedelta(days=2) if urgent_only else LOOKBACK)
+    rules = URGENT_RULES if urgent_only else RULES
+    start = now - (URGENT_LOOKBACK if urgent_only else LOOKBACK)
     end = now + timedelta(seconds=1)
     with conn.transaction():
-        glucose = glucose_frames(conn, patients, start, end)
-        cgm, smbg = glucose["cgm"], glucose["smbg"]
-        bp = bp_frame(conn, patients, start, end)
+        frames = load_frames(conn, patients, start, end, needed_frames(rules))
         results = evaluate(
             pd.Timestamp(now),
-            cgm=cgm,
-            smbg=smbg,
-            bp=bp,
+            cgm=frames[Frame.CGM],
+            smbg=frames[Frame.SMBG],
+            bp=frames[Frame.BP],
             targets=patient_targets(conn, patients),
             tz=patient_timezones(conn, patients),
             patients=[str(p) for p in patients],
-            rules=URGENT_RULES if urgent_only else RULES,
+            rules=rules,
         )
         outcome: SyncOutcome = sync_results(conn, results)
     return PassReport(len(patients), outcome.raised, outcome.updated, outcome.cleared)

@@ -13,7 +13,7 @@ body_movement``.  ``patient_id`` is the database id as text.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -37,6 +37,7 @@ COPY (
 ) TO STDOUT (FORMAT BINARY)
 """
 SOURCES = ("cgm", "smbg")
+BP = "bp"  # the blood-pressure frame, beside the glucose sources
 
 BP_QUERY = """
 COPY (
@@ -149,6 +150,24 @@ def bp_frame(
             "body_movement": rows["movement"].astype(bool),
         }
     )
+
+
+def load_frames(
+    conn: psycopg.Connection[Any],
+    patients: Sequence[int],
+    start: datetime,
+    end: datetime,
+    kinds: Collection[str],
+) -> dict[str, pd.DataFrame | None]:
+    """The frames ``kinds`` (``cgm``, ``smbg``, ``bp``) asks for, the others ``None``:
+    glucose sources from one COPY, blood pressure from another."""
+    frames: dict[str, pd.DataFrame | None] = {kind: None for kind in (*SOURCES, BP)}
+    sources = tuple(s for s in SOURCES if s in kinds)
+    if sources:
+        frames.update(glucose_frames(conn, patients, start, end, sources))
+    if BP in kinds:
+        frames[BP] = bp_frame(conn, patients, start, end)
+    return frames
 
 
 def patient_timezones(conn: psycopg.Connection[Any], patients: Sequence[int]) -> dict[str, str]:

@@ -11,6 +11,7 @@ Modules, each small and single-purpose:
 - ``publisher``  paho-mqtt v5 client: status/Last Will, drains the outbox in order
 - ``transport``  one BLE session: connect, GATT operations with timeouts
 - ``fetch``      one small strategy per fetch method (RACP, indications on connect)
+- ``cursors``    one cursor policy per fetch method: what is new, where to resume
 - ``sync``       one device session: info, battery, clock, fetch, commit
 - ``daemon``     scanning, per-device tasks, the publisher, status
 - ``pairing``    discover, bond, record, report ``DevicePaired``
@@ -22,6 +23,7 @@ Modules, each small and single-purpose:
 __all__ = [
     "cli",
     "config",
+    "cursors",
     "daemon",
     "fetch",
     "outbox",

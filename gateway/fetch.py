@@ -1,11 +1,12 @@
 """How records come out of a device: one small strategy per ``FetchMethod``.
 
 A new device family is a new ``DeviceProfile`` (data); only a new *way of fetching*
-needs a new class here, registered in ``FETCHERS``.
+needs a new class here, registered in ``FETCHERS``, with the cursor policy it resumes by
+(``gateway.cursors``).
 
 A fetcher speaks the protocol and hands each raw measurement to a :class:`RecordSink`
 (``gateway.sync.RecordBuffer``), which parses, filters, and commits records together
-with the device cursor.
+with the device cursor its policy keeps.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from typing import Protocol
+from zoneinfo import ZoneInfo
 
 from device_profiles import uuids
 from device_profiles.cgm import (
@@ -33,6 +35,14 @@ from device_profiles.racp import (
     report_records_from_time_offset,
 )
 from gateway.config import SyncSettings
+from gateway.cursors import (
+    CgmTimeOffsetCursor,
+    CursorPolicy,
+    DeviceTimeCursor,
+    NoCursor,
+    SequenceCursor,
+)
+from gateway.store import PairedDevice
 from gateway.transport import GattError, GattLink, GattTimeoutError, LinkLostError
 
 log = logging.getLogger(__name__)
@@ -67,6 +77,12 @@ class Fetcher(Protocol):
     # The device hangs up when it is done: anything else (setting its clock) must
     # happen before the fetch.
     device_ends_session: bool
+
+    def cursor_policy(
+        self, device: PairedDevice, profile: DeviceProfile, zone: ZoneInfo
+    ) -> CursorPolicy:
+        """How this way of fetching knows what is new (``gateway.cursors``)."""
+        ...
 
     async def fetch(
         self,
@@ -146,6 +162,13 @@ class RacpSequenceFetcher:
 
     device_ends_session = False
 
+    def cursor_policy(
+        self, device: PairedDevice, profile: DeviceProfile, zone: ZoneInfo
+    ) -> CursorPolicy:
+        if Quirk.REVERSED_SEQUENCE in profile.quirks:
+            return DeviceTimeCursor(device)
+        return SequenceCursor(device)
+
     async def fetch(
         self,
         link: GattLink,
@@ -176,6 +199,11 @@ class CgmRacpFetcher:
     """
 
     device_ends_session = False
+
+    def cursor_policy(
+        self, device: PairedDevice, profile: DeviceProfile, zone: ZoneInfo
+    ) -> CursorPolicy:
+        return CgmTimeOffsetCursor(device, zone)
 
     async def fetch(
         self,
@@ -221,6 +249,11 @@ class IndicationsOnConnectFetcher:
 
     device_ends_session = True
 
+    def cursor_policy(
+        self, device: PairedDevice, profile: DeviceProfile, zone: ZoneInfo
+    ) -> CursorPolicy:
+        return NoCursor(device)
+
     async def fetch(
         self,
         link: GattLink,
@@ -251,3 +284,8 @@ FETCHERS: dict[FetchMethod, Fetcher] = {
     FetchMethod.INDICATIONS_ON_CONNECT: IndicationsOnConnectFetcher(),
     FetchMethod.RACP_TIME_OFFSET: CgmRacpFetcher(),
 }
+
+
+def cursor_policy(device: PairedDevice, profile: DeviceProfile, zone: ZoneInfo) -> CursorPolicy:
+    """The cursor policy of ``profile``'s fetch method."""
+    return FETCHERS[profile.fetch].cursor_policy(device, profile, zone)

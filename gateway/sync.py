@@ -25,20 +25,19 @@ from zoneinfo import ZoneInfo
 from bleak.backends.device import BLEDevice
 
 from device_profiles import uuids
-from device_profiles.cgm import MEASUREMENT as CGM_MEASUREMENT
 from device_profiles.cgm import CgmSessionStartTime
 from device_profiles.current_time import current_time_now, encode_current_time, parse_current_time
 from device_profiles.device_info import parse_battery_level, parse_dis_string
 from device_profiles.errors import MalformedPayloadError
-from device_profiles.model import Kind, Measurement
-from device_profiles.profiles import ClockSupport, DeviceProfile, FetchMethod, Quirk
+from device_profiles.model import Measurement
+from device_profiles.profiles import ClockSupport, DeviceProfile, Quirk
 from gateway.config import SyncSettings
-from gateway.fetch import FETCHERS
+from gateway.cursors import CursorPolicy
+from gateway.fetch import FETCHERS, cursor_policy
 from gateway.outbox import Outbox
 from gateway.store import DeviceStore, GatewayDB, PairedDevice
 from gateway.transport import GattError, GattLink, open_link
 from readings import (
-    E2E_CRC_MISSING,
     FUTURE_TOLERANCE,
     MAX_ATTRIBUTE_BYTES,
     MAX_MALFORMED_REASON,
@@ -49,22 +48,15 @@ from readings import (
     Reading,
     RecordNumber,
     TimeContext,
-    device_time_text,
     gateway_wall_now,
     measure_skew,
     parser_for,
     readable_record_number,
     stable_skew,
     to_reading,
-    without_sequence,
 )
 
 log = logging.getLogger(__name__)
-
-# A CGM Session Start Time within this of the stored one is the same session (another
-# collector rewrote it with a slightly different clock): keep the stored start, so the
-# cursor and the reading identities stay valid.
-CGM_SESSION_TOLERANCE = timedelta(minutes=15)
 
 DEVICE_INFO = {
     "manufacturer": uuids.MANUFACTURER_NAME,
@@ -89,7 +81,13 @@ class SessionResult:
 
 
 class RecordBuffer:
-    """Parses, filters and commits records of one session (a ``fetch.RecordSink``)."""
+    """Parses, filters and commits records of one session (a ``fetch.RecordSink``).
+
+    What is already committed and where the cursor stands is the business of the fetch
+    method's :class:`~gateway.cursors.CursorPolicy` (``cursors``; by default the one its
+    fetcher picks); the buffer commits records, malformed-record events and the cursor
+    together every ``commit_every`` records.
+    """
 
     def __init__(
         self,
@@ -104,6 +102,7 @@ class RecordBuffer:
         outbox: Outbox,
         commit_every: int,
         on_commit: Callable[[], None] | None = None,
+        cursors: CursorPolicy | None = None,
     ) -> None:
         self.device = device
         self.profile = profile
@@ -114,24 +113,19 @@ class RecordBuffer:
         self.outbox = outbox
         self.commit_every = commit_every
         self._on_commit = on_commit
-        self.cursor = device.cursor
-        self.last_device_time = device.last_device_time
-        self.reversed = Quirk.REVERSED_SEQUENCE in profile.quirks
-        self.uses_sequence = profile.fetch is FetchMethod.RACP_SEQUENCE and not self.reversed
-        self.is_cgm = profile.family is Kind.CGM
-        self.session: CgmSession | None = None  # CGM: set by start_cgm_session
+        self.cursors = cursors or cursor_policy(device, profile, clock.zone)
         reference = device_now or gateway_wall_now(clock.zone)
         self.latest_plausible = reference + FUTURE_TOLERANCE
         self.pending: list[Reading] = []
         self.pending_events: list[DeviceRecordMalformed] = []
-        # Glucose: the highest sequence number seen in this download (else the cursor).  A
-        # malformed record numbered right after it may move the cursor (``_skip_past``).
-        self._last_seq: int | None = device.cursor if self.uses_sequence else None
-        # CGM: the sensor's current time offset (CGM Status), read before the download.
-        self.cgm_current_offset: int | None = None
         self._pending_cursor: int | None = None
         self._pending_time: str | None = None
         self.result = SessionResult()
+
+    @property
+    def session(self) -> CgmSession | None:
+        """The CGM sensor session of the records (None for other devices)."""
+        return self.cursors.session
 
     def malformed(self, characteristic: str, exc: MalformedPayloadError) -> None:
         """Log and count bytes that are not a valid message (a record, or a control
@@ -149,38 +143,9 @@ class RecordBuffer:
     def start_cgm_session(
         self, start_time: CgmSessionStartTime, *, e2e_crc: bool, current_offset: int | None
     ) -> int | None:
-        zone = self.clock.zone
-        session = CgmSession.from_start_time(start_time, zone, e2e_crc=e2e_crc)
-        if session is None:
-            raise ValueError("CGM session start time is unknown")  # the fetcher checks first
-        stored = self.device.session
-        previous = None if stored is None else CgmSession.from_key(stored, zone, e2e_crc=e2e_crc)
-        same = (
-            previous is not None
-            and abs(previous.start_utc - session.start_utc) <= CGM_SESSION_TOLERANCE
-            # Offsets restart at 0 in a new session: a sensor "now" below the cursor
-            # cannot be the session the cursor was taken in.
-            and not (
-                current_offset is not None
-                and self.device.cursor is not None
-                and current_offset < self.device.cursor
-            )
+        return self.cursors.start_cgm_session(
+            start_time, e2e_crc=e2e_crc, current_offset=current_offset
         )
-        self.cgm_current_offset = current_offset
-        if same and previous is not None:
-            self.session = previous
-            self.cursor = self.device.cursor
-        else:
-            if stored is not None:
-                log.info(
-                    "%s: new CGM session started %s (was %s): fetching all its records",
-                    self.device.address,
-                    session.start,
-                    None if previous is None else previous.start,
-                )
-            self.session = session
-            self.cursor = None
-        return self.cursor
 
     def add(self, raw: bytes) -> None:
         try:
@@ -196,10 +161,17 @@ class RecordBuffer:
     def _malformed_record(
         self, raw: bytes, exc: MalformedPayloadError, number: RecordNumber | None = None
     ) -> None:
-        """Log, count and report a record the parser rejected (committed by ``flush``)."""
+        """Log, count and report a record the parser rejected (committed by ``flush``).
+
+        When its number is readable and trustworthy (``CursorPolicy.skip_past``), the
+        cursor moves past it with its event; otherwise the record is fetched again at the
+        next sync (reported once: see ``DeviceStore.first_report``) until a newer valid
+        record moves the cursor.
+        """
         self.malformed(exc.characteristic, exc)
         if number is None:
             number = readable_record_number(self.profile.measurement_uuid, raw)
+        session = self.cursors.session
         self.pending_events.append(
             DeviceRecordMalformed(
                 device=self.device.address,
@@ -212,64 +184,21 @@ class RecordBuffer:
                 time_offset_min=number.time_offset,
                 skew_s=self.clock.skew_s,
                 zone=self.clock.zone.key,
-                cgm_session=None if self.session is None else self.session.key,
+                cgm_session=None if session is None else session.key,
             )
         )
-        self._skip_past(number)
+        self._move_cursor(self.cursors.skip_past(number))
 
-    def _skip_past(self, number: RecordNumber) -> None:
-        """Let the cursor move past a malformed record (its event is committed with it),
-        only when its number is readable *and* cannot push the cursor past a record the
-        device has not sent yet, which would then never be fetched:
-
-        * glucose: the sequence number follows the highest one of this download (or the
-          cursor) by exactly one — a garbage number (0xFFFF, a firmware bug) does not;
-        * CGM: the time offset lies above the cursor and below the sensor's current
-          offset read before the download: every record up to it was in this download.
-
-        Otherwise the record is fetched again at the next sync (reported once: see
-        ``DeviceStore.first_report``) until a newer valid record moves the cursor.
-        """
-        moved: int | None = None
-        if self.uses_sequence and number.seq is not None:
-            if self._last_seq is not None and number.seq == self._last_seq + 1:
-                self._last_seq = moved = number.seq
-        elif self.is_cgm and number.time_offset is not None:
-            offset, current = number.time_offset, self.cgm_current_offset
-            if (
-                current is not None
-                and offset < current
-                and (self.cursor is None or offset > self.cursor)
-            ):
-                moved = offset
-        if moved is not None:
-            self._pending_cursor = max(self._pending_cursor or 0, moved)
-        if self.uses_sequence or self.is_cgm:
-            log.info(
-                "%s: malformed record %s: %s",
-                self.device.address,
-                number,
-                "the cursor may pass it"
-                if moved is not None
-                else "the cursor stays (it is fetched again next sync)",
-            )
+    def _move_cursor(self, to: int | None) -> None:
+        if to is not None:
+            self._pending_cursor = max(self._pending_cursor or 0, to)
 
     def _add(self, m: Measurement, raw: bytes) -> None:
-        if (
-            self.is_cgm
-            and self.session is not None
-            and self.session.e2e_crc
-            and not m.details.get("e2e_crc")
-        ):
-            self._malformed_record(
-                raw,
-                MalformedPayloadError(CGM_MEASUREMENT, raw, E2E_CRC_MISSING),
-                RecordNumber(time_offset=m.time_offset_minutes),
-            )
+        rejection = self.cursors.rejects(m, raw)
+        if rejection is not None:
+            self._malformed_record(raw, *rejection)
             return
-        if self.uses_sequence and m.sequence is not None:
-            self._last_seq = max(self._last_seq or 0, m.sequence)
-        if self._already_have(m):
+        if self.cursors.seen(m):
             self.result.duplicates += 1
             return
         if m.local_time is not None and m.local_time > self.latest_plausible:
@@ -281,37 +210,15 @@ class RecordBuffer:
             )
             self.devices.count_error(self.device.address, "implausible_time", raw.hex())
             return
-        if self.reversed and m.sequence is not None:
-            # Its numbers shift as the meter stores records: neither identity nor cursor.
-            m = without_sequence(m)
-        reading = to_reading(self.device.address, m, self.clock, self.session)
+        m = self.cursors.identity(m)
+        reading = to_reading(self.device.address, m, self.clock, self.cursors.session)
         self.pending.append(reading)
-        if self.uses_sequence and m.sequence is not None:
-            self._pending_cursor = max(self._pending_cursor or 0, m.sequence)
-        if self.is_cgm and m.time_offset_minutes is not None:
-            self._pending_cursor = max(self._pending_cursor or 0, m.time_offset_minutes)
-        text: str | None = None
-        if m.device_time is not None:
-            text = device_time_text(m.device_time)
-        elif self.is_cgm:
-            text = reading.device_time
+        self._move_cursor(self.cursors.position(m))
+        # The device-local time the reading rests on (a CGM record's: session start +
+        # offset), committed as the device's last device time.
+        text = reading.device_time
         if text is not None and (self._pending_time is None or text > self._pending_time):
             self._pending_time = text
-
-    def _already_have(self, m: Measurement) -> bool:
-        """Records at or below the cursor (meters that ignore the RACP filter)."""
-        if self.uses_sequence:
-            return m.sequence is not None and self.cursor is not None and m.sequence <= self.cursor
-        if self.is_cgm:
-            # Sensors that ignore the filter, or a cursor at the u16 limit.
-            return (
-                m.time_offset_minutes is not None
-                and self.cursor is not None
-                and m.time_offset_minutes <= self.cursor
-            )
-        if self.reversed and m.device_time is not None and self.last_device_time is not None:
-            return device_time_text(m.device_time) <= self.last_device_time
-        return False
 
     def flush(self) -> None:
         if not self.pending and not self.pending_events:
@@ -327,12 +234,7 @@ class RecordBuffer:
                 last_device_time=self._pending_time,
                 session=None if self.session is None else self.session.key,
             )
-        if self._pending_cursor is not None:
-            self.cursor = max(self.cursor or 0, self._pending_cursor)
-        if self._pending_time is not None and (
-            self.last_device_time is None or self._pending_time > self.last_device_time
-        ):
-            self.last_device_time = self._pending_time
+        self.cursors.committed(self._pending_cursor, self._pending_time)
         self.result.readings += len(self.pending)
         self.result.reported += len(reports)
         self.pending.clear()
@@ -485,6 +387,7 @@ class DeviceSession:
                 result.info = await read_device_info(link, device, env)
                 result.battery_percent = await read_battery(link, device, env)
                 device_now, result.skew_s = await read_device_clock(link, device, profile, env)
+                fetcher = FETCHERS[profile.fetch]
                 buffer = RecordBuffer(
                     device=device,
                     profile=profile,
@@ -496,8 +399,8 @@ class DeviceSession:
                     outbox=env.outbox,
                     commit_every=s.commit_every,
                     on_commit=env.on_commit,
+                    cursors=fetcher.cursor_policy(device, profile, env.zone),
                 )
-                fetcher = FETCHERS[profile.fetch]
                 set_clock = (
                     profile.clock is ClockSupport.SETTABLE
                     and result.skew_s is not None
