@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import jsonschema
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -120,21 +122,21 @@ def test_schema_file_is_a_versioned_contract() -> None:
     assert schema["$id"].endswith(f"/v{wire.CONTRACT_VERSION}.json")
 
 
+@functools.cache
+def _published_validator() -> jsonschema.Draft202012Validator:
+    return jsonschema.Draft202012Validator(json.loads(SCHEMA_FILE.read_text()))
+
+
 @given(st.lists(readings, max_size=5))
 def test_encoded_batches_validate_against_the_published_schema(items: list[wire.Reading]) -> None:
     """An independent validator (jsonschema) accepts what the encoder writes: the file and
     the code describe the same messages, whatever generator wrote the file."""
-    import jsonschema
-
-    validator = jsonschema.Draft202012Validator(json.loads(SCHEMA_FILE.read_text()))
     batch = wire.ReadingsBatch(wire.SCHEMA_READINGS, "gw-1", datetime.now(UTC), items)
-    validator.validate(json.loads(wire.encode(batch)))
+    _published_validator().validate(json.loads(wire.encode(batch)))
 
 
 def test_the_published_schema_refuses_what_the_decoder_refuses() -> None:
-    import jsonschema
-
-    validator = jsonschema.Draft202012Validator(json.loads(SCHEMA_FILE.read_text()))
+    validator = _published_validator()
     bad = {"schema": "homevitals.readings/1", "gateway": "g/h", "sent_at": "x", "readings": []}
     assert not validator.is_valid(bad)
     with pytest.raises(wire.WireError):
