@@ -5,6 +5,7 @@
 __all__ = [
     "bulk_import",
     "columns",
+    "custody",
     "deadletters",
     "importers",
     "metrics",

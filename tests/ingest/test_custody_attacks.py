@@ -23,9 +23,11 @@ from mqtt_publish import publish_all
 from wire_helpers import wire_reading
 
 from device_profiles.model import Component, Kind
+from ingest.custody import decide
 from ingest.patients import enroll_patient
 from ingest.pipeline import Message
 from ingest.service import IngestConfig, IngestWorker
+from ingest.status import ingest_counts
 from readings import wire
 
 pytestmark = pytest.mark.services
@@ -214,7 +216,11 @@ def test_attack_hub_a_repairs_hub_bs_cuff_is_held_for_a_clinician(
 
 
 def test_attack_hub_a_injects_readings_for_hub_bs_cuff_is_dead_lettered(
-    ingest: Ingest, homes: Homes, db: psycopg.Connection[Any], caplog: pytest.LogCaptureFixture
+    ingest: Ingest,
+    homes: Homes,
+    db: psycopg.Connection[Any],
+    database_url: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     h = homes
     ingest.send(h.hub_b, paired(h.hub_b, h.cuff, T0 - timedelta(days=1)))
@@ -252,9 +258,7 @@ def test_attack_hub_a_injects_readings_for_hub_bs_cuff_is_dead_lettered(
         r.getMessage() for r in caplog.records
     ]
     assert ("readings.refused", h.hub_a) in timeline(db, h.cuff)
-    from ingest.status import ingest_counts
-
-    custody = ingest_counts(db.info.dsn)["custody"]
+    custody = ingest_counts(database_url)["custody"]
     assert custody["refused_readings"] >= 4
 
 
@@ -296,8 +300,6 @@ def test_unpair_by_the_owning_hub_releases_and_from_another_hub_is_refused(
 def test_clinician_approved_move_moves_the_device_and_keeps_history(
     ingest: Ingest, homes: Homes, db: psycopg.Connection[Any]
 ) -> None:
-    from ingest.custody import decide
-
     h = homes
     ingest.send(h.hub_b, paired(h.hub_b, h.cuff, T0 - timedelta(days=1)))
     ingest.send(h.hub_b, bp_batch(h.hub_b, h.cuff, range(0, 3)))
