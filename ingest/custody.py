@@ -480,25 +480,32 @@ def list_requests(
     conn: psycopg.Connection[Any],
     *,
     statuses: list[str] | None = None,
-    patients: list[int] | None = None,
+    within: list[int] | None = None,
     limit: int = 100,
     offset: int = 0,
-) -> list[CustodyRequest]:
-    """Newest first; ``patients`` given: requests about any of them."""
+) -> tuple[list[CustodyRequest], int]:
+    """A page of requests, newest first, and how many match.  ``within`` given: only
+    requests every patient of which is in it (what a clinician of that panel decides)."""
     clauses: list[str] = ["true"]
     params: list[object] = []
     if statuses is not None:
         clauses.append("status = ANY(%s)")
         params.append(statuses)
-    if patients is not None:
-        clauses.append("(from_patient = ANY(%s) OR to_patient = ANY(%s))")
-        params += [patients, patients]
+    if within is not None:
+        clauses.append(
+            "coalesce(from_patient, to_patient) IS NOT NULL"
+            " AND (from_patient IS NULL OR from_patient = ANY(%s))"
+            " AND (to_patient IS NULL OR to_patient = ANY(%s))"
+        )
+        params += [within, within]
+    where = " AND ".join(clauses)
     rows = conn.execute(
-        f"SELECT {_REQUEST_COLUMNS} FROM custody_requests WHERE {' AND '.join(clauses)}"
+        f"SELECT {_REQUEST_COLUMNS} FROM custody_requests WHERE {where}"
         " ORDER BY received_at DESC, id DESC LIMIT %s OFFSET %s",
         [*params, limit, offset],
     ).fetchall()
-    return [_request(r) for r in rows]
+    total = conn.execute(f"SELECT count(*) FROM custody_requests WHERE {where}", params).fetchone()
+    return [_request(r) for r in rows], int(total[0]) if total else 0
 
 
 def decide(
@@ -610,6 +617,20 @@ def _check_unchanged(
     ).fetchone()
     if start is not None and start[0] is not None and start[0] >= moved_at:
         raise CustodyConflictError("'at' must be after the current binding's start")
+    # Stored readings keep their patient: a move dated before one of them would leave
+    # the chart contradicting the bindings.  (The patient index, newest first.)
+    if request.from_patient is not None:
+        for table in registry.READING_TABLES:
+            last = conn.execute(
+                f"SELECT max(time) FROM (SELECT time FROM {table} WHERE patient_id = %s"
+                " AND device_id = %s ORDER BY time DESC LIMIT 1) t".encode(),
+                (request.from_patient, device),
+            ).fetchone()
+            if last is not None and last[0] is not None and last[0] >= moved_at:
+                raise CustodyConflictError(
+                    f"'at' must be after the device's last reading in patient"
+                    f" {request.from_patient}'s chart ({last[0].isoformat()})"
+                )
 
 
 def _settle_flag(
