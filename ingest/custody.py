@@ -41,7 +41,7 @@ import psycopg
 # names at call time, so the import cycle is harmless (the module object, not a name).
 from ingest import registry
 from ingest.columns import Rejected, Split, reading_payload
-from readings import DeviceInventory, DevicePaired, DeviceUnpaired
+from readings import DeviceInventory, DevicePaired, DeviceUnpaired, Reading
 
 if TYPE_CHECKING:
     from ingest.registry import BindingCache
@@ -306,10 +306,25 @@ def apply_unpair(conn: psycopg.Connection[Any], gateway: str, event: DeviceUnpai
         )
         return []
     owner = _owner(conn, device)
-    close_binding(conn, device, event.at)
-    conn.execute("UPDATE devices SET gateway_id = NULL WHERE id = %s", (device,))
-    record(conn, device, "custody.released", event.at, gateway=gateway, detail={"patient": owner})
+    # Not later than now: a post-dated unpair would keep the binding open (and the hub's
+    # readings accepted) until a time of the hub's choosing.
+    at = min(event.at, datetime.now(UTC))
+    close_binding(conn, device, at)
+    end_custody(conn, device, gateway, at)
+    record(conn, device, "custody.released", at, gateway=gateway, detail={"patient": owner})
     return [device]
+
+
+def end_custody(
+    conn: psycopg.Connection[Any], device: str, former: str | None, at: datetime
+) -> None:
+    """``former`` no longer holds ``device`` from ``at`` (its readings measured before
+    ``at`` remain acceptable: :func:`refuse_foreign`)."""
+    conn.execute(
+        "UPDATE devices SET gateway_id = NULL, former_gateway_id = %s, custody_ended_at = %s"
+        " WHERE id = %s",
+        (former, at, device),
+    )
 
 
 def close_binding(conn: psycopg.Connection[Any], device: str, at: datetime) -> None:
@@ -356,19 +371,26 @@ def refuse_foreign(conn: psycopg.Connection[Any], split: Split, cache: BindingCa
         return 0
     readings = split.flat.readings
     devices = sorted({readings[i].device for located in suspects.values() for i in located})
-    current = {
-        str(d): (None if g is None else str(g))
-        for d, g in conn.execute(
-            "SELECT id, gateway_id FROM devices WHERE id = ANY(%s)", (devices,)
-        ).fetchall()
-    }
+    rows = conn.execute(
+        "SELECT id, gateway_id, former_gateway_id, custody_ended_at FROM devices"
+        " WHERE id = ANY(%s)",
+        (devices,),
+    ).fetchall()
+    current = {str(d): None if g is None else str(g) for d, g, _, _ in rows}
+    former = {str(d): (f, ended) for d, _, f, ended in rows if f is not None and ended}
     if any(cache.custodians.get(d, _MISSING) != current.get(d, _MISSING) for d in devices):
         cache.refresh(conn, force=True)
         cache.custodians.update(current)  # this transaction's view, whatever the refresh saw
         suspects = _suspects(split, cache.custodians)
     flat = split.flat
+    if former:  # the former custodian's readings from before it lost the device are its own
+        for table, bad in list(suspects.items()):
+            kept = [i for i in bad if not _before_release(former, readings[i], flat.gateway(i))]
+            suspects[table] = kept
     refused: Counter[tuple[str, str]] = Counter()
     for table, bad in suspects.items():
+        if not bad:
+            continue
         drop = set(bad)
         split.by_table[table] = [i for i in split.by_table[table] if i not in drop]
         if not split.by_table[table]:
@@ -409,6 +431,13 @@ def refuse_foreign(conn: psycopg.Connection[Any], split: Split, cache: BindingCa
             extra={"device": device, "gateway": hub, "custodian": custodian, "refused": n},
         )
     return sum(refused.values())
+
+
+def _before_release(
+    former: dict[str, tuple[str, datetime]], reading: Reading, hub: str | None
+) -> bool:
+    last = former.get(reading.device)
+    return last is not None and last[0] == hub and reading.time < last[1]
 
 
 def custody_reason(device: str, custodian: str | None, hub: str) -> str:
@@ -538,6 +567,7 @@ def decide(
             raise CustodyInvalidError("'at' is in the future")
         _check_unchanged(conn, request, moved_at)
         close_binding(conn, device, moved_at)
+        end_custody(conn, device, request.from_gateway, moved_at)
         if request.to_patient is not None:
             conn.execute(
                 "INSERT INTO device_bindings (device_id, patient_id, valid, source)"

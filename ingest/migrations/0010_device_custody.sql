@@ -5,6 +5,12 @@
 -- ingest/custody.py changes either for a hub's event; a pairing from elsewhere becomes a
 -- custody request that a clinician approves or rejects.
 
+-- The hub that held the device last, until when: its readings measured before it lost
+-- custody (an unpair, or a clinician's move) may still arrive after, and are its own.
+ALTER TABLE devices
+    ADD COLUMN former_gateway_id text,
+    ADD COLUMN custody_ended_at  timestamptz;
+
 -- The device's timeline: what hubs and people did to it, including what was refused.
 -- Append-only, like audit_log: it is the audit of ingest-side custody decisions.
 CREATE TABLE device_events (

@@ -290,11 +290,17 @@ def test_unpair_by_the_owning_hub_releases_and_from_another_hub_is_refused(
     assert scalar(db, open_binding, h.cuff) == 0
     assert scalar(db, "SELECT gateway_id FROM devices WHERE id = %s", h.cuff) is None
     assert ("custody.released", h.hub_b) in timeline(db, h.cuff)
+    # A reading hub B measured before its unpair and sends after it is still B's.
+    ingest.send(h.hub_b, bp_batch(h.hub_b, h.cuff, range(4, 5)))
+    assert chart(db, h.patient_b, h.cuff) == 3
     # A free device: hub A may now pair it (the cuff was handed over); readings from then
     # on are A's patient's, those before stay B's.
     ingest.send(h.hub_a, paired(h.hub_a, h.cuff, T0 + timedelta(hours=6)))
     ingest.send(h.hub_a, bp_batch(h.hub_a, h.cuff, range(7, 9)))
-    assert (chart(db, h.patient_a, h.cuff), chart(db, h.patient_b, h.cuff)) == (2, 2)
+    assert (chart(db, h.patient_a, h.cuff), chart(db, h.patient_b, h.cuff)) == (2, 3)
+    # But nothing B measures after giving it up.
+    ingest.send(h.hub_b, bp_batch(h.hub_b, h.cuff, range(9, 10)))
+    assert (chart(db, h.patient_a, h.cuff), chart(db, h.patient_b, h.cuff)) == (2, 3)
 
 
 def test_clinician_approved_move_moves_the_device_and_keeps_history(
@@ -316,9 +322,18 @@ def test_clinician_approved_move_moves_the_device_and_keeps_history(
         )
     # No waiting for ingest's binding cache to age: a refusal is confirmed on the database.
     ingest.send(h.hub_a, bp_batch(h.hub_a, h.cuff, range(5, 7)))
-    # Hub B no longer holds it: its readings are refused now.
+    # Hub B no longer holds it: what it measured after the move is refused; what it
+    # measured before (still in its outbox at the move) is B's patient's.
     ingest.send(h.hub_b, bp_batch(h.hub_b, h.cuff, range(8, 9)))
-    assert (chart(db, h.patient_a, h.cuff), chart(db, h.patient_b, h.cuff)) == (2, 3)
+    ingest.send(h.hub_b, bp_batch(h.hub_b, h.cuff, range(3, 4)))
+    assert (chart(db, h.patient_a, h.cuff), chart(db, h.patient_b, h.cuff)) == (2, 4)
+    refused = scalar(
+        db,
+        "SELECT count(*) FROM dead_letters WHERE device_id = %s AND gateway_id = %s",
+        h.cuff,
+        h.hub_b,
+    )
+    assert refused == 1
     assert scalar(db, "SELECT gateway_id FROM devices WHERE id = %s", h.cuff) == h.hub_a
     assert scalar(db, "SELECT status FROM custody_requests WHERE id = %s", request) == "approved"
     assert (
