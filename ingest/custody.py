@@ -185,7 +185,13 @@ def apply_pairing(
     bind = hub_patient is not None and owner is None
     if bind:
         assert hub_patient is not None
-        registry.bind_device(conn, device, hub_patient, event.at)
+        # Not before its last binding ended (a hub's clock may lag the unpair's): the
+        # bindings of a device never overlap.
+        ended = conn.execute(
+            "SELECT max(upper(valid)) FROM device_bindings WHERE device_id = %s", (device,)
+        ).fetchone()
+        at = event.at if ended is None or ended[0] is None else max(event.at, ended[0])
+        registry.bind_device(conn, device, hub_patient, at)
     record(
         conn,
         device,

@@ -294,8 +294,15 @@ def test_unpair_by_the_owning_hub_releases_and_from_another_hub_is_refused(
     ingest.send(h.hub_b, bp_batch(h.hub_b, h.cuff, range(4, 5)))
     assert chart(db, h.patient_b, h.cuff) == 3
     # A free device: hub A may now pair it (the cuff was handed over); readings from then
-    # on are A's patient's, those before stay B's.
-    ingest.send(h.hub_a, paired(h.hub_a, h.cuff, T0 + timedelta(hours=6)))
+    # on are A's patient's, those before stay B's.  A's clock lags: its pairing says an
+    # hour before B's unpair, yet the bindings never overlap.
+    ingest.send(h.hub_a, paired(h.hub_a, h.cuff, T0 + timedelta(hours=4)))
+    starts = scalar(
+        db,
+        "SELECT lower(valid) FROM device_bindings WHERE device_id = %s AND upper_inf(valid)",
+        h.cuff,
+    )
+    assert starts == T0 + timedelta(hours=5)
     ingest.send(h.hub_a, bp_batch(h.hub_a, h.cuff, range(7, 9)))
     assert (chart(db, h.patient_a, h.cuff), chart(db, h.patient_b, h.cuff)) == (2, 3)
     # But nothing B measures after giving it up.
