@@ -255,7 +255,9 @@ def _hold(
         device,
         gateway,
         request,
-        f"in the custody of hub {custodian!r}" if custodian else "bound to another patient",
+        f"in the custody of hub {custodian!r}"
+        if custodian not in (None, gateway)
+        else f"bound to patient {owner}",
         extra={"device": device, "gateway": gateway, "custodian": custodian, "request": request},
     )
 

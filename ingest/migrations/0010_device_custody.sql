@@ -36,12 +36,13 @@ CREATE TRIGGER device_events_no_update BEFORE UPDATE OR DELETE ON device_events
 CREATE TRIGGER device_events_no_truncate BEFORE TRUNCATE ON device_events
     FOR EACH STATEMENT EXECUTE FUNCTION device_events_append_only();
 REVOKE UPDATE, DELETE, TRUNCATE ON device_events FROM PUBLIC;
+REVOKE UPDATE, DELETE, TRUNCATE ON device_events FROM CURRENT_USER;
 
 -- A hub's pairing (or inventory) of a device held elsewhere, waiting for a clinician.
 -- Never applied by ingest; approve moves the device, reject leaves it where it is.
 CREATE TABLE custody_requests (
     id             bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    device_id      text NOT NULL REFERENCES devices(id),
+    device_id      text NOT NULL,                 -- no FK: the demo's reset deletes devices
     from_gateway   text,                          -- the custodian when it was held
     from_patient   bigint REFERENCES patients(id),
     to_gateway     text NOT NULL,                 -- the hub asking
