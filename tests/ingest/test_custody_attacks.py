@@ -352,3 +352,34 @@ def test_clinician_approved_move_moves_the_device_and_keeps_history(
         == "resolved"
     )
     assert ("custody.approved", None) in timeline(db, h.cuff)
+
+
+def test_attack_hub_a_reports_battery_and_errors_for_hub_bs_cuff_is_ignored(
+    ingest: Ingest, homes: Homes, db: psycopg.Connection[Any]
+) -> None:
+    h = homes
+    ingest.send(h.hub_b, paired(h.hub_b, h.cuff, T0 - timedelta(days=1)))
+    own = wire.DeviceSynced(device=h.cuff, at=T0, battery_percent=80, readings=3)
+    ingest.send(
+        h.hub_b,
+        (
+            wire.events_topic(h.hub_b),
+            wire.encode(wire.EventsMessage(wire.SCHEMA_EVENT, h.hub_b, [own])),
+        ),
+    )
+    # The attack: hub A says B's cuff is flat and failing (B's clinician sees a dead cuff).
+    forged = wire.DeviceSynced(
+        device=h.cuff, at=T0 + timedelta(hours=1), battery_percent=1, error="cuff failure"
+    )
+    ingest.send(
+        h.hub_a,
+        (
+            wire.events_topic(h.hub_a),
+            wire.encode(wire.EventsMessage(wire.SCHEMA_EVENT, h.hub_a, [forged])),
+        ),
+    )
+    state = db.execute(
+        "SELECT battery_percent, last_error, last_sync FROM devices WHERE id = %s", (h.cuff,)
+    ).fetchone()
+    print(f"sync-report attack: B's cuff now {state}")
+    assert state == (80, None, T0)
