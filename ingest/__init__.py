@@ -6,6 +6,7 @@ __all__ = [
     "bulk_import",
     "columns",
     "custody",
+    "custody_review",
     "deadletters",
     "importers",
     "metrics",

@@ -22,7 +22,7 @@ from api.core.errors import COMMON, CONFLICT
 from api.core.principal import Principal
 from api.deps import ConnDep, DbId, PageDep, StaffUser, can_see, visible_patients
 from api.schemas import Page
-from ingest.custody import (
+from ingest.custody_review import (
     CustodyConflictError,
     CustodyInvalidError,
     CustodyRequest,

@@ -23,7 +23,7 @@ from mqtt_publish import publish_all
 from wire_helpers import wire_reading
 
 from device_profiles.model import Component, Kind
-from ingest.custody import decide
+from ingest.custody_review import decide
 from ingest.patients import enroll_patient
 from ingest.pipeline import Message
 from ingest.service import IngestConfig, IngestWorker
