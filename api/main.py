@@ -32,6 +32,7 @@ from api.routes import (
     audit_log,
     auth,
     billing,
+    custody,
     enrollment,
     flags,
     panel,
@@ -176,6 +177,7 @@ def create_app(
         targets,
         billing,
         audit_log,
+        custody,
     ):
         api.include_router(module.router)
     app.include_router(api)

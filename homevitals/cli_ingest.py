@@ -115,6 +115,11 @@ def status(as_json: bool) -> None:
         f"dead letters: {counts['dead_letters']['open']} open ({counts['dead_letters']['total']} total)"
     )
     click.echo(f"devices:      {counts['devices']}; gateways {counts['gateways']}")
+    custody = counts["custody"]
+    click.echo(
+        f"custody:      {custody['held']} pairings held for a clinician,"
+        f" {custody['refused_readings']} readings refused (open dead letters)"
+    )
     click.echo(
         "flags:        " + (", ".join(f"{k} {v}" for k, v in counts["flags"].items()) or "none")
     )

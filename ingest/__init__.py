@@ -5,6 +5,8 @@
 __all__ = [
     "bulk_import",
     "columns",
+    "custody",
+    "custody_review",
     "deadletters",
     "importers",
     "metrics",

@@ -11,6 +11,7 @@ from typing import Any
 import psycopg
 
 from ingest.columns import Flat, Origin, Rejected, validate
+from ingest.custody import refuse_foreign
 from ingest.registry import (
     BindingCache,
     already_dead_lettered,
@@ -116,6 +117,7 @@ def process(
         if unknown:  # paired a moment ago (maybe in this very batch, or by another worker)
             cache.add_known(conn, unknown)
         split = validate(flat, cache.devices, now)
+        refuse_foreign(conn, split, cache)  # only the device's own hub may send its readings
         result = write_split(conn, split, cache, rejected)
         if changed:
             attribute_pending(conn, changed)

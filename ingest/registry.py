@@ -5,6 +5,9 @@ device's first binding starts at -infinity (its stored history is the new owner'
 re-assigning a device ends the old binding at that moment.  Readings that arrived
 before any binding existed keep ``patient_id`` NULL until :func:`attribute_pending`.
 
+Which hub may pair, unpair or send readings for a device is decided in one place,
+:mod:`ingest.custody`; :func:`apply_event` hands it the pairing events.
+
 A device record the gateway could not parse (``DeviceRecordMalformed``) is not a device
 fact but a record to keep: :func:`malformed_record_reason` names it for the dead
 letters (the pipeline parks it there).
@@ -22,6 +25,7 @@ from datetime import datetime
 import psycopg
 
 from device_profiles.uuids import InvalidUuidError, short_uuid
+from ingest import custody
 from readings import (
     DeviceInventory,
     DevicePaired,
@@ -54,6 +58,8 @@ class BindingCache:
         self.max_age_s = max_age_s
         self._loaded_at = -1.0
         self.devices: set[str] = set()
+        # device -> the hub holding it (None: no hub); ``ingest.custody`` checks readings.
+        self.custodians: dict[str, str | None] = {}
         self._bindings: dict[str, list[Binding]] = {}
         # Devices with one open-ended binding (nearly all): no interval search per reading.
         self._always: dict[str, int] = {}
@@ -61,10 +67,11 @@ class BindingCache:
     def add_known(self, conn: psycopg.Connection[tuple[object, ...]], devices: set[str]) -> None:
         """Look up just these devices (and their bindings) instead of a full reload."""
         found = conn.execute(
-            "SELECT id FROM devices WHERE id = ANY(%s)", (list(devices),)
+            "SELECT id, gateway_id FROM devices WHERE id = ANY(%s)", (list(devices),)
         ).fetchall()
         if found:
             self.devices.update(str(row[0]) for row in found)
+            self.custodians.update({str(d): None if g is None else str(g) for d, g in found})
             self.invalidate()  # their bindings may be new too: reload on the next batch
 
     def age_s(self) -> float:
@@ -76,7 +83,11 @@ class BindingCache:
     def refresh(self, conn: psycopg.Connection[tuple[object, ...]], force: bool = False) -> None:
         if not force and time.monotonic() - self._loaded_at < self.max_age_s:
             return
-        self.devices = {str(row[0]) for row in conn.execute("SELECT id FROM devices")}
+        self.custodians = {
+            str(d): None if g is None else str(g)
+            for d, g in conn.execute("SELECT id, gateway_id FROM devices")
+        }
+        self.devices = set(self.custodians)
         bindings: dict[str, list[Binding]] = {}
         rows = conn.execute(
             "SELECT device_id, patient_id,"
@@ -121,49 +132,16 @@ def apply_event(
 ) -> list[str]:
     """Record a gateway's device event; returns device ids whose binding changed."""
     if isinstance(event, DevicePaired | DeviceInventory):
-        conn.execute(
-            "INSERT INTO devices (id, gateway_id, profile, name, manufacturer, model, serial)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s)"
-            " ON CONFLICT (id) DO UPDATE SET gateway_id = EXCLUDED.gateway_id,"
-            " profile = EXCLUDED.profile, name = coalesce(EXCLUDED.name, devices.name),"
-            " manufacturer = coalesce(EXCLUDED.manufacturer, devices.manufacturer),"
-            " model = coalesce(EXCLUDED.model, devices.model),"
-            " serial = coalesce(EXCLUDED.serial, devices.serial)",
-            (
-                event.device,
-                gateway,
-                event.profile,
-                event.name,
-                event.manufacturer,
-                event.model,
-                event.serial,
-            ),
-        )
-        row = conn.execute("SELECT patient_id FROM gateways WHERE id = %s", (gateway,)).fetchone()
-        if isinstance(event, DeviceInventory):
-            bound = conn.execute(
-                "SELECT 1 FROM device_bindings WHERE device_id = %s AND upper_inf(valid)",
-                (event.device,),
-            ).fetchone()
-            if bound is not None:  # an inventory confirms, it never re-assigns
-                return []
-        if row is not None and row[0] is not None:
-            bind_device(conn, event.device, int(row[0]), event.at)  # type: ignore[call-overload]
-            return [event.device]
-        return []
+        return custody.apply_pairing(conn, gateway, event)
     if isinstance(event, DeviceUnpaired):
-        conn.execute(
-            "UPDATE device_bindings SET valid = tstzrange(lower(valid), %s)"
-            " WHERE device_id = %s AND upper_inf(valid) AND lower(valid) IS DISTINCT FROM %s",
-            (event.at, event.device, event.at),
-        )
-        return [event.device]
+        return custody.apply_unpair(conn, gateway, event)
     if isinstance(event, DeviceSynced):
         conn.execute(
             "UPDATE devices SET last_sync = greatest(last_sync, %s),"
             " battery_percent = coalesce(%s, battery_percent),"
-            " clock_skew_s = coalesce(%s, clock_skew_s), last_error = %s WHERE id = %s",
-            (event.at, event.battery_percent, event.skew_s, event.error, event.device),
+            " clock_skew_s = coalesce(%s, clock_skew_s), last_error = %s"
+            " WHERE id = %s AND gateway_id = %s",  # only its custodian reports on it
+            (event.at, event.battery_percent, event.skew_s, event.error, event.device, gateway),
         )
     return []
 

@@ -6,6 +6,8 @@ from typing import Any
 
 import psycopg
 
+from ingest.custody import custody_counts
+
 
 def ingest_counts(url: str) -> dict[str, Any]:
     with psycopg.connect(url) as conn:
@@ -30,6 +32,7 @@ def ingest_counts(url: str) -> dict[str, Any]:
         flags: dict[str, int] = dict(
             conn.execute("SELECT status, count(*) FROM flags GROUP BY status").fetchall()
         )
+        custody = custody_counts(conn)
     readings = {
         "glucose": int(glucose.get("smbg", 0)),
         "cgm": int(glucose.get("cgm", 0)),
@@ -44,4 +47,5 @@ def ingest_counts(url: str) -> dict[str, Any]:
         "devices": int(devices[0]) if devices else 0,
         "gateways": {"total": int(gateways[0]), "online": int(gateways[1])} if gateways else {},
         "flags": {str(k): int(v) for k, v in flags.items()},
+        "custody": custody,
     }
