@@ -39,7 +39,8 @@ def build_app(settings: Settings) -> Any:
     provision = None
     mqtt_public = None
     if settings.uses_local_broker:
-        provision = local_mosquitto(settings).set_user  # locks the password file itself
+        # Refuses service-account names; locks the password file itself.
+        provision = local_mosquitto(settings).provision_gateway_account
         mqtt_public = f"mqtt://127.0.0.1:{settings.mqtt_port}"
     api_settings = ApiSettings(
         database_url=found.database_url,
