@@ -42,7 +42,14 @@ def build_app(settings: Settings) -> Any:
         # Refuses service-account names; locks the password file itself.
         provision = local_mosquitto(settings).provision_gateway_account
         mqtt_public = f"mqtt://127.0.0.1:{settings.mqtt_port}"
+    # HOMEVITALS_API_PUBLIC_BASE_URL (behind a proxy: the URL clients use) wins; else
+    # the address the API is served at.
+    host = f"[{settings.api_host}]" if ":" in settings.api_host else settings.api_host
+    public = os.environ.get("HOMEVITALS_API_PUBLIC_BASE_URL") or (
+        f"http://{host}:{settings.api_port}"
+    )
     api_settings = ApiSettings(
+        public_base_url=public,
         database_url=found.database_url,
         jwt_secret_file=secret_file,
         clinic_timezone=settings.clinic_timezone,
