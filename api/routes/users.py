@@ -22,6 +22,15 @@ def list_users(admin: AdminUser, conn: ConnDep, page: PageDep, request: Request)
         f"SELECT {USER_COLUMNS} FROM users ORDER BY id LIMIT %s OFFSET %s",
         (page.limit, page.offset),
     ).fetchall()
+    # Accounts (and which patient each portal user is) are identifying data: on record.
+    audit.write(
+        conn,
+        admin,
+        "user.list",
+        ip=audit.client_ip(request),
+        resource="users",
+        detail={"users": [int(r[0]) for r in rows]},
+    )
     return page.of([user_out(r) for r in rows], total, request)
 
 
@@ -114,6 +123,14 @@ def get_panel(
         " LIMIT %s OFFSET %s",
         (user_id, page.limit, page.offset),
     ).fetchall()
+    audit.write(
+        conn,
+        admin,
+        "panel.read",
+        ip=audit.client_ip(request),
+        resource=f"user/{user_id}/panel",
+        detail={"patients": [int(r[0]) for r in rows]},
+    )
     return page.of([int(r[0]) for r in rows], total, request)
 
 
