@@ -434,9 +434,24 @@ SMART_OAUTH_URIS = "http://fhir-registry.smarthealthit.org/StructureDefinition/o
 SECURITY_SERVICE = "http://terminology.hl7.org/CodeSystem/restful-security-service"
 
 
+PATIENT_PARAM = {
+    "name": "patient",
+    "type": "reference",
+    "documentation": "[id], Patient/[id] or [base]/Patient/[id]; comma = OR, repeat = AND;"
+    " chained: patient.identifier=[system|]value",
+}
+SUBJECT_PARAM = {
+    "name": "subject",
+    "type": "reference",
+    "documentation": "as patient (subject:Patient, subject:Patient.identifier); other"
+    " subject types match nothing",
+}
+
+
 def capability_statement(base: str, token_url: str) -> dict[str, Any]:
     search = [
-        {"name": "patient", "type": "reference"},
+        PATIENT_PARAM,
+        SUBJECT_PARAM,
         {"name": "code", "type": "token"},
         {"name": "category", "type": "token"},
         {"name": "date", "type": "date"},
@@ -483,7 +498,7 @@ def capability_statement(base: str, token_url: str) -> dict[str, Any]:
                     {
                         "type": "Device",
                         "interaction": [{"code": "read"}, {"code": "search-type"}],
-                        "searchParam": [{"name": "patient", "type": "reference"}],
+                        "searchParam": [PATIENT_PARAM],
                     },
                     {
                         "type": "Observation",
@@ -494,8 +509,10 @@ def capability_statement(base: str, token_url: str) -> dict[str, Any]:
                         "type": "Flag",
                         "interaction": [{"code": "read"}, {"code": "search-type"}],
                         "searchParam": [
-                            {"name": "patient", "type": "reference"},
+                            PATIENT_PARAM,
+                            SUBJECT_PARAM,
                             {"name": "date", "type": "date"},
+                            {"name": "status", "type": "token"},
                             {"name": "_count", "type": "number"},
                         ],
                     },
