@@ -144,6 +144,10 @@ def parse(request: Request, resource: str) -> Search:
 def _reference_ids(name: str, value: str, base: str) -> set[int]:
     """Patient ids one reference value names (§3.1.1.4.6)."""
     ref = unescape(value).strip()
+    if not ref:
+        # Refused rather than ignored: an empty patient (an EHR's unset variable) would
+        # otherwise widen the search to every patient the caller may see.
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"{name} has no value")
     if ref.startswith(("http://", "https://")):
         # An absolute reference names a resource on that server: only ours can match.
         if not ref.startswith(base + "/"):
@@ -168,6 +172,8 @@ def _reference_ids(name: str, value: str, base: str) -> set[int]:
 def _identifier_ids(conn: psycopg.Connection[Any], name: str, value: str) -> set[int]:
     """Patient ids whose identifier matches one token value (§3.1.1.4.8)."""
     system, code = split_token(value)
+    if not code and not system:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"{name} has no value")
     if system is None:
         sql, params = "mrn = %s OR external_id = %s", [code, code]
     elif system == fr.MRN_SYSTEM:
@@ -176,8 +182,6 @@ def _identifier_ids(conn: psycopg.Connection[Any], name: str, value: str) -> set
         sql, params = ("external_id = %s", [code]) if code else ("external_id IS NOT NULL", [])
     else:
         return set()  # "|code" (no system) or another system: none of our identifiers
-    if not code and system is None:
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"empty {name} value")
     rows = conn.execute(f"SELECT id FROM patients WHERE {sql}", params).fetchall()
     return {int(r[0]) for r in rows}
 

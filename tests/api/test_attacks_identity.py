@@ -312,6 +312,9 @@ def test_unknown_search_parameters_strict_and_lenient(
     self_link = next(x["url"] for x in lenient.json()["link"] if x["relation"] == "self")
     assert "foo" not in self_link and "missing" not in self_link
     assert f"patient={two_patients['pid']}" in self_link
+    # An empty patient (an unset variable in the EHR) is refused, never "all patients".
+    for empty in ("patient=", "subject=", "patient.identifier="):
+        assert client.get(f"/fhir/Observation?{empty}", headers=lee).status_code == 400
 
 
 def test_search_for_a_patient_outside_scope_is_empty_and_audited(
