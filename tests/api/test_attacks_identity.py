@@ -117,6 +117,53 @@ def test_local_broker_refuses_to_provision_service_accounts(tmp_path: Any) -> No
     assert not broker.passwd.exists()
 
 
+def _connects(port: int, username: str, password: str) -> bool:
+    """Does the real broker accept these credentials (CONNACK success within 5 s)?"""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client.username_pw_set(username, password)
+    try:
+        client.connect("127.0.0.1", port, keepalive=5)
+        for _ in range(100):
+            client.loop(timeout=0.05)
+            if client.is_connected():
+                return True
+        return False
+    finally:
+        client.disconnect()
+
+
+def test_real_broker_keeps_its_admin_account(
+    api_settings: Any, local_mosquitto: Any, clinic: Clinic, db: psycopg.Connection[Any]
+) -> None:
+    """The whole path with the local broker's own provisioner (as ``homevitals api run``
+    wires it): the admin account keeps its password, a proper hub gets working
+    credentials."""
+    from api.main import create_app
+    from homevitals.services.mosquitto import ADMIN_USER
+
+    app = create_app(api_settings, provision_gateway=local_mosquitto.provision_gateway_account)
+    admin_password = local_mosquitto.password_for(ADMIN_USER)
+    with TestClient(app, base_url="https://testserver") as c:
+        code = _gateway_code(c, Auth(c), clinic.user_a, clinic.patient_a)
+        taken = c.post(
+            "/api/v1/gateways/enroll", json={"enrollment_code": code, "gateway_id": ADMIN_USER}
+        )
+        assert taken.status_code == 400
+        hub = c.post("/api/v1/gateways/enroll", json={"enrollment_code": code})
+        assert hub.status_code == 201, hub.text
+        c.app.state.register_throttle.reset(db, "enroll|testclient")  # type: ignore[attr-defined]
+    assert _connects(local_mosquitto.port, ADMIN_USER, admin_password)
+    creds = hub.json()
+    # The broker reloads its password file on SIGHUP, asynchronously: a few tries.
+    assert any(
+        _connects(local_mosquitto.port, creds["mqtt_username"], creds["mqtt_password"])
+        for _ in range(3)
+    )
+
+
 # --- 4. a clinician takes a device from another clinic's patient --------------------------
 
 
