@@ -411,6 +411,39 @@ def test_every_denial_leaves_an_access_denied_row(
     assert len(denied) == len(attempts), [row[3] for row in denied]
 
 
+def test_denial_sweep_over_every_patient_route(
+    app: Any, client: TestClient, auth: Auth, clinic: Clinic, db: psycopg.Connection[Any]
+) -> None:
+    """Every GET route of /api/v1 naming a patient, asked by a clinician of another
+    clinic and by another patient (404 each), and every staff or admin route asked by a
+    patient (403 each): one ``access.denied`` row per refusal."""
+    patient_routes = sorted(
+        path.replace("{patient_id}", str(clinic.patient_a))
+        for path, operations in app.openapi()["paths"].items()
+        if "get" in operations
+        and path.startswith("/api/v1/patients/{patient_id}")
+        and path.count("{") == 1
+    )
+    assert len(patient_routes) >= 10
+    staff_routes = [
+        "/api/v1/panel",
+        "/api/v1/flags",
+        "/api/v1/users",
+        "/api/v1/audit",
+        f"/api/v1/users/{1}/panel",
+        "/api/v1/billing/rpm?period_start=2026-01-01",
+    ]
+    attempts = [(clinic.dr_ray, url, 404) for url in patient_routes]
+    attempts += [(clinic.user_b, url, 404) for url in patient_routes]
+    attempts += [(clinic.user_b, url, 403) for url in staff_routes]
+    mark = _last_audit_id(db)
+    for who, url, expected in attempts:
+        r = client.get(url, headers=auth(who))
+        assert r.status_code == expected, (who, url, r.status_code, r.text)
+    denied = _audit_rows(db, mark, "access.denied")
+    assert len(denied) == len(attempts)
+
+
 def test_admin_user_list_is_audited(
     client: TestClient, auth: Auth, clinic: Clinic, db: psycopg.Connection[Any]
 ) -> None:
