@@ -174,3 +174,38 @@ def test_cli_audit_verify(own_database: str, monkeypatch: pytest.MonkeyPatch) ->
     broken = runner.invoke(cli, ["audit", "verify"])
     assert broken.exit_code == 1
     assert f"edited: row {victim} " in broken.output
+
+
+def test_migration_chains_the_rows_written_before_it(local_postgres: LocalPostgres) -> None:
+    """A database audited before 0009: the migration chains its rows in id order."""
+    from ingest.migrations import available
+
+    url = local_postgres.create_database(f"hv_audit_old_{uuid.uuid4().hex[:6]}")
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        for m in available():
+            if m.version >= 9:
+                continue
+            with conn.transaction():
+                conn.execute(m.sql.encode())
+                conn.execute(
+                    "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
+                    (m.version, m.name),
+                )
+        for i in range(7):
+            conn.execute(
+                "INSERT INTO audit_log (actor, role, action, detail) VALUES (%s, 'admin',"
+                " 'old.row', %s)",
+                (f"old-{i}", f'{{"i": {i}, "text": "caf\u00e9"}}'),
+            )
+    assert 9 in migrate(url)
+    with psycopg.connect(url, autocommit=True) as conn:
+        _write(conn, 2, "after")
+        report = verify(conn)
+        order = conn.execute("SELECT actor FROM audit_log ORDER BY chain_seq").fetchall()
+    assert report.ok, report.findings
+    assert report.rows == 9
+    assert [r[0] for r in order[:7]] == [f"old-{i}" for i in range(7)]
