@@ -241,7 +241,11 @@ class Pagination:
     def next_url(self, request: Request, total: int) -> str | None:
         if self.offset + self.limit >= total:
             return None
-        return str(request.url.include_query_params(offset=self.offset + self.limit))
+        # The configured public URL, not the Host header the client sent.
+        settings: ApiSettings = request.app.state.settings
+        following = request.url.include_query_params(offset=self.offset + self.limit)
+        query = f"?{following.query}" if following.query else ""
+        return f"{settings.public_base_url}{following.path}{query}"
 
     def of(self, items: list[T], total: int, request: Request) -> Page[T]:
         """This page of a list of ``total`` items.  A bare ``Page`` is enough: FastAPI

@@ -49,6 +49,15 @@ def create_user(body: UserCreateIn, admin: AdminUser, conn: ConnDep, request: Re
         (body.username, hash_password(body.password), body.role, body.display_name),
     ).fetchone()
     if row is None:
+        # Refused administrative actions are on record too.
+        audit.write(
+            conn,
+            admin,
+            "user.create",
+            ip=audit.client_ip(request),
+            status=status.HTTP_409_CONFLICT,
+            detail={"username": body.username, "role": body.role, "reason": "username taken"},
+        )
         raise HTTPException(status.HTTP_409_CONFLICT, f"username {body.username!r} is taken")
     audit.write(
         conn,

@@ -487,6 +487,16 @@ def test_smart_configuration_ignores_the_host_header(client: TestClient) -> None
     assert "evil" not in meta.text
 
 
+def test_links_ignore_the_host_header(client: TestClient, auth: Auth, clinic: Clinic) -> None:
+    """Bundle fullUrl/self/next and REST ``next`` come from PUBLIC_BASE_URL too."""
+    evil = {**auth(clinic.dr_lee), "Host": "evil.example"}
+    bundle = client.get(f"/fhir/Observation?patient={clinic.patient_a}&_count=1", headers=evil)
+    assert bundle.status_code == 200
+    assert "evil" not in bundle.text and "https://testserver/fhir/Observation?" in bundle.text
+    page = client.get(f"/api/v1/patients/{clinic.patient_a}/devices?limit=1", headers=evil)
+    assert page.json()["next"].startswith("https://testserver/api/v1/patients/")
+
+
 # --- 8. dashboard sign-out from an error page ----------------------------------------------
 
 
