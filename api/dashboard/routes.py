@@ -136,7 +136,7 @@ def error_page(request: Request, status_code: int, detail: str) -> HTMLResponse:
             claims = None
     if claims is None or claims.role not in ("patient", "clinician", "admin"):
         return _html(_page(title, body), status_code)
-    user = Principal(claims.role, "your session", None, claims.patient_id, claims.session_id)
+    user = Principal(claims.role, "signed in", None, claims.patient_id, claims.session_id)
     return _user_page(settings, user, title, body, status_code)
 
 
