@@ -101,23 +101,42 @@ CLIENT_REFUSED = (
 )
 
 
-def get_person(principal: PrincipalDep) -> Principal:
+def forbidden(
+    conn: psycopg.Connection[Any], principal: Principal, request: Request, message: str
+) -> HTTPException:
+    """403 for a caller whose role may not use an endpoint, audited as ``access.denied``
+    like every other refusal (with the patient the path names, if any)."""
+    raw = request.path_params.get("patient_id")
+    patient_id = int(raw) if isinstance(raw, str) and raw.isdigit() and len(raw) <= 18 else None
+    audit.write(
+        conn,
+        principal,
+        "access.denied",
+        ip=audit.client_ip(request),
+        patient_id=patient_id,
+        resource=request.url.path,
+        status=status.HTTP_403_FORBIDDEN,
+        detail={"reason": message[:120]},
+    )
+    return HTTPException(status.HTTP_403_FORBIDDEN, message)
+
+
+def get_person(principal: PrincipalDep, conn: ConnDep, request: Request) -> Principal:
     if principal.is_client:
-        raise HTTPException(status.HTTP_403_FORBIDDEN, CLIENT_REFUSED)
+        raise forbidden(conn, principal, request, CLIENT_REFUSED)
     if not principal.is_person:
-        raise HTTPException(status.HTTP_403_FORBIDDEN, "gateways may not use this endpoint")
+        raise forbidden(conn, principal, request, "gateways may not use this endpoint")
     return principal
 
 
 CurrentUser = Annotated[Principal, Depends(get_person)]
 
 
-def require_roles(*roles: Role) -> Callable[[Principal], Principal]:
-    def check(user: CurrentUser) -> Principal:
+def require_roles(*roles: Role) -> Callable[..., Principal]:
+    def check(user: CurrentUser, conn: ConnDep, request: Request) -> Principal:
         if user.role not in roles:
-            raise HTTPException(
-                status.HTTP_403_FORBIDDEN,
-                f"requires role {' or '.join(roles)}; you are {user.role}",
+            raise forbidden(
+                conn, user, request, f"requires role {' or '.join(roles)}; you are {user.role}"
             )
         return user
 
@@ -222,7 +241,11 @@ class Pagination:
     def next_url(self, request: Request, total: int) -> str | None:
         if self.offset + self.limit >= total:
             return None
-        return str(request.url.include_query_params(offset=self.offset + self.limit))
+        # The configured public URL, not the Host header the client sent.
+        settings: ApiSettings = request.app.state.settings
+        following = request.url.include_query_params(offset=self.offset + self.limit)
+        query = f"?{following.query}" if following.query else ""
+        return f"{settings.public_base_url}{following.path}{query}"
 
     def of(self, items: list[T], total: int, request: Request) -> Page[T]:
         """This page of a list of ``total`` items.  A bare ``Page`` is enough: FastAPI

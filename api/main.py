@@ -11,13 +11,12 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from html import escape
 from typing import Any
 
 import psycopg
 from fastapi import APIRouter, FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import JSONResponse, Response
 from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -25,6 +24,7 @@ from api.core.config import ApiSettings
 from api.core.db import get_pool
 from api.core.errors import ErrorOut, FieldError
 from api.core.throttle import Throttle
+from api.dashboard.routes import error_page
 from api.dashboard.routes import router as dashboard_router
 from api.fhir.resources import operation_outcome_response
 from api.fhir.routes import router as fhir_router
@@ -70,8 +70,10 @@ def _is_fhir(request: Request) -> bool:
 
 def _error(request: Request, status_code: int, detail: str, **extra: Any) -> Response:
     if request.url.path.startswith(DASHBOARD_PREFIX + "/"):
-        page = f"<!DOCTYPE html><title>Error</title><h1>{status_code}</h1><p>{escape(detail)}</p>"
-        return HTMLResponse(page, status_code=status_code, headers=extra.get("headers"))
+        page = error_page(request, status_code, detail)
+        for name, value in (extra.get("headers") or {}).items():
+            page.headers[name] = value
+        return page
     if _is_fhir(request):
         return operation_outcome_response(status_code, detail, extra.get("headers"))
     body = ErrorOut(detail=detail, errors=extra.get("errors")).model_dump(exclude_none=True)

@@ -198,6 +198,9 @@ class GatewayOut(BaseModel):
 class DeviceAssignIn(Model):
     device_id: Annotated[str, StringConstraints(pattern=DEVICE_ID.pattern)]
     at: datetime | None = Field(default=None, description="binding start; default now")
+    reason: Annotated[
+        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500), NoControl
+    ] = Field(description="why the device changes hands (kept in the audit log)")
 
 
 # --- readings ----------------------------------------------------------------------------

@@ -50,6 +50,7 @@ def echo_json(data: object) -> None:
         "simulate": ("homevitals.cli_simulate", "simulate"),
         "gateway": ("gateway.cli", "gateway"),
         "api": ("homevitals.cli_api", "api"),
+        "audit": ("homevitals.cli_audit", "audit"),
         "demo": ("homevitals.demo", "demo"),
         "analytics": ("homevitals.cli_analytics", "analytics"),
     },

@@ -39,9 +39,17 @@ def build_app(settings: Settings) -> Any:
     provision = None
     mqtt_public = None
     if settings.uses_local_broker:
-        provision = local_mosquitto(settings).set_user  # locks the password file itself
+        # Refuses service-account names; locks the password file itself.
+        provision = local_mosquitto(settings).provision_gateway_account
         mqtt_public = f"mqtt://127.0.0.1:{settings.mqtt_port}"
+    # HOMEVITALS_API_PUBLIC_BASE_URL (behind a proxy: the URL clients use) wins; else
+    # the address the API is served at.
+    host = f"[{settings.api_host}]" if ":" in settings.api_host else settings.api_host
+    public = os.environ.get("HOMEVITALS_API_PUBLIC_BASE_URL") or (
+        f"http://{host}:{settings.api_port}"
+    )
     api_settings = ApiSettings(
+        public_base_url=public,
         database_url=found.database_url,
         jwt_secret_file=secret_file,
         clinic_timezone=settings.clinic_timezone,
@@ -116,6 +124,35 @@ def run(host: str | None, port: int | None, workers: int) -> None:
     )
 
 
+def cli_audit(
+    conn: Any,
+    action: str,
+    resource: str | None,
+    detail: dict[str, Any],
+    status: int = 200,
+    patient_id: int | None = None,
+) -> None:
+    """An administrative action from the command line, on record like the API's: the
+    operator's login name as actor (``cli:<name>``), role ``operator``, the host."""
+    import getpass
+    import socket
+
+    from api.core import audit
+
+    audit.write(
+        conn,
+        None,
+        action,
+        ip=None,
+        actor=f"cli:{getpass.getuser()}",
+        role="operator",
+        patient_id=patient_id,
+        resource=resource,
+        status=status,
+        detail={**detail, "host": socket.gethostname()},
+    )
+
+
 @api.command("add-user")
 @click.argument("username")
 @click.option("--role", type=click.Choice(["clinician", "admin", "patient"]), required=True)
@@ -134,18 +171,31 @@ def add_user(
 
     with psycopg.connect(endpoints(load_settings()).database_url, autocommit=True) as conn:
         try:
-            patient_id = None
-            if patient is not None:
-                patient_id = resolve_patient(conn, patient)
-                if patient_id is None:
-                    raise BootstrapError(f"no patient {patient!r}")
-            create_user(conn, username, password, role, patient_id=patient_id)
-            for external in panel:
-                pid = resolve_patient(conn, external)
-                if pid is None:
-                    raise BootstrapError(f"no patient {external!r}")
-                add_to_panel(conn, username, pid)
+            with conn.transaction():
+                patient_id = None
+                if patient is not None:
+                    patient_id = resolve_patient(conn, patient)
+                    if patient_id is None:
+                        raise BootstrapError(f"no patient {patient!r}")
+                existed = conn.execute(
+                    "SELECT 1 FROM users WHERE lower(username) = lower(%s)", (username,)
+                ).fetchone()
+                user_id = create_user(conn, username, password, role, patient_id=patient_id)
+                cli_audit(
+                    conn,
+                    "user.reset" if existed else "user.create",
+                    f"user/{user_id}",
+                    {"username": username, "role": role},
+                    patient_id=patient_id,
+                )
+                for external in panel:
+                    pid = resolve_patient(conn, external)
+                    if pid is None:
+                        raise BootstrapError(f"no patient {external!r}")
+                    add_to_panel(conn, username, pid)
+                    cli_audit(conn, "panel.add", f"user/{user_id}/panel", {}, patient_id=pid)
         except BootstrapError as exc:
+            cli_audit(conn, "user.create", None, {"username": username, "error": str(exc)}, 400)
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
     click.echo(f"user {username} ({role}) ready")
@@ -173,8 +223,16 @@ def add_client(client_id: str, scope: str, panel_of: str) -> None:
 
     with psycopg.connect(endpoints(load_settings()).database_url, autocommit=True) as conn:
         try:
-            granted, secret = register_client(conn, client_id, scope, panel_of)
+            with conn.transaction():
+                granted, secret = register_client(conn, client_id, scope, panel_of)
+                cli_audit(
+                    conn,
+                    "client.register",
+                    f"client/{client_id}",
+                    {"scope": granted, "panel_of": panel_of},
+                )
         except ClientError as exc:
+            cli_audit(conn, "client.register", f"client/{client_id}", {"error": str(exc)}, 400)
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
     click.echo(f"client_id: {client_id}\nclient_secret: {secret}\nscope: {granted}")
@@ -191,7 +249,10 @@ def revoke_client_cmd(client_id: str) -> None:
     from homevitals.services.manager import endpoints
 
     with psycopg.connect(endpoints(load_settings()).database_url, autocommit=True) as conn:
-        if not revoke_client(conn, client_id):
+        with conn.transaction():
+            revoked = revoke_client(conn, client_id)
+            cli_audit(conn, "client.revoke", f"client/{client_id}", {}, 200 if revoked else 404)
+        if not revoked:
             click.echo(f"error: no client {client_id!r}", err=True)
             sys.exit(2)
     click.echo(f"client {client_id} revoked")

@@ -35,8 +35,10 @@ from readings.logs import (
     setup_logging,
 )
 from readings.mqtt_url import (
+    SERVICE_ACCOUNT_PREFIX,
     MqttTarget,
     MqttUrlError,
+    is_service_account,
     parse_mqtt_url,
 )
 from readings.wire import (
@@ -98,6 +100,7 @@ __all__ = [
     "SCHEMA_EVENT",
     "SCHEMA_READINGS",
     "SCHEMA_STATUS",
+    "SERVICE_ACCOUNT_PREFIX",
     "SKEW_TOLERANCE_S",
     "STATUS_SUBSCRIPTION",
     "TOPIC_ROOT",
@@ -138,6 +141,7 @@ __all__ = [
     "gateway_of_topic",
     "gateway_topic_filter",
     "gateway_wall_now",
+    "is_service_account",
     "json_schema",
     "localize",
     "logs",

@@ -15,6 +15,18 @@ class MqttTarget:
     tls: bool
 
 
+# The broker's service accounts (ingest, admin, ...) are ``homevitals-*``; a gateway's
+# account is named by its gateway id.  Gateway ids may never start with this prefix, so
+# no hub identity can equal or shadow a service account (GitHub issue #14, item 1).
+SERVICE_ACCOUNT_PREFIX = "homevitals-"
+
+
+def is_service_account(username: str) -> bool:
+    """True for a name in the service accounts' namespace (case-insensitively: an id
+    differing only in case would still read as the service account in logs)."""
+    return username.casefold().startswith(SERVICE_ACCOUNT_PREFIX)
+
+
 class MqttUrlError(ValueError):
     """Not an ``mqtt://`` / ``mqtts://`` URL we can connect to."""
 

@@ -27,14 +27,16 @@ def write(
     status: int = 200,
     detail: dict[str, Any] | None = None,
     actor: str | None = None,
+    role: str | None = None,
 ) -> None:
+    """Append one row; the database chains it to the previous one (migration 0009)."""
     conn.execute(
         "INSERT INTO audit_log (actor, actor_id, role, action, patient_id, resource, client_ip,"
         " status, detail) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
         (
             actor or (principal.name if principal else "anonymous"),
             principal.user_id if principal else None,
-            principal.role if principal else "anonymous",
+            role or (principal.role if principal else "anonymous"),
             action,
             patient_id,
             resource,

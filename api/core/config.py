@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Self
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -31,6 +32,12 @@ class ApiSettings(BaseSettings):
     mqtt_public_url: str | None = Field(
         default=None, description="broker URL handed to gateways at enrolment"
     )
+    public_base_url: str = Field(
+        default="http://127.0.0.1:8765",
+        description="the URL clients reach this API at (scheme://host[:port][/path]); the"
+        " SMART token endpoint, FHIR fullUrls and links are built from it, never from the"
+        " request's Host header",
+    )
     pool_min_size: int = Field(default=2, ge=1)
     pool_max_size: int = Field(default=16, ge=1)
     login_max_failures: int = Field(default=5, ge=1, description="per username+IP per window")
@@ -47,6 +54,16 @@ class ApiSettings(BaseSettings):
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise ValueError(f"unknown time zone {value!r}") from exc
         return value
+
+    @field_validator("public_base_url")
+    @classmethod
+    def _base_url(cls, value: str) -> str:
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"public_base_url must be an http(s) URL with a host, not {value!r}")
+        if parts.query or parts.fragment or parts.username or parts.password:
+            raise ValueError("public_base_url takes no query, fragment or credentials")
+        return value.strip().rstrip("/")
 
     @model_validator(mode="after")
     def _load_secret(self) -> Self:

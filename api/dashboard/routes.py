@@ -26,7 +26,7 @@ from analytics.summary import agp, bp_summary, glucose_summary
 from api.core import audit
 from api.core.config import ApiSettings
 from api.core.principal import Principal
-from api.core.security import csrf_token, csrf_valid
+from api.core.security import TokenError, csrf_token, csrf_valid, decode_token
 from api.dashboard import charts
 from api.dashboard.body import (
     SPO2_LOW,
@@ -60,12 +60,20 @@ SECURITY_HEADERS = {
     "Cache-Control": "no-store",
 }
 
+# Every control states both its text and its background colour, so its contrast is what
+# the stylesheet says and not the browser's default button face (white on #efefef was
+# 1.15:1); tests/api/test_dashboard_contrast.py holds each pair to WCAG 2.x 4.5:1.
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:0;color:#1d2733;background:#f6f8fa}
 header{background:#12355b;color:#fff;padding:10px 20px;display:flex;justify-content:space-between}
-header a,header button{color:#fff}main{padding:16px 20px;max-width:1100px}
+a{color:#0b4f8a}header a{color:#fff;background:#12355b}
+button{color:#fff;background:#12355b;border:1px solid #12355b;border-radius:4px;padding:3px 10px;font:inherit}
+header button{color:#12355b;background:#fff;border-color:#fff}
+input{color:#1d2733;background:#fff;border:1px solid #5a6b7d;border-radius:3px;padding:2px 6px;font:inherit}
+input::placeholder{color:#5a6b7d;background:#fff}
+main{padding:16px 20px;max-width:1100px}
 table{border-collapse:collapse;width:100%;background:#fff}th,td{padding:6px 8px;border-bottom:1px solid #dde3ea;text-align:left}
-.urgent{color:#b00020;font-weight:600}.high{color:#c45500}.medium{color:#8a6d00}.low{color:#555}
+.urgent{color:#b00020;font-weight:600}.high{color:#b34d00}.medium{color:#8a6d00}.low{color:#555}
 section{background:#fff;margin:14px 0;padding:12px 16px;border:1px solid #dde3ea;border-radius:6px}
 svg .grid{stroke:#e3e8ee}svg .tick{font-size:11px;fill:#555}svg .target{fill:#e5f5e9}
 svg .outer{fill:#a9c6e8;opacity:.55}svg .inner{fill:#4f86c6;opacity:.6}
@@ -79,8 +87,12 @@ form.inline{display:inline}.err{color:#b00020}
 
 
 def _page(title: str, body: str, user: Principal | None = None, csrf: str = "") -> str:
+    """A page; with ``user``, the header names them and carries the sign-out form, whose
+    ``csrf`` must then be the session's token (an empty one would make "Sign out" a
+    silent no-op: use ``_user_page``)."""
     who = ""
     if user is not None:
+        assert csrf, "a signed-in page needs the session's CSRF token for its sign-out form"
         who = (
             f"<span>{escape(user.name)} ({escape(user.role)}) "
             f'<form class="inline" method="post" action="{COOKIE_PATH}/logout">'
@@ -97,6 +109,35 @@ def _page(title: str, body: str, user: Principal | None = None, csrf: str = "") 
 
 def _html(content: str, status_code: int = 200) -> HTMLResponse:
     return HTMLResponse(content, status_code=status_code, headers=SECURITY_HEADERS)
+
+
+def _user_page(
+    settings: ApiSettings, user: Principal, title: str, body: str, status_code: int
+) -> HTMLResponse:
+    """An error or notice page for a signed-in user: sign-out works from it too."""
+    csrf = csrf_token(settings.secret, user.session_id)
+    return _html(_page(title, body, user, csrf), status_code)
+
+
+def error_page(request: Request, status_code: int, detail: str) -> HTMLResponse:
+    """The page of an error raised outside a dashboard route's own handling (unknown
+    path, invalid path parameter): with a working sign-out form when the request carries
+    a valid session.  The signature is checked without the database (an exception
+    handler has no connection); signing out then checks the account as usual."""
+    settings: ApiSettings = request.app.state.settings
+    body = f"<p>{escape(detail)}</p>"
+    title = {403: "Forbidden", 404: "Not found"}.get(status_code, "Request not possible")
+    token = request.cookies.get(SESSION_COOKIE)
+    claims = None
+    if token:
+        try:
+            claims = decode_token(settings.secret, token, "session")
+        except TokenError:
+            claims = None
+    if claims is None or claims.role not in ("patient", "clinician", "admin"):
+        return _html(_page(title, body), status_code)
+    user = Principal(claims.role, "signed in", None, claims.patient_id, claims.session_id)
+    return _user_page(settings, user, title, body, status_code)
 
 
 def _set_session(
@@ -211,9 +252,18 @@ def logout(
     csrf: Annotated[str, Form(max_length=100)] = "",
 ) -> Response:
     user = _session(request, conn, settings)
+    if user is not None and not csrf_valid(settings.secret, user.session_id, csrf):
+        # Not a silent redirect that leaves the session alive: say so, with a form that
+        # works (a cross-site form cannot sign anyone out, one of ours always can).
+        return _user_page(
+            settings,
+            user,
+            "Sign out",
+            "<p>That sign-out form had expired; use the button above to sign out.</p>",
+            403,
+        )
     response = _to_login()
-    if user is not None and csrf_valid(settings.secret, user.session_id, csrf):
-        response.delete_cookie(SESSION_COOKIE, path=COOKIE_PATH)
+    response.delete_cookie(SESSION_COOKIE, path=COOKIE_PATH)
     return response
 
 
@@ -434,7 +484,7 @@ def patient_page(
             resource=request.url.path,
             status=404,
         )
-        return _html(_page("Not found", "<p>No such patient.</p>", user), 404)
+        return _user_page(settings, user, "Not found", "<p>No such patient.</p>", 404)
     days = min(max(days, 1), 90)
     end = datetime.now(UTC)
     start = end - timedelta(days=days)
@@ -526,25 +576,38 @@ def _flag_action(
     if user is None:
         return _to_login()
     if not csrf_valid(settings.secret, user.session_id, csrf):
-        return _html(_page("Forbidden", "<p>Form expired; go back and reload.</p>", user), 403)
+        return _user_page(
+            settings, user, "Forbidden", "<p>Form expired; go back and reload.</p>", 403
+        )
+    ip = audit.client_ip(request)
     if user.role not in ("clinician", "admin"):
-        return _html(_page("Forbidden", "<p>Only clinicians act on flags.</p>", user), 403)
+        audit.write(conn, user, "access.denied", ip=ip, resource=request.url.path, status=403)
+        return _user_page(settings, user, "Forbidden", "<p>Only clinicians act on flags.</p>", 403)
     try:
         flag = get_flag(conn, flag_id)
     except FlagNotFoundError:
-        return _html(_page("Not found", "<p>No such flag.</p>", user), 404)
+        return _user_page(settings, user, "Not found", "<p>No such flag.</p>", 404)
     if not can_see(conn, user, flag.patient_id):
-        return _html(_page("Not found", "<p>No such flag.</p>", user), 404)
+        audit.write(
+            conn,
+            user,
+            "access.denied",
+            ip=ip,
+            patient_id=flag.patient_id,
+            resource=request.url.path,
+            status=404,
+        )
+        return _user_page(settings, user, "Not found", "<p>No such flag.</p>", 404)
     note = note.strip()
     try:
         transition(conn, flag_id, action, user.name, note or None)
     except FlagTransitionError as exc:
-        return _html(_page("Not possible", f"<p>{escape(str(exc))}</p>", user), 409)
+        return _user_page(settings, user, "Not possible", f"<p>{escape(str(exc))}</p>", 409)
     audit.write(
         conn,
         user,
         f"flag.{action}",
-        ip=audit.client_ip(request),
+        ip=ip,
         patient_id=flag.patient_id,
         resource=f"flag/{flag_id}",
         detail={"note": note},

@@ -18,7 +18,7 @@ from api.smart import scopes as sc
 def fhir_reader(resource: str, interaction: str) -> Callable[..., Principal]:
     def check(principal: PrincipalDep, conn: ConnDep, request: Request) -> Principal:
         if not principal.is_client:
-            return get_person(principal)
+            return get_person(principal, conn, request)
         if not sc.allows(principal.scopes, resource, interaction):
             missing = f"system/{resource}.{interaction}"
             # An integration reaching past its grant is worth a look: audited like a

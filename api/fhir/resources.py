@@ -26,14 +26,18 @@ from __future__ import annotations
 import base64
 import hashlib
 import uuid
+from collections.abc import Mapping
 from datetime import datetime, timedelta
+from types import MappingProxyType
 from typing import Any
 
 import orjson
 from fastapi.responses import Response
 
 from api.fhir.glucose_sample import add_sample
+from device_profiles import Kind
 from device_profiles.model import MGDL_PER_MMOLL
+from device_profiles.profiles import PROFILES
 
 FHIR_JSON = "application/fhir+json"
 UCUM = "http://unitsofmeasure.org"
@@ -64,14 +68,35 @@ HEART_RATE = "8867-4"
 # MDC: absolute time stamp (coincident time stamp observation), device specialisations.
 MDC_ATTR_TIME_ABS = "67975"
 MDC_MOC_VMS_MDS_AHD = "531981"  # application hosting device = the gateway
-SPECIALIZATION = {  # 11073-104zz device specialisations, MDC_DEV_SPEC_PROFILE_*
-    "glucose": ("528401", "MDC_DEV_SPEC_PROFILE_GLUCOSE"),
-    "blood_pressure": ("528391", "MDC_DEV_SPEC_PROFILE_BPM"),
-    "cgm": ("528409", "MDC_DEV_SPEC_PROFILE_CGM"),
-    "weight": ("528399", "MDC_DEV_SPEC_PROFILE_SCALE"),
-    "pulse_oximeter": ("528388", "MDC_DEV_SPEC_PROFILE_PULS_OXIM"),
-    "thermometer": ("528392", "MDC_DEV_SPEC_PROFILE_TEMP"),
-}
+# 11073-104zz device specialisations, MDC_DEV_SPEC_PROFILE_*, by what the device
+# measures.  Keyed by ``Kind`` (every kind must have one: tests/api check it), and a
+# device's ``profile`` column holds a device profile id ("glucose-meter", "bp-cuff",
+# vendor variants...), so ``specialization`` goes profile -> family -> code.
+SPECIALIZATION: Mapping[Kind, tuple[str, str]] = MappingProxyType(
+    {
+        Kind.GLUCOSE: ("528401", "MDC_DEV_SPEC_PROFILE_GLUCOSE"),
+        Kind.BLOOD_PRESSURE: ("528391", "MDC_DEV_SPEC_PROFILE_BPM"),
+        Kind.CGM: ("528409", "MDC_DEV_SPEC_PROFILE_CGM"),
+        Kind.WEIGHT: ("528399", "MDC_DEV_SPEC_PROFILE_SCALE"),
+        Kind.SPO2: ("528388", "MDC_DEV_SPEC_PROFILE_PULS_OXIM"),
+        Kind.TEMPERATURE: ("528392", "MDC_DEV_SPEC_PROFILE_TEMP"),
+    }
+)
+
+
+def device_family(profile: str | None) -> Kind | None:
+    """What a device measures, from its stored profile id (older rows and tests may hold
+    the reading kind itself, e.g. "glucose")."""
+    if not profile:
+        return None
+    known = PROFILES.get(profile)
+    if known is not None:
+        return known.family
+    try:
+        return Kind(profile)
+    except ValueError:
+        return None
+
 
 GLUCOSE_DISPLAY = {
     GLUCOSE_MASS_BLOOD: "Glucose [Mass/volume] in Blood",
@@ -345,7 +370,8 @@ def device_resource(row: dict[str, Any]) -> dict[str, Any]:
             out[field] = row[key]
     if row.get("name"):
         out["deviceName"] = [{"name": row["name"], "type": "user-friendly-name"}]
-    spec = SPECIALIZATION.get(row.get("profile") or "")
+    family = device_family(row.get("profile"))
+    spec = None if family is None else SPECIALIZATION[family]
     if spec:
         out["specialization"] = [{"systemType": {"coding": [_coding(MDC, spec[0], spec[1])]}}]
     if row.get("patient_id") is not None:
@@ -408,9 +434,24 @@ SMART_OAUTH_URIS = "http://fhir-registry.smarthealthit.org/StructureDefinition/o
 SECURITY_SERVICE = "http://terminology.hl7.org/CodeSystem/restful-security-service"
 
 
+PATIENT_PARAM = {
+    "name": "patient",
+    "type": "reference",
+    "documentation": "[id], Patient/[id] or [base]/Patient/[id]; comma = OR, repeat = AND;"
+    " chained: patient.identifier=[system|]value",
+}
+SUBJECT_PARAM = {
+    "name": "subject",
+    "type": "reference",
+    "documentation": "as patient (subject:Patient, subject:Patient.identifier); other"
+    " subject types match nothing",
+}
+
+
 def capability_statement(base: str, token_url: str) -> dict[str, Any]:
     search = [
-        {"name": "patient", "type": "reference"},
+        PATIENT_PARAM,
+        SUBJECT_PARAM,
         {"name": "code", "type": "token"},
         {"name": "category", "type": "token"},
         {"name": "date", "type": "date"},
@@ -457,7 +498,7 @@ def capability_statement(base: str, token_url: str) -> dict[str, Any]:
                     {
                         "type": "Device",
                         "interaction": [{"code": "read"}, {"code": "search-type"}],
-                        "searchParam": [{"name": "patient", "type": "reference"}],
+                        "searchParam": [PATIENT_PARAM],
                     },
                     {
                         "type": "Observation",
@@ -468,8 +509,10 @@ def capability_statement(base: str, token_url: str) -> dict[str, Any]:
                         "type": "Flag",
                         "interaction": [{"code": "read"}, {"code": "search-type"}],
                         "searchParam": [
-                            {"name": "patient", "type": "reference"},
+                            PATIENT_PARAM,
+                            SUBJECT_PARAM,
                             {"name": "date", "type": "date"},
+                            {"name": "status", "type": "token"},
                             {"name": "_count", "type": "number"},
                         ],
                     },

@@ -15,12 +15,14 @@ from fastapi import APIRouter, HTTPException, Query, Request, status
 from psycopg.rows import dict_row
 
 from api.core import audit
+from api.core.config import ApiSettings
 from api.core.db import count_rows
 from api.core.principal import Principal
-from api.deps import ConnDep, can_see, visible_patients
+from api.deps import ConnDep, can_see
 from api.fhir import body_vitals as bv
 from api.fhir import observation_sources as obs_sources
 from api.fhir import resources as fr
+from api.fhir import search as fs
 from api.fhir.access import (
     DeviceRead,
     DeviceSearch,
@@ -59,7 +61,9 @@ FHIR_ID = re.compile(r"^[A-Za-z0-9.-]{1,64}$")
 
 
 def _base(request: Request) -> str:
-    return str(request.base_url).rstrip("/") + "/fhir"
+    """``[base]`` of FHIR: the configured public URL, never the request's Host header."""
+    settings: ApiSettings = request.app.state.settings
+    return settings.public_base_url + "/fhir"
 
 
 def _fhir(content: dict[str, Any]) -> fr.FhirResponse:
@@ -71,12 +75,19 @@ def _not_found(kind: str, fhir_id: str) -> HTTPException:
 
 
 def _searchset(
-    request: Request, resources: list[dict[str, Any]], total: int, offset: int, count: int
+    request: Request,
+    search: fs.Search,
+    resources: list[dict[str, Any]],
+    total: int,
+    offset: int,
+    count: int,
 ) -> fr.FhirResponse:
-    """The Bundle of one page of search results, with the link to the next page."""
+    """The Bundle of one page of search results.  The self link lists exactly the
+    parameters applied (R4 §3.1.1.4), the next link the same with the next ``_offset``."""
+    base = _base(request)
     more = offset + count < total
-    next_url = str(request.url.include_query_params(_offset=offset + count)) if more else None
-    return _fhir(fr.bundle(resources, _base(request), total, str(request.url), next_url))
+    next_url = search.url(base, _offset=offset + count) if more else None
+    return _fhir(fr.bundle(resources, base, total, search.url(base), next_url))
 
 
 def _audit(
@@ -98,19 +109,44 @@ def _audit(
     )
 
 
-def _patient_ref(value: str) -> int:
-    ref = value.removeprefix("Patient/")
-    if not ref.isdigit() or len(ref) > 18:
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"invalid patient reference {value!r}")
-    return int(ref)
+def _denied(
+    conn: psycopg.Connection[Any],
+    user: Principal,
+    request: Request,
+    kind: str,
+    fhir_id: str,
+    patient_id: int | None,
+    code: int = status.HTTP_404_NOT_FOUND,
+    message: str | None = None,
+) -> HTTPException:
+    """A read refused: audited as ``access.denied`` (docs/api.md promises a row for every
+    denial), answered 404 as if it did not exist, or 403 for a role that may never read
+    the type."""
+    audit.write(
+        conn,
+        user,
+        "access.denied",
+        ip=audit.client_ip(request),
+        patient_id=patient_id,
+        resource=request.url.path,
+        status=code,
+    )
+    if code == status.HTTP_404_NOT_FOUND:
+        return _not_found(kind, fhir_id)
+    return HTTPException(code, message or f"you may not read {kind}")
 
 
-def _scope(conn: psycopg.Connection[Any], user: Principal, patient: str | None) -> list[int] | None:
-    """Patients a search covers: the one asked for (if visible, else none), or all visible."""
-    if patient is None:
-        return visible_patients(conn, user)
-    pid = _patient_ref(patient)
-    return [pid] if can_see(conn, user, pid) else []
+def _search(
+    conn: psycopg.Connection[Any], user: Principal, request: Request, resource: str
+) -> tuple[fs.Search, list[int] | None]:
+    """The accepted parameters and the patients the search covers (None: all)."""
+    search = fs.parse(request, resource)
+    return search, fs.patient_scope(conn, user, request, search, _base(request))
+
+
+# Documented reference and chained parameters; read through ``api.fhir.search``, which
+# also sees every repeat and refuses or drops unknown ones.
+RefQ = Annotated[list[str] | None, Query(description="Patient reference; repeat = AND")]
 
 
 @router.get("/metadata", summary="CapabilityStatement", response_class=fr.FhirResponse)
@@ -129,8 +165,10 @@ PATIENT_SQL = (
 def read_patient(
     fhir_id: str, user: PatientRead, conn: ConnDep, request: Request
 ) -> fr.FhirResponse:
-    if not fhir_id.isdigit() or len(fhir_id) > 18 or not can_see(conn, user, int(fhir_id)):
+    if not fhir_id.isdigit() or len(fhir_id) > 18:
         raise _not_found("Patient", fhir_id)
+    if not can_see(conn, user, int(fhir_id)):
+        raise _denied(conn, user, request, "Patient", fhir_id, int(fhir_id))
     with conn.cursor(row_factory=dict_row) as cur:
         row = cur.execute(PATIENT_SQL + " WHERE id = %s", (int(fhir_id),)).fetchone()
     if row is None:
@@ -146,33 +184,35 @@ def search_patients(
     request: Request,
     count: CountQ = 50,
     offset: OffsetQ = 0,
-    id_: Annotated[str | None, Query(alias="_id", max_length=18)] = None,
-    identifier: Annotated[str | None, Query(max_length=200)] = None,
+    id_: Annotated[list[str] | None, Query(alias="_id", description="repeat = AND")] = None,
+    identifier: Annotated[list[str] | None, Query(description="[system|]value")] = None,
 ) -> fr.FhirResponse:
-    ids = visible_patients(conn, user)
+    search, ids = _search(conn, user, request, "Patient")
     clauses: list[str] = ["true"]
     params: list[Any] = []
     if ids is not None:
         clauses.append("id = ANY(%s)")
         params.append(ids)
-    if id_ is not None:
-        if not id_.isdigit():
-            raise HTTPException(status.HTTP_400_BAD_REQUEST, "_id must be a patient id")
-        clauses.append("id = %s")
-        params.append(int(id_))
-    if identifier is not None:
-        system, sep, value = identifier.rpartition("|")
-        if not sep:
-            clauses.append("(mrn = %s OR external_id = %s)")
-            params.extend([value, value])
-        elif system == fr.MRN_SYSTEM:
-            clauses.append("mrn = %s")
-            params.append(value)
-        elif system == fr.EXTERNAL_ID_SYSTEM:
-            clauses.append("external_id = %s")
-            params.append(value)
-        else:
-            clauses.append("false")
+    for _, value in search.values("_id"):  # each repeat narrows (AND), commas are OR
+        wanted = [v for v in fs.split_or(value) if v.isdigit() and len(v) <= 18]
+        if not all(fs.FHIR_ID.match(v) for v in fs.split_or(value)):
+            raise HTTPException(status.HTTP_400_BAD_REQUEST, f"invalid _id {value!r}")
+        clauses.append("id = ANY(%s)")
+        params.append([int(v) for v in wanted])
+    for _, value in search.values("identifier"):
+        ors: list[str] = []
+        for token in fs.split_or(value):
+            system, code = fs.split_token(token)
+            if system is None:
+                ors.append("(mrn = %s OR external_id = %s)")
+                params.extend([code, code])
+            elif system == fr.MRN_SYSTEM:
+                ors.append("mrn = %s")
+                params.append(code)
+            elif system == fr.EXTERNAL_ID_SYSTEM:
+                ors.append("external_id = %s")
+                params.append(code)
+        clauses.append("(" + (" OR ".join(ors) or "false") + ")")
     where = " AND ".join(clauses)
     total = count_rows(conn, f"SELECT count(*) FROM patients WHERE {where}", params)
     with conn.cursor(row_factory=dict_row) as cur:
@@ -181,7 +221,8 @@ def search_patients(
             [*params, count, offset],
         ).fetchall()
     _audit(conn, user, request, "fhir.patient.search", None, {"patients": [r["id"] for r in rows]})
-    return _searchset(request, [fr.patient_resource(r) for r in rows], total, offset, count)
+    resources = [fr.patient_resource(r) for r in rows]
+    return _searchset(request, search, resources, total, offset, count)
 
 
 # --- Device --------------------------------------------------------------------------------
@@ -213,7 +254,7 @@ def read_device(fhir_id: str, user: DeviceRead, conn: ConnDep, request: Request)
         raise _not_found("Device", fhir_id)
     patient = row.get("patient_id")
     if user.role != "admin" and (patient is None or not can_see(conn, user, int(patient))):
-        raise _not_found("Device", fhir_id)
+        raise _denied(conn, user, request, "Device", fhir_id, patient)
     _audit(conn, user, request, "fhir.device.read", patient)
     return _fhir(fr.device_resource(row) if kind == "device" else fr.gateway_resource(row))
 
@@ -223,11 +264,14 @@ def search_devices(
     user: DeviceSearch,
     conn: ConnDep,
     request: Request,
-    patient: Annotated[str | None, Query(max_length=80)] = None,
+    patient: RefQ = None,
+    patient_identifier: Annotated[
+        list[str] | None, Query(alias="patient.identifier", description="chained, [system|]value")
+    ] = None,
     count: CountQ = 50,
     offset: OffsetQ = 0,
 ) -> fr.FhirResponse:
-    ids = _scope(conn, user, patient)
+    search, ids = _search(conn, user, request, "Device")
     where_d = "true" if ids is None else "d_pid = ANY(%(ids)s)"
     sql = (
         f"SELECT * FROM (SELECT 'device' AS kind, d.id AS key, b.patient_id AS d_pid"
@@ -253,7 +297,7 @@ def search_devices(
             out.extend(fr.gateway_resource(r) for r in rows.fetchall())
     pid = ids[0] if ids is not None and len(ids) == 1 else None
     _audit(conn, user, request, "fhir.device.search", pid, {"n": len(out)})
-    return _searchset(request, out, total, offset, count)
+    return _searchset(request, search, out, total, offset, count)
 
 
 # --- Observation ---------------------------------------------------------------------------
@@ -368,19 +412,29 @@ def search_observations(
     user: ObservationSearch,
     conn: ConnDep,
     request: Request,
-    patient: Annotated[str | None, Query(max_length=80)] = None,
-    code: Annotated[str | None, Query(max_length=300)] = None,
-    category: Annotated[str | None, Query(max_length=300)] = None,
+    patient: RefQ = None,
+    subject: RefQ = None,
+    subject_patient: Annotated[list[str] | None, Query(alias="subject:Patient")] = None,
+    patient_identifier: Annotated[
+        list[str] | None, Query(alias="patient.identifier", description="chained, [system|]value")
+    ] = None,
+    code: Annotated[list[str] | None, Query(description="[system|]code; repeat = AND")] = None,
+    category: Annotated[list[str] | None, Query(description="[system|]code; repeat = AND")] = None,
     date_: Annotated[list[str] | None, Query(alias="date", max_length=4)] = None,
     sort: Annotated[str, Query(alias="_sort", pattern=r"^-?date$")] = "date",
     count: CountQ = 100,
     offset: OffsetQ = 0,
 ) -> fr.FhirResponse:
-    ids = _scope(conn, user, patient)
+    search, ids = _search(conn, user, request, "Observation")
     if ids is None:
         ids = [int(r[0]) for r in conn.execute("SELECT id FROM patients").fetchall()]
     date_where, date_params = _date_sql(date_)
-    sources = obs_sources.select(code, category)
+    # Each repeat of code or category must match (AND); commas inside one are OR.
+    sources = list(obs_sources.SOURCES)
+    for value in code or []:
+        sources = [s for s in sources if s in obs_sources.select(value, None)]
+    for value in category or []:
+        sources = [s for s in sources if s in obs_sources.select(None, value)]
     resources: list[dict[str, Any]] = []
     total = 0
     if sources and ids:
@@ -404,7 +458,7 @@ def search_observations(
         pid,
         {"n": len(resources), "code": code, "category": category},
     )
-    return _searchset(request, resources, total, offset, count)
+    return _searchset(request, search, resources, total, offset, count)
 
 
 @router.get("/Observation/{fhir_id}", summary="Read an Observation")
@@ -432,8 +486,10 @@ def read_observation(
                 f"SELECT {BODY_COLS} FROM body_readings WHERE reading_id = %s",
                 (reading_id,),
             ).fetchone()
-    if row is None or row["patient_id"] is None or not can_see(conn, user, int(row["patient_id"])):
+    if row is None:
         raise _not_found("Observation", fhir_id)
+    if row["patient_id"] is None or not can_see(conn, user, int(row["patient_id"])):
+        raise _denied(conn, user, request, "Observation", fhir_id, row["patient_id"])
     if kind == "cts":
         obs = fr.coincident_timestamp_observation(row) if row.get("skew_s") is not None else None
     else:
@@ -456,15 +512,25 @@ def search_flags(
     user: FlagSearch,
     conn: ConnDep,
     request: Request,
-    patient: Annotated[str | None, Query(max_length=80)] = None,
+    patient: RefQ = None,
+    subject: RefQ = None,
+    subject_patient: Annotated[list[str] | None, Query(alias="subject:Patient")] = None,
+    patient_identifier: Annotated[
+        list[str] | None, Query(alias="patient.identifier", description="chained, [system|]value")
+    ] = None,
     date_: Annotated[list[str] | None, Query(alias="date", max_length=4)] = None,
-    status_: Annotated[str | None, Query(alias="status", pattern=r"^(active|inactive)$")] = None,
+    status_: Annotated[
+        list[str] | None,
+        Query(alias="status", description="active | inactive; repeat = AND", max_length=4),
+    ] = None,
     count: CountQ = 50,
     offset: OffsetQ = 0,
 ) -> fr.FhirResponse:
     if user.role == "patient":
-        raise HTTPException(status.HTTP_403_FORBIDDEN, "flags are for clinicians")
-    ids = _scope(conn, user, patient)
+        raise _denied(
+            conn, user, request, "Flag", "", user.patient_id, 403, "flags are for clinicians"
+        )
+    search, ids = _search(conn, user, request, "Flag")
     date_where, date_params = _date_sql(date_)
     date_where = date_where.replace("time", "opened_at")
     clauses = [date_where]
@@ -472,8 +538,14 @@ def search_flags(
     if ids is not None:
         clauses.append("patient_id = ANY(%s)")
         params.append(ids)
-    if status_ is not None:
-        clauses.append("status = 'resolved'" if status_ == "inactive" else "status <> 'resolved'")
+    for value in status_ or []:
+        wanted = set(fs.split_or(value))
+        if not wanted <= {"active", "inactive"}:
+            raise HTTPException(status.HTTP_400_BAD_REQUEST, "status must be active or inactive")
+        if wanted == {"inactive"}:
+            clauses.append("status = 'resolved'")
+        elif wanted == {"active"}:
+            clauses.append("status <> 'resolved'")
     where = " AND ".join(clauses)
     total = count_rows(conn, f"SELECT count(*) FROM flags WHERE {where}", params)
     with conn.cursor(row_factory=dict_row) as cur:
@@ -483,16 +555,24 @@ def search_flags(
         ).fetchall()
     pid = ids[0] if ids is not None and len(ids) == 1 else None
     _audit(conn, user, request, "fhir.flag.search", pid, {"flags": [r["id"] for r in rows]})
-    return _searchset(request, [fr.flag_resource(r) for r in rows], total, offset, count)
+    resources = [fr.flag_resource(r) for r in rows]
+    return _searchset(request, search, resources, total, offset, count)
 
 
 @router.get("/Flag/{fhir_id}", summary="Read a Flag")
 def read_flag(fhir_id: str, user: FlagRead, conn: ConnDep, request: Request) -> fr.FhirResponse:
-    if user.role == "patient" or not fhir_id.isdigit() or len(fhir_id) > 18:
+    if user.role == "patient":
+        # Flags are clinicians' review items (docs/api.md): a role matter, so 403.
+        raise _denied(
+            conn, user, request, "Flag", fhir_id, user.patient_id, 403, "flags are for clinicians"
+        )
+    if not fhir_id.isdigit() or len(fhir_id) > 18:
         raise _not_found("Flag", fhir_id)
     with conn.cursor(row_factory=dict_row) as cur:
         row = cur.execute(FLAG_SQL + " WHERE id = %s", (int(fhir_id),)).fetchone()
-    if row is None or not can_see(conn, user, int(row["patient_id"])):
+    if row is None:
         raise _not_found("Flag", fhir_id)
+    if not can_see(conn, user, int(row["patient_id"])):
+        raise _denied(conn, user, request, "Flag", fhir_id, int(row["patient_id"]))
     _audit(conn, user, request, "fhir.flag.read", int(row["patient_id"]))
     return _fhir(fr.flag_resource(row))

@@ -43,6 +43,7 @@ from api.schemas import (
     UserOut,
 )
 from ingest.patients import attach_gateway
+from readings import SERVICE_ACCOUNT_PREFIX, is_service_account
 
 router = APIRouter(tags=["enrollment"])
 
@@ -176,6 +177,15 @@ def enroll_gateway(
     provision: ProvisionGateway | None = request.app.state.provision_gateway
     problem: tuple[int, str] | None = None
     enrolled: GatewayEnrolled | None = None
+    gateway_id = body.gateway_id or f"gw-{secrets.token_hex(5)}"
+    if is_service_account(gateway_id):
+        # Before the code is even looked at: the broker account of that name belongs to
+        # a service (ingest, admin), and enrolment would hand its password to the hub.
+        problem = (
+            400,
+            f"gateway id {gateway_id!r} is reserved: ids starting with"
+            f" {SERVICE_ACCOUNT_PREFIX!r} name the broker's service accounts",
+        )
     try:
         with conn.transaction():
             row = conn.execute(
@@ -183,19 +193,16 @@ def enroll_gateway(
                 " WHERE code_hash = %s FOR UPDATE",
                 (digest(normalize_code(body.enrollment_code)),),
             ).fetchone()
-            gateway_id = body.gateway_id or f"gw-{secrets.token_hex(5)}"
-            if row is None:
+            if problem is not None:
+                pass
+            elif row is None:
                 problem = (400, BAD_GATEWAY_CODE)
             elif row[3] is not None:
                 problem = (400, "this enrolment code was already used")
             elif row[2] <= datetime.now(UTC):
                 problem = (400, "this enrolment code has expired")
             else:
-                owner = conn.execute(
-                    "SELECT patient_id FROM gateways WHERE id = %s FOR UPDATE", (gateway_id,)
-                ).fetchone()
-                if owner is not None and owner[0] is not None and owner[0] != row[1]:
-                    problem = (409, f"gateway {gateway_id} is enrolled to another patient")
+                problem = _not_owned(conn, gateway_id, int(row[1]))
             if problem is None:
                 assert row is not None
                 patient_id = int(row[1])
@@ -217,9 +224,32 @@ def enroll_gateway(
         return enrolled
     assert problem is not None
     audit.write(
-        conn, None, "gateway.enroll", ip=ip, status=problem[0], detail={"reason": problem[1]}
+        conn,
+        None,
+        "gateway.enroll",
+        ip=ip,
+        status=problem[0],
+        resource=f"gateway/{gateway_id}",
+        detail={"reason": problem[1], "gateway_id": gateway_id},
     )
     raise HTTPException(problem[0], problem[1])
+
+
+def _not_owned(
+    conn: psycopg.Connection[Any], gateway_id: str, patient_id: int
+) -> tuple[int, str] | None:
+    """Enrolment creates a new gateway account or re-keys one this patient owns; it never
+    overwrites an account it does not own.  A gateway ingest already knows without an
+    owner got its broker credentials elsewhere (the operator): re-keying it here would
+    hand its account, and the devices paired on it, to whoever holds a code."""
+    owner = conn.execute(
+        "SELECT patient_id FROM gateways WHERE id = %s FOR UPDATE", (gateway_id,)
+    ).fetchone()
+    if owner is None or owner[0] == patient_id:
+        return None
+    if owner[0] is None:
+        return (409, f"gateway {gateway_id} is already registered and not enrolled to you")
+    return (409, f"gateway {gateway_id} is enrolled to another patient")
 
 
 def _enroll(
@@ -284,6 +314,9 @@ def gateway_token(
     throttle: Throttle = request.app.state.login_throttle
     key = f"gw:{body.gateway_id}|{ip}"
     attempt = _attempt(throttle, conn, key)
+    if is_service_account(body.gateway_id):
+        # Never a gateway (enrolment refuses these names); same answer as a wrong secret.
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "invalid gateway credentials")
     row = conn.execute(
         "SELECT c.secret_hash, g.patient_id FROM gateway_credentials c"
         " JOIN gateways g ON g.id = c.gateway_id WHERE c.gateway_id = %s AND c.revoked_at IS NULL",

@@ -23,6 +23,7 @@ from api.deps import (
     PatientDep,
     SettingsDep,
     StaffUser,
+    can_see,
     visible_patients,
 )
 from api.schemas import (
@@ -297,37 +298,89 @@ def list_devices(
     return page.of(items, total, request)
 
 
+def device_holder(conn: psycopg.Connection[Any], device_id: str) -> tuple[bool, int | None]:
+    """(exists, the patient who holds the device): its open binding's patient, else the
+    patient of its latest binding, else the owner of the hub it is paired on."""
+    row = conn.execute(
+        "SELECT (SELECT b.patient_id FROM device_bindings b WHERE b.device_id = d.id"
+        "         ORDER BY upper_inf(b.valid) DESC, upper(b.valid) DESC NULLS LAST LIMIT 1),"
+        " (SELECT g.patient_id FROM gateways g WHERE g.id = d.gateway_id)"
+        " FROM devices d WHERE d.id = %s FOR UPDATE OF d",
+        (device_id,),
+    ).fetchone()
+    if row is None:
+        return False, None
+    holder = row[0] if row[0] is not None else row[1]
+    return True, None if holder is None else int(holder)
+
+
 @router.post(
     "/{patient_id}/devices",
     response_model=DeviceOut,
-    summary="Assign a device to this patient (ends another patient's binding)",
+    summary="Move a device to this patient (ends the holder's binding); needs a reason",
+    responses=CONFLICT,
 )
 def assign_device(
     body: DeviceAssignIn, scope: PatientDep, user: StaffUser, settings: SettingsDep
 ) -> DeviceOut:
     """Readings measured from ``at`` on belong to this patient; a binding to another
-    patient ends at ``at``."""
+    patient ends at ``at``.  A clinician moves devices only between patients in their own
+    scope: a device held by a patient outside it answers 404, as that patient would, and
+    the attempt is audited.  A device nobody holds yet (never bound, no enrolled hub) is
+    assigned by an admin.  Every move is audited for both patients with who, from where
+    and ``reason``."""
     conn = scope.conn
     at = body.at or datetime.now(UTC)
     if at.tzinfo is None:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, "'at' needs a time zone offset")
+    denied: int | None = None
     with conn.transaction():
-        if (
-            conn.execute("SELECT 1 FROM devices WHERE id = %s", (body.device_id,)).fetchone()
-            is None
-        ):
+        exists, holder = device_holder(conn, body.device_id)
+        if exists and user.role != "admin" and (holder is None or not can_see(conn, user, holder)):
+            denied = -1 if holder is None else holder
+        elif not exists:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"device {body.device_id!r} not found")
-        open_from = conn.execute(
-            "SELECT lower(valid) FROM device_bindings WHERE device_id = %s AND upper_inf(valid)",
-            (body.device_id,),
-        ).fetchone()
-        if open_from is not None and open_from[0] is not None and open_from[0] >= at:
-            raise HTTPException(
-                status.HTTP_409_CONFLICT, "'at' must be after the current binding's start"
-            )
-        bind_device(conn, body.device_id, scope.patient_id, at)
-        attribute_pending(conn, [body.device_id])
-        scope.audit("device.assign", f"device/{body.device_id}", {"at": at.isoformat()})
+        else:
+            open_from = conn.execute(
+                "SELECT lower(valid) FROM device_bindings"
+                " WHERE device_id = %s AND upper_inf(valid)",
+                (body.device_id,),
+            ).fetchone()
+            if open_from is not None and open_from[0] is not None and open_from[0] >= at:
+                raise HTTPException(
+                    status.HTTP_409_CONFLICT, "'at' must be after the current binding's start"
+                )
+            bind_device(conn, body.device_id, scope.patient_id, at)
+            attribute_pending(conn, [body.device_id])
+            custody = {
+                "at": at.isoformat(),
+                "reason": body.reason,
+                "from_patient": holder,
+                "to_patient": scope.patient_id,
+            }
+            scope.audit("device.assign", f"device/{body.device_id}", custody)
+            if holder is not None and holder != scope.patient_id:
+                audit.write(
+                    conn,
+                    user,
+                    "device.release",
+                    ip=scope.ip,
+                    patient_id=holder,
+                    resource=f"device/{body.device_id}",
+                    detail=custody,
+                )
+    if denied is not None:
+        audit.write(
+            conn,
+            user,
+            "access.denied",
+            ip=scope.ip,
+            patient_id=None if denied < 0 else denied,
+            resource=f"device/{body.device_id}",
+            status=404,
+            detail={"to_patient": scope.patient_id, "reason": body.reason},
+        )
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"device {body.device_id!r} not found")
     rows = conn.execute(
         DEVICE_QUERY.replace("WHERE b.patient_id = %s", "WHERE b.patient_id = %s AND d.id = %s"),
         (scope.patient_id, body.device_id, 1, 0),

@@ -22,6 +22,15 @@ def list_users(admin: AdminUser, conn: ConnDep, page: PageDep, request: Request)
         f"SELECT {USER_COLUMNS} FROM users ORDER BY id LIMIT %s OFFSET %s",
         (page.limit, page.offset),
     ).fetchall()
+    # Accounts (and which patient each portal user is) are identifying data: on record.
+    audit.write(
+        conn,
+        admin,
+        "user.list",
+        ip=audit.client_ip(request),
+        resource="users",
+        detail={"users": [int(r[0]) for r in rows]},
+    )
     return page.of([user_out(r) for r in rows], total, request)
 
 
@@ -40,6 +49,15 @@ def create_user(body: UserCreateIn, admin: AdminUser, conn: ConnDep, request: Re
         (body.username, hash_password(body.password), body.role, body.display_name),
     ).fetchone()
     if row is None:
+        # Refused administrative actions are on record too.
+        audit.write(
+            conn,
+            admin,
+            "user.create",
+            ip=audit.client_ip(request),
+            status=status.HTTP_409_CONFLICT,
+            detail={"username": body.username, "role": body.role, "reason": "username taken"},
+        )
         raise HTTPException(status.HTTP_409_CONFLICT, f"username {body.username!r} is taken")
     audit.write(
         conn,
@@ -114,6 +132,14 @@ def get_panel(
         " LIMIT %s OFFSET %s",
         (user_id, page.limit, page.offset),
     ).fetchall()
+    audit.write(
+        conn,
+        admin,
+        "panel.read",
+        ip=audit.client_ip(request),
+        resource=f"user/{user_id}/panel",
+        detail={"patients": [int(r[0]) for r in rows]},
+    )
     return page.of([int(r[0]) for r in rows], total, request)
 
 

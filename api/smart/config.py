@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from api.core.config import ApiSettings
 from api.smart import scopes as sc
 
 TOKEN_PATH = "/api/v1/auth/token"
@@ -16,7 +17,10 @@ router = APIRouter(tags=["fhir"])
 
 
 def token_url(request: Request) -> str:
-    return str(request.base_url).rstrip("/") + TOKEN_PATH
+    # From configuration only: a Host (or X-Forwarded-Host) header is the client's to
+    # choose, and a forged one would send other clients' secrets to the attacker.
+    settings: ApiSettings = request.app.state.settings
+    return settings.public_base_url + TOKEN_PATH
 
 
 def smart_configuration(request: Request) -> dict[str, Any]:

@@ -35,9 +35,10 @@ from homevitals.services.system import (
     service_user,
 )
 from homevitals.services.tls import ensure_server_certificate
+from readings import SERVICE_ACCOUNT_PREFIX, is_service_account
 
-INGEST_USER = "homevitals-ingest"
-ADMIN_USER = "homevitals-admin"
+INGEST_USER = f"{SERVICE_ACCOUNT_PREFIX}ingest"
+ADMIN_USER = f"{SERVICE_ACCOUNT_PREFIX}admin"
 _PBKDF2_ITERATIONS = 101  # mosquitto_passwd's default for the $7$ (PBKDF2-SHA512) format
 
 
@@ -61,6 +62,16 @@ topic readwrite homevitals/#
 # Every gateway: its own subtree, publish only.
 pattern write homevitals/v1/gw/%u/#
 """
+
+
+class ReservedAccountError(ValueError):
+    """A gateway account asked for in the service accounts' namespace (``homevitals-*``)."""
+
+    def __init__(self, username: str) -> None:
+        super().__init__(
+            f"{username!r} is in the service accounts' namespace"
+            f" ({SERVICE_ACCOUNT_PREFIX}*); a gateway may not use it"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,8 +208,16 @@ class LocalMosquitto:
     def provision_gateway(self, gateway_id: str) -> str:
         """Credentials for a gateway (username = gateway id); returns its broker URL."""
         password = self.password_for(gateway_id)
-        self.set_user(gateway_id, password)
+        self.provision_gateway_account(gateway_id, password)
         return self.url_for(gateway_id, password)
+
+    def provision_gateway_account(self, gateway_id: str, password: str) -> None:
+        """Set a gateway's password (the API's enrolment provisioner).  Second line of
+        defence after the API's own check: a service account's password is never
+        replaced through the gateway path, whatever the caller checked."""
+        if is_service_account(gateway_id):
+            raise ReservedAccountError(gateway_id)
+        self.set_user(gateway_id, password)
 
     def remove_user(self, username: str) -> None:
         with self._users() as users:

@@ -27,7 +27,11 @@ def provisioned() -> ProvisionRecorder:
 
 @pytest.fixture(scope="session")
 def api_settings(database_url: str) -> ApiSettings:
-    return ApiSettings(database_url=database_url, jwt_secret=secrets.token_urlsafe(48))
+    return ApiSettings(
+        database_url=database_url,
+        jwt_secret=secrets.token_urlsafe(48),
+        public_base_url="https://testserver",
+    )
 
 
 @pytest.fixture(scope="session")

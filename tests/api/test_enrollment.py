@@ -223,13 +223,26 @@ def test_device_reassignment_ends_old_binding(
     device = f"loaner-{uuid.uuid4().hex[:6]}"
     db.execute("INSERT INTO devices (id, profile) VALUES (%s, 'blood_pressure')", (device,))
     lee = auth(clinic.dr_lee)
+    # Nobody holds a new loaner yet: only an admin hands it out; then it moves within
+    # Dr Lee's scope.
+    why = {"reason": "loaner"}
+    unheld = client.post(
+        f"/api/v1/patients/{clinic.patient_b}/devices",
+        json={"device_id": device, **why},
+        headers=lee,
+    )
+    assert unheld.status_code == 404, unheld.text
     first = client.post(
-        f"/api/v1/patients/{clinic.patient_b}/devices", json={"device_id": device}, headers=lee
+        f"/api/v1/patients/{clinic.patient_b}/devices",
+        json={"device_id": device, **why},
+        headers=auth(clinic.admin),
     )
     assert first.status_code == 200, first.text
     at = (datetime.now(UTC) + timedelta(seconds=1)).isoformat()
     moved = client.post(
-        f"/api/v1/patients/{new_pid}/devices", json={"device_id": device, "at": at}, headers=lee
+        f"/api/v1/patients/{new_pid}/devices",
+        json={"device_id": device, "at": at, **why},
+        headers=lee,
     )
     assert moved.status_code == 200, moved.text
     b_devices = client.get(f"/api/v1/patients/{clinic.patient_b}/devices", headers=lee).json()
@@ -237,6 +250,8 @@ def test_device_reassignment_ends_old_binding(
     assert old["bound_until"] is not None
     assert moved.json()["bound_until"] is None
     missing = client.post(
-        f"/api/v1/patients/{new_pid}/devices", json={"device_id": "nope-dev"}, headers=lee
+        f"/api/v1/patients/{new_pid}/devices",
+        json={"device_id": "nope-dev", **why},
+        headers=lee,
     )
     assert missing.status_code == 404

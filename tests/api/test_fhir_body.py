@@ -226,10 +226,13 @@ def test_scope(
     assert _search(client, outside, patient=pid)["total"] == 0
     assert _search(client, outside, code="29463-7")["total"] == 0
     leaked = db.execute(
-        "SELECT count(*) FROM audit_log WHERE actor = %s AND patient_id = %s",
+        "SELECT count(*) FILTER (WHERE action <> 'access.denied'),"
+        " count(*) FILTER (WHERE action = 'access.denied')"
+        " FROM audit_log WHERE actor = %s AND patient_id = %s",
         (clinic.dr_ray, body.patient_id),
     ).fetchone()
-    assert leaked is not None and leaked[0] == 0  # nothing was read
+    # Nothing was read; each refused read or search is on record.
+    assert leaked is not None and leaked == (0, 3)
 
     client_id = f"ehr-body-{clinic.tag}"
     _, secret = register_client(db, client_id, "system/Observation.rs", clinic.dr_lee)
