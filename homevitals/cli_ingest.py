@@ -219,12 +219,37 @@ def patients() -> None:
 def add_patient(
     external_id: str, gateways: tuple[str, ...], timezone: str, name: str | None
 ) -> None:
-    """Create (or update) a patient and attach gateways; their devices get bound."""
-    from ingest.patients import enroll_patient
+    """Create (or update) a patient and attach gateways; their devices get bound.
 
-    patient_id = enroll_patient(
-        settings_endpoints().database_url, external_id, list(gateways), timezone, name
-    )
+    A hub attached to another patient, or a service account's name, is refused (the
+    whole command changes nothing); what it does is on the audit log as ``cli:<login>``."""
+    import psycopg
+
+    from homevitals.cli_api import cli_audit
+    from ingest.patients import GatewayAttachError, enroll_patient
+
+    url = settings_endpoints().database_url
+    try:
+        patient_id = enroll_patient(url, external_id, list(gateways), timezone, name)
+    except GatewayAttachError as exc:
+        with psycopg.connect(url, autocommit=True) as conn:
+            cli_audit(
+                conn,
+                "patient.enroll",
+                f"patient/{external_id}",
+                {"gateways": list(gateways), "refused": str(exc)},
+                status=409,
+            )
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    with psycopg.connect(url, autocommit=True) as conn:
+        cli_audit(
+            conn,
+            "patient.enroll",
+            f"patient/{patient_id}",
+            {"external_id": external_id, "gateways": list(gateways)},
+            patient_id=patient_id,
+        )
     click.echo(f"patient {external_id} = id {patient_id}")
 
 

@@ -8,6 +8,7 @@ from typing import Any
 import psycopg
 
 from ingest.registry import attribute_pending, bind_device
+from readings import is_service_account
 
 
 def upsert_patient(
@@ -34,8 +35,21 @@ def upsert_patient(
     return int(row[0])
 
 
+class GatewayAttachError(ValueError):
+    """The hub cannot be attached to this patient (a reserved name, or another patient's)."""
+
+
 def attach_gateway(conn: psycopg.Connection[Any], gateway_id: str, patient_id: int) -> list[str]:
-    """Register ``gateway_id`` as ``patient_id``'s hub and bind the devices already paired on it."""
+    """Register ``gateway_id`` as ``patient_id``'s hub and bind the devices already paired on it.
+
+    A hub already attached to another patient is refused, never moved: moving it would
+    move every device on it into another chart (custody changes go through review).
+    A service account's name is never a hub."""
+    if is_service_account(gateway_id):
+        raise GatewayAttachError(f"{gateway_id!r} is a reserved service-account name")
+    held = conn.execute("SELECT patient_id FROM gateways WHERE id = %s", (gateway_id,)).fetchone()
+    if held is not None and held[0] is not None and held[0] != patient_id:
+        raise GatewayAttachError(f"gateway {gateway_id!r} is attached to another patient")
     conn.execute(
         "INSERT INTO gateways (id, patient_id) VALUES (%s, %s)"
         " ON CONFLICT (id) DO UPDATE SET patient_id = EXCLUDED.patient_id",

@@ -32,6 +32,7 @@ from api.deps import (
     visible_patients,
 )
 from api.schemas import AcknowledgeIn, FlagOut, Page, ResolveIn
+from ingest.custody import CUSTODY_RULE
 
 router = APIRouter(prefix="/flags", tags=["flags"], responses=COMMON)
 
@@ -58,7 +59,8 @@ def get_flags(
     """Urgent first, then high, medium, low; newest first within a severity.  Clinicians
     see their panel's flags, admins all.  Default: open and acknowledged flags."""
     if rule:
-        unknown = sorted(set(rule) - set(RULES_BY_ID))
+        # Analytics' rules and the flags ingest raises itself (held device custody).
+        unknown = sorted(set(rule) - set(RULES_BY_ID) - {CUSTODY_RULE})
         if unknown:
             raise HTTPException(status.HTTP_400_BAD_REQUEST, f"unknown rule(s) {unknown}")
     visible = visible_patients(conn, user)

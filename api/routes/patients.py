@@ -37,6 +37,7 @@ from api.schemas import (
     PatientOut,
     SyncStatus,
 )
+from ingest.custody import record as record_custody
 from ingest.patients import upsert_patient
 from ingest.registry import attribute_pending, bind_device
 
@@ -359,6 +360,16 @@ def assign_device(
                 "to_patient": scope.patient_id,
             }
             scope.audit("device.assign", f"device/{body.device_id}", custody)
+            # The device's own timeline shows the move beside the hubs' pairings.
+            record_custody(
+                conn,
+                body.device_id,
+                "clinician.move",
+                at,
+                gateway=None,
+                actor=user.name,
+                detail=custody,
+            )
             if holder is not None and holder != scope.patient_id:
                 audit.write(
                     conn,

@@ -19,7 +19,7 @@ from api_helpers import PASSWORD, Auth, Clinic, ProvisionRecorder
 from fastapi.testclient import TestClient
 
 from api.bootstrap import add_to_panel, create_user
-from ingest.patients import upsert_patient
+from ingest.patients import attach_gateway, upsert_patient
 from ingest.registry import bind_device
 
 SERVICE_ACCOUNTS = ("homevitals-admin", "homevitals-ingest", "homevitals-api")
@@ -224,6 +224,11 @@ def test_device_move_needs_a_reason_and_is_audited_with_who_where_why(
             clinic.patient_b,
             clinic.patient_a,
         )
+    # The device's own custody timeline shows the move too, with who and why.
+    timeline = client.get(f"/api/v1/custody/devices/{device}/events", headers=lee).json()
+    assert timeline[0]["action"] == "clinician.move"
+    assert timeline[0]["actor"] == clinic.dr_lee
+    assert timeline[0]["detail"]["reason"] == "loaner swapped"
 
 
 # --- 5. FHIR search ignores subject / patient.identifier ---------------------------------
@@ -470,6 +475,39 @@ def test_cli_add_user_is_audited(
     rows = _audit_rows(db, mark, "user.create")
     assert len(rows) == 1 and rows[0][0].startswith("cli:")
     assert rows[0][4]["username"] == name
+
+
+def test_cli_patients_add_refuses_service_accounts_and_other_patients_hubs(
+    database_url: str, db: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: ``homevitals patients add P --gateway <hub of another patient>`` moved the
+    hub and every device on it into P's chart, with no audit row; a service account's
+    name became a hub."""
+    from click.testing import CliRunner
+
+    from homevitals.cli import cli
+
+    monkeypatch.setenv("HOMEVITALS_DATABASE_URL", database_url)
+    tag = uuid.uuid4().hex[:6]
+    owner = upsert_patient(db, f"own-{tag}", "UTC", "Olga Owner", None, None)
+    hub = f"gw-own-{tag}"
+    attach_gateway(db, hub, owner)
+    mark = _last_audit_id(db)
+    runner = CliRunner()
+    for gateway in (hub, "homevitals-admin", "HomeVitals-Ingest"):
+        result = runner.invoke(cli, ["patients", "add", f"thief-{tag}", "--gateway", gateway])
+        assert result.exit_code == 2, result.output
+    assert db.execute("SELECT patient_id FROM gateways WHERE id = %s", (hub,)).fetchone() == (
+        owner,
+    )
+    assert db.execute(
+        "SELECT count(*) FROM gateways WHERE lower(id) LIKE 'homevitals-%%'"
+    ).fetchone() == (0,)
+    refused = _audit_rows(db, mark, "patient.enroll")
+    assert len(refused) == 3 and all(row[0].startswith("cli:") for row in refused)
+    ok = runner.invoke(cli, ["patients", "add", f"new-{tag}", "--gateway", f"gw-new-{tag}"])
+    assert ok.exit_code == 0, ok.output
+    assert len(_audit_rows(db, mark, "patient.enroll")) == 4
 
 
 # --- 7. Host header forgery ----------------------------------------------------------------
