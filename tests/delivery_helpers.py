@@ -58,7 +58,9 @@ def paired(device: str) -> DevicePaired:
 
 def stored(database_url: str, device: str) -> int:
     with psycopg.connect(database_url) as conn:
-        row = conn.execute("SELECT count(*) FROM glucose WHERE device_id = %s", (device,)).fetchone()
+        row = conn.execute(
+            "SELECT count(*) FROM glucose WHERE device_id = %s", (device,)
+        ).fetchone()
     return int(row[0]) if row else 0
 
 
@@ -81,9 +83,7 @@ class GatewayThread:
     """A gateway's Publisher and Outbox on their own asyncio loop in a thread (the SQLite
     outbox is only ever touched from that loop, as in the daemon)."""
 
-    def __init__(
-        self, url: str, gateway_id: str, state: Path, **publisher_kwargs: Any
-    ) -> None:
+    def __init__(self, url: str, gateway_id: str, state: Path, **publisher_kwargs: Any) -> None:
         self.url = url
         self.gateway_id = gateway_id
         self.path = state / f"{gateway_id}.sqlite3"
