@@ -102,7 +102,9 @@ class _Probe:
         self.client.on_subscribe = self._on_subscribe
         self.client.on_publish = self._on_publish
 
-    def _on_subscribe(self, c: object, u: object, mid: int, codes: list[ReasonCode], p: object) -> None:
+    def _on_subscribe(
+        self, c: object, u: object, mid: int, codes: list[ReasonCode], p: object
+    ) -> None:
         self.suback = list(codes)
         self.done.set()
 
