@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from delivery_helpers import WorkerThread
 from gw_ble import REPO, GatewayCli, SimDevice, process_env
 
 from simulators.testbed import TestbedInfo, running_testbed
@@ -82,12 +83,23 @@ def sim_devices(
         device.stop()
 
 
+@pytest.fixture(scope="session")
+def gateway_ingest(database_url: str, ingest_mqtt_url: str) -> Iterator[WorkerThread]:
+    """The real ingest worker: the gateway deletes outbox rows only on its receipts
+    (docs/wire-format.md), so the gateway CLI tests run against one."""
+    worker = WorkerThread(database_url, ingest_mqtt_url, "gw-ble-tests", "hv-ingest-gw-ble")
+    worker.start()
+    yield worker
+    worker.stop()
+
+
 @pytest.fixture
 def gateway_cli(
     ble_bed: TestbedInfo,
     tmp_path: Path,
     request: pytest.FixtureRequest,
     gateway_mqtt_url: Callable[[str], str],
+    gateway_ingest: WorkerThread,
 ) -> GatewayCli:
     gateway_id = "gw-" + request.node.name.replace("test_", "")[:40].replace("[", "-").strip("]")
     gateway_id = "".join(c if c.isalnum() or c in "-_" else "-" for c in gateway_id)
