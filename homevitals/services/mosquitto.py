@@ -223,7 +223,13 @@ class LocalMosquitto:
         self.set_users({username: password})
 
     def set_users(self, accounts: dict[str, str]) -> None:
-        """Add or replace many credentials with one rewrite and one reload."""
+        """Add or replace many gateway credentials with one rewrite and one reload.
+
+        Only gateway accounts: a name of the broker's own accounts (``homevitals-…``)
+        raises ValueError, so that no caller (an enrollment naming its gateway
+        ``homevitals-ingest``) can replace the ingest or admin password."""
+        for username in accounts:
+            check_gateway_id(username)
         with self._users() as users:
             for username, password in accounts.items():
                 users[username] = hash_password(password)

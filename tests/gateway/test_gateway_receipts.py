@@ -198,6 +198,11 @@ def test_gateway_credentials_cli(
     assert result.exit_code == 0, result.output
     url = result.output.strip().splitlines()[-1]
     assert url.startswith("mqtt://gw-rcpt-cli:")
+    ingest_entry = local_mosquitto._read_users()["homevitals-ingest"]
+    for reserved in ("homevitals-ingest", "homevitals-admin"):  # e.g. through enrollment
+        with pytest.raises(ValueError, match="reserved prefix"):
+            local_mosquitto.set_user(reserved, "taken-over")
+    assert local_mosquitto._read_users()["homevitals-ingest"] == ingest_entry
     probe = _Probe(url)  # the account works at once (the broker reloaded its passwords)
     try:
         assert not probe.subscribe(receipts_topic("gw-rcpt-cli")).is_failure
