@@ -1,6 +1,8 @@
 """Ingest throughput and latency on this machine, against two baselines from the same run.
 
     .venv/bin/python benchmarks/bench_ingest.py [--readings 300000] [--per-message 100]
+        [--receipts-cost]   # also: version-1 messages (no receipts) against version 2
+                            # (a receipt per batch), alternating, one worker, same run
 
 Runs its own PostgreSQL+TimescaleDB and Mosquitto (``.homevitals/bench``, free ports).
 Figures printed:
@@ -70,13 +72,20 @@ def make_readings(n: int, offset: int = 0) -> list[wire.Reading]:
     return out
 
 
-def encode_batches(readings: list[wire.Reading], per_message: int) -> list[bytes]:
-    return [
-        wire.encode(
+def encode_batch(chunk: list[wire.Reading], v2: bool = False) -> bytes:
+    """Version 1 (no receipt) or version 2 (a batch id: ingest publishes a receipt)."""
+    if v2:
+        return wire.encode(
             wire.ReadingsBatch(
-                wire.SCHEMA_READINGS, GATEWAY, datetime.now(UTC), readings[i : i + per_message]
+                wire.SCHEMA_READINGS_V2, GATEWAY, datetime.now(UTC), chunk, batch=uuid.uuid4().hex
             )
         )
+    return wire.encode(wire.ReadingsBatch(wire.SCHEMA_READINGS, GATEWAY, datetime.now(UTC), chunk))
+
+
+def encode_batches(readings: list[wire.Reading], per_message: int, v2: bool = False) -> list[bytes]:
+    return [
+        encode_batch(readings[i : i + per_message], v2)
         for i in range(0, len(readings), per_message)
     ]
 
@@ -222,17 +231,26 @@ def worker_process(
 
 
 def publisher_jit(
-    url: str, readings: list[wire.Reading], per_message: int, rate: float | None, start: Any
+    url: str,
+    readings: list[wire.Reading],
+    per_message: int,
+    rate: float | None,
+    start: Any,
+    v2: bool = False,
 ) -> None:
-    """Publish with ``sent_at`` stamped at publish time (for publish -> commit latency)."""
+    """Publish with ``sent_at`` stamped at publish time (for publish -> commit latency).
+    With ``v2`` the messages carry batch ids and the publisher, like a gateway, is
+    subscribed to its receipts (it does not wait for them: this measures ingest)."""
     target = parse_mqtt_url(url)
     client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
     client.username_pw_set(target.username, target.password)
     client.max_inflight_messages_set(1000)
     client.connect(target.host, target.port)
     client.loop_start()
+    if v2:
+        client.subscribe(wire.receipts_topic(GATEWAY), qos=1)
     chunks = [readings[i : i + per_message] for i in range(0, len(readings), per_message)]
-    prebuilt = None if rate is not None else encode_batches(readings, per_message)
+    prebuilt = None if rate is not None else encode_batches(readings, per_message, v2)
     start.wait()
     t0 = time.perf_counter()
     infos = []
@@ -241,9 +259,7 @@ def publisher_jit(
             delay = t0 + i / rate - time.perf_counter()
             if delay > 0:
                 time.sleep(delay)
-            payload = wire.encode(
-                wire.ReadingsBatch(wire.SCHEMA_READINGS, GATEWAY, datetime.now(UTC), chunk)
-            )
+            payload = encode_batch(chunk, v2)
         else:
             assert prebuilt is not None
             payload = prebuilt[i]
@@ -262,6 +278,7 @@ def pipeline(
     per_message: int,
     rate: float | None,
     workers: int,
+    v2: bool = False,
 ) -> tuple[float, np.ndarray[Any, np.dtype[np.float64]]]:
     """Readings/s from first publish to last commit, and per-message latencies."""
     committed = mp.Value("q", 0)
@@ -280,7 +297,9 @@ def pipeline(
         procs.append(proc)
     time.sleep(0.5)
     start = mp.Event()
-    pub = mp.Process(target=publisher_jit, args=(gateway_url, readings, per_message, rate, start))
+    pub = mp.Process(
+        target=publisher_jit, args=(gateway_url, readings, per_message, rate, start, v2)
+    )
     pub.start()
     time.sleep(1.0)  # publisher connected and (for throughput runs) payloads pre-encoded
     started = time.perf_counter()
@@ -308,6 +327,11 @@ def main() -> None:
     parser.add_argument(
         "--workers", type=int, nargs="+", default=[1, 2], help="worker processes per run"
     )
+    parser.add_argument(
+        "--receipts-cost",
+        action="store_true",
+        help="only: version 1 vs version 2 (receipts), alternating, 1 worker, 2 rounds",
+    )
     args = parser.parse_args()
 
     if STATE.exists():
@@ -334,6 +358,9 @@ def main() -> None:
         print(
             f"readings: {len(readings):,} CGM rows, {args.per_message} per message, {DEVICES} devices"
         )
+        if args.receipts_cost:
+            receipts_cost(url, broker, gateway_url, readings, args.per_message)
+            return
 
         ceiling = raw_copy(url, readings)
         print(f"raw COPY ceiling:      {ceiling:12,.0f} rows/s")
@@ -370,6 +397,32 @@ def main() -> None:
     finally:
         broker.stop()
         pg.stop()
+
+
+def receipts_cost(
+    url: str,
+    broker: LocalMosquitto,
+    gateway_url: str,
+    readings: list[wire.Reading],
+    per_message: int,
+) -> None:
+    """What receipts cost ingest: the same readings as version-1 messages (no receipts)
+    and as version-2 messages (outcome per batch, one receipt per gateway per commit),
+    alternating so that both see the same machine load."""
+    rates: dict[str, list[float]] = {"v1": [], "v2": []}
+    for _ in range(2):
+        for label in ("v1", "v2"):
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute("TRUNCATE glucose")
+            rate, _ = pipeline(
+                url, broker.url, gateway_url, readings, per_message, None, 1, v2=label == "v2"
+            )
+            rates[label].append(rate)
+            print(f"  {label}: {rate:12,.0f} readings/s")
+    v1, v2 = (float(np.median(rates[k])) for k in ("v1", "v2"))
+    print(
+        f"receipts cost (1 worker): v1 {v1:,.0f} -> v2 {v2:,.0f} readings/s ({100 * (v2 / v1 - 1):+.1f} %)"
+    )
 
 
 if __name__ == "__main__":
