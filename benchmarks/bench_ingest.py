@@ -330,7 +330,7 @@ def main() -> None:
     parser.add_argument(
         "--receipts-cost",
         action="store_true",
-        help="only: version 1 vs version 2 (receipts), alternating, 1 worker, 2 rounds",
+        help="only: version 1 vs version 2 (receipts), alternating, 1 worker, 4 rounds each",
     )
     args = parser.parse_args()
 
@@ -410,7 +410,7 @@ def receipts_cost(
     and as version-2 messages (outcome per batch, one receipt per gateway per commit),
     alternating so that both see the same machine load."""
     rates: dict[str, list[float]] = {"v1": [], "v2": []}
-    for _ in range(2):
+    for _ in range(4):
         for label in ("v1", "v2"):
             with psycopg.connect(url, autocommit=True) as conn:
                 conn.execute("TRUNCATE glucose")
