@@ -3,38 +3,34 @@
 -- lost, so the same invalid reading (or the same unreadable message) can arrive many
 -- times.  It is parked once.
 --
--- The content key hashes topic, reason and payload; for a JSON payload the envelope
--- fields a re-send changes (``sent_at``, ``batch``) are left out.  A payload
--- PostgreSQL cannot read as jsonb (NaN tokens, \u0000, not UTF-8, not JSON) has the
--- ``"sent_at": "..."`` text removed instead, or is hashed as its bytes.
+-- The content key hashes topic, reason and payload, leaving out the envelope fields a
+-- re-send changes: ``sent_at`` (after schema and gateway, where every encoder of ours
+-- puts it) and a trailing ``batch`` id.  Only those top-level positions are matched, so
+-- a reading's own fields (a ``details.batch``, say) stay part of the key.  The payload
+-- is read as escaped text (``encode(…, 'escape')``), which never fails, whatever the
+-- bytes: no exception blocks, no subtransactions per row.
 --
 -- The check is a BEFORE INSERT trigger, so every writer (COPY of a batch's rejects,
 -- the re-processing of dead letters, the redecode of device records) gets it.  Two
--- workers parking the same content at once are serialised on an advisory lock of the
--- key; the second one's EXISTS runs after the first committed and sees its row.
+-- workers parking the same content at once are serialised on one advisory lock, taken
+-- once per transaction that writes a dead letter (dead letters are rare; one lock
+-- cannot deadlock and does not grow the lock table with the batch); the second one's
+-- EXISTS runs after the first committed and sees its row.  Rows the same statement
+-- inserted before are visible to a row-level BEFORE trigger's query, so one batch
+-- holding the same invalid reading twice parks it once.
 -- Re-processing marks a dead letter reprocessed *before* running it again, so what
 -- fails again is parked anew with the current reason (ingest/deadletters.py).
 
 CREATE FUNCTION dead_letter_content_key(topic text, reason text, payload bytea)
-RETURNS bytea LANGUAGE plpgsql IMMUTABLE AS $$
-DECLARE
-    body bytea;
-BEGIN
-    BEGIN
-        body := convert_to(((convert_from(payload, 'UTF8')::jsonb) - 'sent_at' - 'batch')::text,
-                           'UTF8');
-    EXCEPTION WHEN OTHERS THEN
-        BEGIN
-            body := convert_to(
-                regexp_replace(convert_from(payload, 'UTF8'), '"sent_at": ?"[^"]*",? ?', '', 'g'),
-                'UTF8');
-        EXCEPTION WHEN OTHERS THEN
-            body := payload;
-        END;
-    END;
-    RETURN sha256(convert_to(coalesce(topic, '') || E'\x1f' || coalesce(reason, '') || E'\x1f',
-                             'UTF8') || body);
-END
+RETURNS bytea LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT sha256(convert_to(
+        coalesce(topic, '') || E'\x1f' || coalesce(reason, '') || E'\x1f' ||
+        regexp_replace(
+            regexp_replace(
+                encode(payload, 'escape'),
+                '^(\{"schema": ?"[^"]*", ?"gateway": ?"[^"]*", ?)"sent_at": ?"[^"]*", ?', '\1'),
+            ', ?"batch": ?"[A-Za-z0-9_-]{1,64}"\}$', '}'),
+        'UTF8'))
 $$;
 
 ALTER TABLE dead_letters ADD COLUMN content_key bytea;
@@ -44,8 +40,8 @@ CREATE INDEX dead_letters_content_key ON dead_letters (content_key) WHERE reproc
 CREATE FUNCTION dead_letters_park_once() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     NEW.content_key := dead_letter_content_key(NEW.topic, NEW.reason, NEW.payload);
-    -- Two-int advisory key space (0x4856 = "HV"): apart from the one-bigint locks.
-    PERFORM pg_advisory_xact_lock(18518, hashtext(encode(NEW.content_key, 'hex')));
+    -- Two-int advisory key space (18518 = 0x4856, "HV"), apart from the one-bigint locks.
+    PERFORM pg_advisory_xact_lock(18518, 11);
     IF EXISTS (SELECT 1 FROM dead_letters
                WHERE content_key = NEW.content_key AND reprocessed_at IS NULL) THEN
         RETURN NULL;  -- parked already: keep the first

@@ -192,3 +192,39 @@ def test_reprocess_salvages_a_whole_nan_dead_letter_of_before(conn: Any) -> None
     assert _open_dead_letters(conn, gw) == [
         "non-finite number -Infinity in skew_s (JSON has no NaN/Infinity)"
     ]
+
+
+def test_the_content_key_leaves_out_only_the_envelope_fields_a_resend_changes(
+    conn: Any,
+) -> None:
+    def key(payload: bytes) -> bytes:
+        row = conn.execute("SELECT dead_letter_content_key('t', 'r', %s)", (payload,)).fetchone()
+        return bytes(row[0])
+
+    r1 = glucose("dev-key", 1)
+    r1_lot = msgspec.structs.replace(r1, details={"batch": "lot-1"})
+    r1_lot2 = msgspec.structs.replace(r1, details={"batch": "lot-2"})
+    v1 = [wire.encode(wire.ReadingsBatch(wire.SCHEMA_READINGS, "gw", NOW + timedelta(seconds=s), [r1])) for s in (0, 1)]  # fmt: skip
+    v2 = [batch_v2("gw", [r1], batch=b) for b in ("b1", "b2")]
+    assert key(v1[0]) == key(v1[1])  # another sent_at
+    assert key(v2[0]) == key(v2[1]) != key(v1[0])  # another batch id (and sent_at)
+    assert key(batch_v2("gw", [r1_lot])) != key(batch_v2("gw", [r1_lot2]))  # a reading's own
+    python_json = json.dumps(
+        {"schema": "homevitals.readings/1", "gateway": "gw", "sent_at": "x", "readings": [1]}
+    ).encode()
+    assert key(python_json) == key(python_json.replace(b'"x"', b'"y"'))
+    assert key(b"\xff\x00 not JSON") != key(b"\xfe\x00 not JSON")  # any bytes: no error
+
+
+def test_a_flood_of_dead_letters_in_one_transaction(conn: Any) -> None:
+    """Thousands of rejects in one batch: one advisory lock per transaction, not one per
+    dead letter (the lock table is small)."""
+    gw = "gw-rp-flood"
+    readings = [glucose(f"dev-unknown-{i}", i) for i in range(5000)]
+    messages = [
+        Message(wire.readings_topic(gw), batch_v2(gw, readings[i : i + 1000], f"f{i}"))
+        for i in range(0, 5000, 1000)
+    ]
+    result, _ = process(conn, messages, BindingCache())
+    assert result.dead_letters == 5000
+    assert len(_open_dead_letters(conn, gw)) == 5000
