@@ -199,11 +199,19 @@ def worker_process(
     latencies: Any,
     ready: Any,
     stop: Any,
+    decode_on_receive: bool = True,
 ) -> None:
     """One ingest worker process (the unit of scale-out), reporting commits to the parent."""
 
     worker = IngestWorker(
-        IngestConfig(url, ingest_url, group=group, client_id=client_id, max_batch_messages=500)
+        IngestConfig(
+            url,
+            ingest_url,
+            group=group,
+            client_id=client_id,
+            max_batch_messages=500,
+            decode_on_receive=decode_on_receive,
+        )
     )
     lat: list[float] = []
 
@@ -279,6 +287,7 @@ def pipeline(
     rate: float | None,
     workers: int,
     v2: bool = False,
+    decode_on_receive: bool = True,
 ) -> tuple[float, np.ndarray[Any, np.dtype[np.float64]]]:
     """Readings/s from first publish to last commit, and per-message latencies."""
     committed = mp.Value("q", 0)
@@ -290,7 +299,17 @@ def pipeline(
         ready = mp.Event()
         proc = mp.Process(
             target=worker_process,
-            args=(url, ingest_url, group, f"{group}-{i}", committed, latencies, ready, stop),
+            args=(
+                url,
+                ingest_url,
+                group,
+                f"{group}-{i}",
+                committed,
+                latencies,
+                ready,
+                stop,
+                decode_on_receive,
+            ),
         )
         proc.start()
         ready.wait(30)
@@ -328,6 +347,12 @@ def main() -> None:
         "--workers", type=int, nargs="+", default=[1, 2], help="worker processes per run"
     )
     parser.add_argument(
+        "--decode-overlap",
+        action="store_true",
+        help="only: decoding in the main thread vs on receipt (overlapping the COPY),"
+        " alternating, 1 worker, 4 rounds each",
+    )
+    parser.add_argument(
         "--receipts-cost",
         action="store_true",
         help="only: version 1 vs version 2 (receipts), alternating, 1 worker, 4 rounds each",
@@ -360,6 +385,9 @@ def main() -> None:
         )
         if args.receipts_cost:
             receipts_cost(url, broker, gateway_url, readings, args.per_message)
+            return
+        if args.decode_overlap:
+            decode_overlap(url, broker, gateway_url, readings, args.per_message)
             return
 
         ceiling = raw_copy(url, readings)
@@ -422,6 +450,41 @@ def receipts_cost(
     v1, v2 = (float(np.median(rates[k])) for k in ("v1", "v2"))
     print(
         f"receipts cost (1 worker): v1 {v1:,.0f} -> v2 {v2:,.0f} readings/s ({100 * (v2 / v1 - 1):+.1f} %)"
+    )
+
+
+def decode_overlap(
+    url: str,
+    broker: LocalMosquitto,
+    gateway_url: str,
+    readings: list[wire.Reading],
+    per_message: int,
+) -> None:
+    """Decoding in the main thread (between COPYs) against decoding in paho's network
+    thread as messages arrive (``IngestConfig.decode_on_receive``), alternating."""
+    labels = ("inline", "on receive")
+    rates: dict[str, list[float]] = {label: [] for label in labels}
+    for _ in range(4):
+        for label in labels:
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute("TRUNCATE glucose")
+            rate, _ = pipeline(
+                url,
+                broker.url,
+                gateway_url,
+                readings,
+                per_message,
+                None,
+                1,
+                v2=True,
+                decode_on_receive=label == "on receive",
+            )
+            rates[label].append(rate)
+            print(f"  {label}: {rate:12,.0f} readings/s")
+    a, b = (float(np.median(rates[label])) for label in labels)
+    print(
+        f"decode overlap (1 worker): inline {a:,.0f} -> on receive {b:,.0f} readings/s"
+        f" ({100 * (b / a - 1):+.1f} %)"
     )
 
 

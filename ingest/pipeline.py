@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -60,6 +60,20 @@ def _about_the_data(exc: Exception, conn: psycopg.Connection[Any]) -> bool:
 class Message:
     topic: str
     payload: bytes
+    # The readings batch, decoded ahead (the worker decodes in paho's network thread as
+    # messages arrive, overlapping the previous batch's COPY); None: decoded in process.
+    decoded: ReadingsBatch | None = field(default=None, compare=False, repr=False)
+
+
+def predecoded(topic: str, payload: bytes) -> Message:
+    """A message whose readings batch is decoded now (if it decodes cleanly; anything
+    else is left to ``process``, which says why or salvages it)."""
+    if topic.endswith("/readings"):
+        try:
+            return Message(topic, payload, decode_batch(payload))
+        except WireError:
+            pass
+    return Message(topic, payload)
 
 
 @dataclass(slots=True)
@@ -80,6 +94,8 @@ def _reject(message: Message, gateway: str | None, reason: str) -> Rejected:
 def _decode_readings(message: Message, gateway: str, rejected: list[Rejected]) -> ReadingsBatch:
     """The batch; a message that is JSON but for NaN/Infinity tokens keeps its good
     readings, and each bad one becomes its own dead letter (``readings.salvage_batch``)."""
+    if message.decoded is not None:
+        return message.decoded
     try:
         return decode_batch(message.payload)
     except WireError:

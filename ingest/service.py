@@ -40,7 +40,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from ingest import metrics
 from ingest.deadletters import UNKNOWN_DEVICE_PREFIX, reprocess
 from ingest.migrations import migrate
-from ingest.pipeline import BatchOutcome, Message, process_isolating
+from ingest.pipeline import BatchOutcome, Message, predecoded, process_isolating
 from ingest.registry import BindingCache, attribute_pending
 from ingest.storage import apply_retention
 from readings import (
@@ -75,6 +75,11 @@ class IngestConfig:
     retention_days: int = 0  # 0: keep everything; else drop_chunks older than this
     retention_every_s: float = 3600.0
     progress_every_s: float = 60.0  # an INFO line with the counts since the last one
+    # Decode readings batches in paho's network thread as they arrive, so that decoding
+    # the next batch could overlap this batch's COPY and COMMIT (where the main thread
+    # waits on the server without the GIL).  Off: on the shared 2-core machine it made
+    # no difference above the noise (docs/performance.md, bench_ingest --decode-overlap).
+    decode_on_receive: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +170,13 @@ class IngestWorker:
             )
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        self.inbox.put(_Inbound(msg.mid, msg.qos, Message(msg.topic, bytes(msg.payload))))
+        payload = bytes(msg.payload)
+        message = (
+            predecoded(msg.topic, payload)
+            if self.config.decode_on_receive
+            else Message(msg.topic, payload)
+        )
+        self.inbox.put(_Inbound(msg.mid, msg.qos, message))
         metrics.LAG.inc()
 
     def start(self) -> None:

@@ -228,3 +228,25 @@ def test_a_flood_of_dead_letters_in_one_transaction(conn: Any) -> None:
     result, _ = process(conn, messages, BindingCache())
     assert result.dead_letters == 5000
     assert len(_open_dead_letters(conn, gw)) == 5000
+
+
+def test_a_batch_decoded_on_receipt_is_processed_the_same(conn: Any) -> None:
+    """``IngestConfig.decode_on_receive``: the worker decodes in paho's thread; what does
+    not decode cleanly (NaN tokens) is left to ``process`` to salvage."""
+    from ingest.pipeline import predecoded
+
+    gw, dev = "gw-rp-pre", "dev-rp-pre"
+    _pair(conn, gw, dev)
+    topic = wire.readings_topic(gw)
+    good = predecoded(topic, batch_v2(gw, [glucose(dev, 1), glucose(dev, 2)], "p1"))
+    assert good.decoded is not None and good.decoded.batch == "p1"
+    nan = json.loads(batch_v2(gw, [glucose(dev, 3)], "p2"))
+    nan["readings"][0]["values"]["glucose"] = float("nan")
+    odd = predecoded(topic, json.dumps(nan).encode())
+    assert odd.decoded is None
+    outcomes: list[BatchOutcome] = []
+    process(conn, [good, odd], BindingCache(), outcomes=outcomes)
+    assert outcomes == [
+        BatchOutcome(gw, "p1", stored=2),
+        BatchOutcome(gw, "p2", dead_lettered=1),
+    ]
