@@ -177,17 +177,23 @@ class LocalMosquitto:
         if self.user is not None:
             lines.append(f"user {self.user}")
         self.conf.write_text("\n".join(lines) + "\n")
-        acl = ACL.format(ingest=INGEST_USER, admin=ADMIN_USER)
-        # Ours (the generated header) is kept current, e.g. the receipts rules added
-        # for issue #13; an operator's own file is left alone.
-        if not self.acl.is_file() or (
-            self.acl.read_text().startswith(ACL_HEADER) and self.acl.read_text() != acl
-        ):
-            self.acl.write_text(acl)
+        self.refresh_acl()
         with self._users() as users:
             for account in (INGEST_USER, ADMIN_USER):
                 if account not in users:
                     users[account] = hash_password(self.password_for(account))
+
+    def refresh_acl(self) -> bool:
+        """Write the ACL file if missing, or if it is ours (the generated header) and
+        outdated, e.g. without the receipts rules of contract v2; an operator's own file
+        is left alone.  Returns whether it was written (the broker reads it on SIGHUP)."""
+        acl = ACL.format(ingest=INGEST_USER, admin=ADMIN_USER)
+        if self.acl.is_file():
+            current = self.acl.read_text()
+            if not current.startswith(ACL_HEADER) or current == acl:
+                return False
+        self.acl.write_text(acl)
+        return True
 
     def _read_users(self) -> dict[str, str]:
         if not self.passwd.is_file():
@@ -233,6 +239,7 @@ class LocalMosquitto:
         with self._users() as users:
             for username, password in accounts.items():
                 users[username] = hash_password(password)
+        self.refresh_acl()  # a broker started before contract v2: its gateways need receipts
         self.reload()
 
     def provision_gateway(self, gateway_id: str) -> str:

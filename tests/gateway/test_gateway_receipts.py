@@ -208,3 +208,20 @@ def test_gateway_credentials_cli(
         assert not probe.subscribe(receipts_topic("gw-rcpt-cli")).is_failure
     finally:
         probe.close()
+
+
+def test_the_generated_acl_is_brought_up_to_date_and_an_operators_is_not(
+    tmp_path: Path,
+) -> None:
+    from homevitals.services.mosquitto import ACL_HEADER
+
+    broker = LocalMosquitto(tmp_path, 0)
+    broker.acl.parent.mkdir(parents=True)
+    old = ACL_HEADER + "\nuser homevitals-ingest\npattern write homevitals/v1/gw/%u/#\n"
+    broker.acl.write_text(old)
+    assert broker.refresh_acl()
+    assert "pattern read homevitals/v1/gw/%u/receipts" in broker.acl.read_text()
+    assert not broker.refresh_acl()  # current: left as it is
+    broker.acl.write_text("# my own rules\n")
+    assert not broker.refresh_acl()
+    assert broker.acl.read_text() == "# my own rules\n"
