@@ -87,6 +87,7 @@ class _Inbound:
     mid: int
     qos: int
     message: Message
+    connection: int  # which connection delivered it (packet ids are per session)
 
 
 class IngestWorker:
@@ -121,6 +122,7 @@ class IngestWorker:
         self.client.on_message = self._on_message
         self.subscribed = threading.Event()  # SUBACK of this connection's subscriptions
         self.receipts_sent = 0
+        self._connection = 0  # counts connections: a clean start begins a new session
         self.client.on_disconnect = self._on_disconnect
         self.client.reconnect_delay_set(min_delay=1, max_delay=30)
 
@@ -132,6 +134,7 @@ class IngestWorker:
             log.error("broker refused the connection: %s", reason, extra={"reason": str(reason)})
             return
         self.subscribed.clear()
+        self._connection += 1
         group = self.config.group
         options = SubscribeOptions(qos=1)
         client.subscribe(
@@ -176,7 +179,7 @@ class IngestWorker:
             if self.config.decode_on_receive
             else Message(msg.topic, payload)
         )
-        self.inbox.put(_Inbound(msg.mid, msg.qos, message))
+        self.inbox.put(_Inbound(msg.mid, msg.qos, message, self._connection))
         metrics.LAG.inc()
 
     def start(self) -> None:
@@ -231,8 +234,13 @@ class IngestWorker:
                     again,
                     extra={"reprocessed": parked, "rejected_again": again},
                 )
+        current = self._connection
         for inbound in batch:  # only now: the readings are committed
-            self.client.ack(inbound.mid, inbound.qos)
+            # A message of an earlier connection died with its session (clean start):
+            # its packet id may already name another message of this one, not yet
+            # committed, so it is not acknowledged (the gateway has the receipt).
+            if inbound.connection == current:
+                self.client.ack(inbound.mid, inbound.qos)
         if self.on_commit is not None:
             self.on_commit([b.message for b in batch])
         elapsed = time.perf_counter() - started
