@@ -1,6 +1,8 @@
 """Ingest throughput and latency on this machine, against two baselines from the same run.
 
     .venv/bin/python benchmarks/bench_ingest.py [--readings 300000] [--per-message 100]
+        [--receipts-cost]   # also: version-1 messages (no receipts) against version 2
+                            # (a receipt per batch), alternating, one worker, same run
 
 Runs its own PostgreSQL+TimescaleDB and Mosquitto (``.homevitals/bench``, free ports).
 Figures printed:
@@ -70,13 +72,20 @@ def make_readings(n: int, offset: int = 0) -> list[wire.Reading]:
     return out
 
 
-def encode_batches(readings: list[wire.Reading], per_message: int) -> list[bytes]:
-    return [
-        wire.encode(
+def encode_batch(chunk: list[wire.Reading], v2: bool = False) -> bytes:
+    """Version 1 (no receipt) or version 2 (a batch id: ingest publishes a receipt)."""
+    if v2:
+        return wire.encode(
             wire.ReadingsBatch(
-                wire.SCHEMA_READINGS, GATEWAY, datetime.now(UTC), readings[i : i + per_message]
+                wire.SCHEMA_READINGS_V2, GATEWAY, datetime.now(UTC), chunk, batch=uuid.uuid4().hex
             )
         )
+    return wire.encode(wire.ReadingsBatch(wire.SCHEMA_READINGS, GATEWAY, datetime.now(UTC), chunk))
+
+
+def encode_batches(readings: list[wire.Reading], per_message: int, v2: bool = False) -> list[bytes]:
+    return [
+        encode_batch(readings[i : i + per_message], v2)
         for i in range(0, len(readings), per_message)
     ]
 
@@ -190,11 +199,19 @@ def worker_process(
     latencies: Any,
     ready: Any,
     stop: Any,
+    decode_on_receive: bool = True,
 ) -> None:
     """One ingest worker process (the unit of scale-out), reporting commits to the parent."""
 
     worker = IngestWorker(
-        IngestConfig(url, ingest_url, group=group, client_id=client_id, max_batch_messages=500)
+        IngestConfig(
+            url,
+            ingest_url,
+            group=group,
+            client_id=client_id,
+            max_batch_messages=500,
+            decode_on_receive=decode_on_receive,
+        )
     )
     lat: list[float] = []
 
@@ -222,17 +239,26 @@ def worker_process(
 
 
 def publisher_jit(
-    url: str, readings: list[wire.Reading], per_message: int, rate: float | None, start: Any
+    url: str,
+    readings: list[wire.Reading],
+    per_message: int,
+    rate: float | None,
+    start: Any,
+    v2: bool = False,
 ) -> None:
-    """Publish with ``sent_at`` stamped at publish time (for publish -> commit latency)."""
+    """Publish with ``sent_at`` stamped at publish time (for publish -> commit latency).
+    With ``v2`` the messages carry batch ids and the publisher, like a gateway, is
+    subscribed to its receipts (it does not wait for them: this measures ingest)."""
     target = parse_mqtt_url(url)
     client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
     client.username_pw_set(target.username, target.password)
     client.max_inflight_messages_set(1000)
     client.connect(target.host, target.port)
     client.loop_start()
+    if v2:
+        client.subscribe(wire.receipts_topic(GATEWAY), qos=1)
     chunks = [readings[i : i + per_message] for i in range(0, len(readings), per_message)]
-    prebuilt = None if rate is not None else encode_batches(readings, per_message)
+    prebuilt = None if rate is not None else encode_batches(readings, per_message, v2)
     start.wait()
     t0 = time.perf_counter()
     infos = []
@@ -241,9 +267,7 @@ def publisher_jit(
             delay = t0 + i / rate - time.perf_counter()
             if delay > 0:
                 time.sleep(delay)
-            payload = wire.encode(
-                wire.ReadingsBatch(wire.SCHEMA_READINGS, GATEWAY, datetime.now(UTC), chunk)
-            )
+            payload = encode_batch(chunk, v2)
         else:
             assert prebuilt is not None
             payload = prebuilt[i]
@@ -262,6 +286,8 @@ def pipeline(
     per_message: int,
     rate: float | None,
     workers: int,
+    v2: bool = False,
+    decode_on_receive: bool = True,
 ) -> tuple[float, np.ndarray[Any, np.dtype[np.float64]]]:
     """Readings/s from first publish to last commit, and per-message latencies."""
     committed = mp.Value("q", 0)
@@ -273,14 +299,26 @@ def pipeline(
         ready = mp.Event()
         proc = mp.Process(
             target=worker_process,
-            args=(url, ingest_url, group, f"{group}-{i}", committed, latencies, ready, stop),
+            args=(
+                url,
+                ingest_url,
+                group,
+                f"{group}-{i}",
+                committed,
+                latencies,
+                ready,
+                stop,
+                decode_on_receive,
+            ),
         )
         proc.start()
         ready.wait(30)
         procs.append(proc)
     time.sleep(0.5)
     start = mp.Event()
-    pub = mp.Process(target=publisher_jit, args=(gateway_url, readings, per_message, rate, start))
+    pub = mp.Process(
+        target=publisher_jit, args=(gateway_url, readings, per_message, rate, start, v2)
+    )
     pub.start()
     time.sleep(1.0)  # publisher connected and (for throughput runs) payloads pre-encoded
     started = time.perf_counter()
@@ -308,6 +346,17 @@ def main() -> None:
     parser.add_argument(
         "--workers", type=int, nargs="+", default=[1, 2], help="worker processes per run"
     )
+    parser.add_argument(
+        "--decode-overlap",
+        action="store_true",
+        help="only: decoding in the main thread vs on receipt (overlapping the COPY),"
+        " alternating, 1 worker, 4 rounds each",
+    )
+    parser.add_argument(
+        "--receipts-cost",
+        action="store_true",
+        help="only: version 1 vs version 2 (receipts), alternating, 1 worker, 4 rounds each",
+    )
     args = parser.parse_args()
 
     if STATE.exists():
@@ -334,6 +383,12 @@ def main() -> None:
         print(
             f"readings: {len(readings):,} CGM rows, {args.per_message} per message, {DEVICES} devices"
         )
+        if args.receipts_cost:
+            receipts_cost(url, broker, gateway_url, readings, args.per_message)
+            return
+        if args.decode_overlap:
+            decode_overlap(url, broker, gateway_url, readings, args.per_message)
+            return
 
         ceiling = raw_copy(url, readings)
         print(f"raw COPY ceiling:      {ceiling:12,.0f} rows/s")
@@ -370,6 +425,67 @@ def main() -> None:
     finally:
         broker.stop()
         pg.stop()
+
+
+def receipts_cost(
+    url: str,
+    broker: LocalMosquitto,
+    gateway_url: str,
+    readings: list[wire.Reading],
+    per_message: int,
+) -> None:
+    """What receipts cost ingest: the same readings as version-1 messages (no receipts)
+    and as version-2 messages (outcome per batch, one receipt per gateway per commit),
+    alternating so that both see the same machine load."""
+    rates: dict[str, list[float]] = {"v1": [], "v2": []}
+    for _ in range(4):
+        for label in ("v1", "v2"):
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute("TRUNCATE glucose")
+            rate, _ = pipeline(
+                url, broker.url, gateway_url, readings, per_message, None, 1, v2=label == "v2"
+            )
+            rates[label].append(rate)
+            print(f"  {label}: {rate:12,.0f} readings/s")
+    v1, v2 = (float(np.median(rates[k])) for k in ("v1", "v2"))
+    print(
+        f"receipts cost (1 worker): v1 {v1:,.0f} -> v2 {v2:,.0f} readings/s ({100 * (v2 / v1 - 1):+.1f} %)"
+    )
+
+
+def decode_overlap(
+    url: str,
+    broker: LocalMosquitto,
+    gateway_url: str,
+    readings: list[wire.Reading],
+    per_message: int,
+) -> None:
+    """Decoding in the main thread (between COPYs) against decoding in paho's network
+    thread as messages arrive (``IngestConfig.decode_on_receive``), alternating."""
+    labels = ("inline", "on receive")
+    rates: dict[str, list[float]] = {label: [] for label in labels}
+    for _ in range(4):
+        for label in labels:
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute("TRUNCATE glucose")
+            rate, _ = pipeline(
+                url,
+                broker.url,
+                gateway_url,
+                readings,
+                per_message,
+                None,
+                1,
+                v2=True,
+                decode_on_receive=label == "on receive",
+            )
+            rates[label].append(rate)
+            print(f"  {label}: {rate:12,.0f} readings/s")
+    a, b = (float(np.median(rates[label])) for label in labels)
+    print(
+        f"decode overlap (1 worker): inline {a:,.0f} -> on receive {b:,.0f} readings/s"
+        f" ({100 * (b / a - 1):+.1f} %)"
+    )
 
 
 if __name__ == "__main__":

@@ -246,7 +246,11 @@ class GatewayDaemon:
                 since=None if s.last_change is None else s.last_change.isoformat(),
                 last_error=s.last_error,
                 host=f"{self.publisher.settings.host}:{self.publisher.settings.port}",
-                published_rows=s.published_rows,
+                published_rows=s.published_rows,  # PUBACKed by the broker
+                confirmed_rows=s.confirmed_rows,  # committed by ingest (receipts)
+                awaiting_receipt=self.publisher.inflight_batches,
+                resent_batches=s.resent_batches,
+                receipts_subscribed=s.receipts_subscribed,
             )
         content: dict[str, object] = {
             "state": state,

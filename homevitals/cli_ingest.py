@@ -36,8 +36,16 @@ def ingest() -> None:
 @click.option(
     "--client-id",
     default=None,
-    help="MQTT client id (persistent session). Default: hv-ingest-<host>-<slot>, the lowest slot"
-    " free on this host, so a restarted worker resumes its own session.",
+    help="MQTT client id. Default: hv-ingest-<host>-<slot>, the lowest slot free on this host.",
+)
+@click.option(
+    "--session-expiry",
+    default=0,
+    show_default=True,
+    help="MQTT session expiry (s). 0: the session and its share of the subscription end with"
+    " the connection, so a stopped worker strands nothing; gateways re-send what ingest never"
+    " confirmed (receipts).  Only while gateways older than receipts (homevitals.readings/1)"
+    " remain may a longer expiry help a restarted worker get its unacknowledged messages back.",
 )
 def run(
     group: str,
@@ -47,6 +55,7 @@ def run(
     metrics_port: int | None,
     progress_every: float,
     client_id: str | None,
+    session_expiry: int,
 ) -> None:
     """Consume gateway messages (MQTT 5 shared subscription) and store readings exactly once.
 
@@ -76,6 +85,7 @@ def run(
             client_id=client_id,
             ca_file=mqtt_ca_file(settings),
             progress_every_s=progress_every,
+            session_expiry_s=session_expiry,
         ),
         duration_s=duration,
     )

@@ -73,3 +73,40 @@ def status(as_json: bool) -> None:
         click.echo(
             f"{name:11s} {state} port={info.get('port', '-')} pid={info.get('pid', '-')}{extra}"
         )
+
+
+@services.command("gateway-credentials")
+@click.argument("gateway_id")
+@click.option("--tls", is_flag=True, help="The URL of the TLS listener (give the gateway the CA).")
+def gateway_credentials(gateway_id: str, tls: bool) -> None:
+    """Provision GATEWAY_ID's broker account (username = gateway id) and print its URL.
+
+    Idempotent: the same gateway gets the same password again.  The account may publish
+    only that gateway's readings, events and status and read only its receipts.  The
+    broker's own accounts (anything named ``homevitals-...``) are refused.
+    """
+    from homevitals.services.manager import local_mosquitto
+    from homevitals.services.mosquitto import check_gateway_id
+
+    settings = load_settings()
+    try:
+        check_gateway_id(gateway_id)
+    except ValueError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    if not settings.uses_local_broker:
+        click.echo(
+            "error: HOMEVITALS_MQTT_URL names an external broker: provision the account"
+            " there (username = gateway id; ACLs in docs/wire-format.md)",
+            err=True,
+        )
+        sys.exit(2)
+    broker = local_mosquitto(settings)
+    if not broker.base.is_dir():
+        click.echo("error: the local broker was never set up: homevitals services up", err=True)
+        sys.exit(2)
+    url = broker.provision_gateway(gateway_id)
+    if tls:
+        url = broker.url_for(gateway_id, tls=True)
+        click.echo(f"# CA: {broker.ca_file}", err=True)
+    click.echo(url)

@@ -87,12 +87,16 @@ def reprocess(
             )
         if not rows:
             return 0, 0
+        ids = [r[0] for r in rows]
+        # Closed first: what fails again is parked anew (with today's reason), which the
+        # one-open-dead-letter-per-content rule (migration 0011) would otherwise refuse.
+        conn.execute("UPDATE dead_letters SET reprocessed_at = now() WHERE id = ANY(%s)", (ids,))
         result, _ = process_isolating(conn, [Message(str(t), bytes(p)) for _, t, p in rows], cache)
         conn.execute(
-            "UPDATE dead_letters SET reprocessed_at = now(),"
+            "UPDATE dead_letters SET"
             " outcome = CASE WHEN %s THEN 'reprocessed; some rejected again' ELSE 'ingested' END"
             " WHERE id = ANY(%s)",
-            (result.dead_letters > 0, [r[0] for r in rows]),
+            (result.dead_letters > 0, ids),
         )
     return len(rows), result.dead_letters
 

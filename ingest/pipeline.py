@@ -1,16 +1,23 @@
-"""Messages -> decoded, validated, written: the broker-independent core of ingest."""
+"""Messages -> decoded, validated, written: the broker-independent core of ingest.
+
+Besides the write result, ``process`` can report what became of each version-2 batch
+(``BatchOutcome``: stored, duplicate, dead-lettered), which the worker publishes as the
+batch's receipt once the transaction committed (docs/wire-format.md, "Receipts").
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 import psycopg
+from psycopg import sql
 
-from ingest.columns import Flat, Origin, Rejected, validate
+from ingest.columns import Flat, Origin, Rejected, Split, validate
 from ingest.custody import refuse_foreign
 from ingest.registry import (
     BindingCache,
@@ -25,12 +32,15 @@ from readings import (
     SCHEMA_EVENT,
     DeviceRecordMalformed,
     EventsMessage,
+    ReadingsBatch,
     WireError,
+    batch_ref,
     decode_batch,
     decode_events,
     decode_status,
     encode,
     gateway_of_topic,
+    salvage_batch,
 )
 
 log = logging.getLogger("homevitals.ingest")
@@ -51,10 +61,110 @@ def _about_the_data(exc: Exception, conn: psycopg.Connection[Any]) -> bool:
 class Message:
     topic: str
     payload: bytes
+    # The readings batch, decoded ahead (the worker decodes in paho's network thread as
+    # messages arrive, overlapping the previous batch's COPY); None: decoded in process.
+    decoded: ReadingsBatch | None = field(default=None, compare=False, repr=False)
+
+
+def predecoded(topic: str, payload: bytes) -> Message:
+    """A message whose readings batch is decoded now (if it decodes cleanly; anything
+    else is left to ``process``, which says why or salvages it)."""
+    if topic.endswith("/readings"):
+        try:
+            return Message(topic, payload, decode_batch(payload))
+        except WireError:
+            pass
+    return Message(topic, payload)
+
+
+@dataclass(slots=True)
+class BatchOutcome:
+    """What one version-2 message's batch became, in its items (readings or events)."""
+
+    gateway: str
+    batch: str
+    stored: int = 0
+    duplicate: int = 0
+    dead_lettered: int = 0
 
 
 def _reject(message: Message, gateway: str | None, reason: str) -> Rejected:
     return Rejected(message.topic, gateway, None, message.payload, reason)
+
+
+def _decode_readings(message: Message, gateway: str, rejected: list[Rejected]) -> ReadingsBatch:
+    """The batch; a message that is JSON but for NaN/Infinity tokens keeps its good
+    readings, and each bad one becomes its own dead letter (``readings.salvage_batch``)."""
+    if message.decoded is not None:
+        return message.decoded
+    try:
+        return decode_batch(message.payload)
+    except WireError:
+        salvaged = salvage_batch(message.payload)
+        if salvaged is None:
+            raise
+    if salvaged.batch.gateway != gateway:
+        raise WireError(
+            f"payload gateway {salvaged.batch.gateway!r} does not match topic gateway {gateway!r}"
+        )
+    for bad in salvaged.rejected:
+        rejected.append(
+            Rejected(message.topic, gateway, bad.device, bad.payload, bad.reason, bad.index)
+        )
+    log.warning(
+        "message on %s: %d readings with NaN/Infinity tokens dead-lettered, %d kept",
+        message.topic,
+        len(salvaged.rejected),
+        len(salvaged.batch.readings),
+        extra={"topic": message.topic, "dead_letters": len(salvaged.rejected)},
+    )
+    return salvaged.batch
+
+
+def _reading_outcomes(
+    conn: psycopg.Connection[Any],
+    split: Split,
+    duplicates: int,
+    of_origin: dict[int, BatchOutcome],
+) -> None:
+    """Per-message counts of a written split: accepted readings are stored or (if the
+    table held them before this transaction) duplicates; the rest was dead-lettered."""
+    flat = split.flat
+    if not of_origin or not flat.origins:
+        return
+    origin = np.asarray(flat.origin, dtype=np.int64)
+    size = len(flat.origins)
+    total = np.bincount(origin, minlength=size)
+    accepted = np.zeros(size, dtype=np.int64)
+    for located in split.by_table.values():
+        accepted += np.bincount(origin[located], minlength=size)
+    again = np.zeros(size, dtype=np.int64)
+    if duplicates:  # rare (a re-send): which readings were there before this transaction
+        try:
+            with conn.transaction():  # a savepoint: the counts never cost the batch
+                for table, located in split.by_table.items():
+                    ids = [flat.readings[i].id for i in located]
+                    rows = conn.execute(
+                        sql.SQL(
+                            "SELECT reading_id::text FROM {} WHERE reading_id = ANY(%s::uuid[])"
+                            " AND received_at < now()"
+                        ).format(sql.Identifier(table)),
+                        (ids,),
+                    ).fetchall()
+                    before = {str(row[0]) for row in rows}
+                    for i in located:
+                        if flat.readings[i].id in before:
+                            again[flat.origin[i]] += 1
+        except psycopg.Error as exc:
+            if not _about_the_data(exc, conn):
+                raise
+            # Informational only: report them as stored rather than fail the batch.
+            log.warning("duplicate counts for receipts unavailable: %s", exc)
+            again[:] = 0
+    for k, outcome in of_origin.items():
+        outcome.duplicate += int(again[k])
+        outcome.stored += int(accepted[k] - again[k])
+        outcome.dead_lettered += int(total[k] - accepted[k])
 
 
 def process(
@@ -62,16 +172,20 @@ def process(
     messages: Sequence[Message],
     cache: BindingCache,
     now: datetime | None = None,
+    outcomes: list[BatchOutcome] | None = None,
 ) -> tuple[WriteResult, list[str]]:
     """Decode, validate and write ``messages`` in one transaction.
 
     Returns the write result and the devices whose binding changed (the caller
-    re-processes their parked dead letters).
+    re-processes their parked dead letters).  With ``outcomes``, the outcome of every
+    version-2 message is appended to it once the transaction committed.
     """
     now = now or datetime.now(UTC)
     flat = Flat()
     rejected: list[Rejected] = []
     changed: list[str] = []
+    mine: list[BatchOutcome] = []
+    of_origin: dict[int, BatchOutcome] = {}  # readings messages: origin index -> outcome
     with conn.transaction():
         for message in messages:
             gateway = gateway_of_topic(message.topic)
@@ -83,11 +197,18 @@ def process(
             channel = message.topic.rsplit("/", 1)[1]
             try:
                 if channel == "readings":
-                    batch = decode_batch(message.payload)
+                    salvage_rejects: list[Rejected] = []
+                    batch = _decode_readings(message, gateway, salvage_rejects)
                     if batch.gateway != gateway:
                         raise WireError(
                             f"payload gateway {batch.gateway!r} does not match topic gateway {gateway!r}"
                         )
+                    if batch.batch is not None:
+                        outcome = BatchOutcome(gateway, batch.batch)
+                        outcome.dead_lettered = len(salvage_rejects)
+                        of_origin[len(flat.origins)] = outcome
+                        mine.append(outcome)
+                    rejected.extend(salvage_rejects)
                     flat.add(
                         Origin(message.topic, gateway, b"\\u0000" in message.payload),
                         batch.readings,
@@ -99,19 +220,33 @@ def process(
                             f"payload gateway {events.gateway!r} does not match topic gateway {gateway!r}"
                         )
                     _ensure_gateway(conn, gateway)
+                    parked_here = 0
                     for event in events.events:
                         if isinstance(event, DeviceRecordMalformed):
+                            parked_here += 1
                             parked = _malformed_record(conn, message.topic, gateway, event)
                             if parked is not None and parked not in rejected:
                                 rejected.append(parked)
                         else:
                             changed.extend(apply_event(conn, gateway, event))
+                    if events.batch is not None:
+                        mine.append(
+                            BatchOutcome(
+                                gateway,
+                                events.batch,
+                                stored=len(events.events) - parked_here,
+                                dead_lettered=parked_here,
+                            )
+                        )
                 elif channel == "status":
                     apply_status(conn, gateway, decode_status(message.payload))
                 else:
                     raise WireError(f"unknown channel {channel!r}")
             except WireError as exc:
                 rejected.append(_reject(message, gateway, exc.reason))
+                whole = batch_ref(message.payload)
+                if whole is not None:  # dead-lettered whole: committed as that
+                    mine.append(BatchOutcome(gateway, whole, dead_lettered=1))
         cache.refresh(conn, force=bool(changed))
         unknown = {r.device for r in flat.readings}.difference(cache.devices)
         if unknown:  # paired a moment ago (maybe in this very batch, or by another worker)
@@ -119,8 +254,12 @@ def process(
         split = validate(flat, cache.devices, now)
         refuse_foreign(conn, split, cache)  # only the device's own hub may send its readings
         result = write_split(conn, split, cache, rejected)
+        if outcomes is not None:
+            _reading_outcomes(conn, split, sum(result.duplicates.values()), of_origin)
         if changed:
             attribute_pending(conn, changed)
+    if outcomes is not None:
+        outcomes.extend(mine)
     return result, changed
 
 
@@ -151,13 +290,14 @@ def process_isolating(
     messages: Sequence[Message],
     cache: BindingCache,
     now: datetime | None = None,
+    outcomes: list[BatchOutcome] | None = None,
 ) -> tuple[WriteResult, list[str]]:
     """``process``, safe against a message no check foresaw: if the batch fails on its
     data, it is split in halves until the failing message is alone; that message is
     dead-lettered whole with the error (replayable after a fix) and the rest is stored.
     One poison message must not stop the stream or be redelivered forever."""
     try:
-        return process(conn, messages, cache, now)
+        return process(conn, messages, cache, now, outcomes)
     except Exception as exc:
         if not _about_the_data(exc, conn):
             raise
@@ -178,8 +318,12 @@ def process_isolating(
             write_dead_letters(
                 cur, [_reject(message, gateway_of_topic(message.topic), reason[:500])]
             )
+        gateway = gateway_of_topic(message.topic)
+        whole = batch_ref(message.payload)
+        if outcomes is not None and gateway is not None and whole is not None:
+            outcomes.append(BatchOutcome(gateway, whole, dead_lettered=1))
         return WriteResult(dead_letters=1), []
     half = len(messages) // 2
-    first, changed_first = process_isolating(conn, messages[:half], cache, now)
-    second, changed_second = process_isolating(conn, messages[half:], cache, now)
+    first, changed_first = process_isolating(conn, messages[:half], cache, now, outcomes)
+    second, changed_second = process_isolating(conn, messages[half:], cache, now, outcomes)
     return first.merged(second), changed_first + changed_second

@@ -1,9 +1,17 @@
 """``homevitals ingest run``: MQTT 5 shared-subscription worker writing to TimescaleDB.
 
-Messages are acknowledged (PUBACK) only after the transaction holding their readings
-committed, so a worker killed mid-batch loses nothing: the broker re-delivers and the
-unique reading identity makes the second write a no-op.  Receive Maximum bounds the
-unacknowledged messages the broker hands us, which is the backpressure when the
+Delivery (docs/gateway.md, "Failure analysis"): after the transaction holding a batch
+committed, the worker publishes a receipt for every version-2 message in it to that
+gateway's ``receipts`` topic (QoS 1), then acknowledges the messages.  The gateway
+deletes its outbox rows only on a receipt and re-sends what stays unconfirmed, so the
+broker is never trusted to keep anything: a message it drops (no live subscriber, a
+restart that lost the shared subscription, a worker that died holding it) is sent
+again, and the reading identity makes the second write a no-op.
+
+So the worker connects with a clean start and a session that ends with the connection
+(Session Expiry 0): the shared subscription exists only while a worker is alive to
+take its share, and a worker stopped for good strands nothing.  Receive Maximum bounds
+the unacknowledged messages the broker hands us, which is the backpressure when the
 database is slow.
 """
 
@@ -32,14 +40,19 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from ingest import metrics
 from ingest.deadletters import UNKNOWN_DEVICE_PREFIX, reprocess
 from ingest.migrations import migrate
-from ingest.pipeline import Message, process_isolating
+from ingest.pipeline import BatchOutcome, Message, predecoded, process_isolating
 from ingest.registry import BindingCache, attribute_pending
 from ingest.storage import apply_retention
 from readings import (
     EVENTS_SUBSCRIPTION,
     READINGS_SUBSCRIPTION,
+    SCHEMA_RECEIPT,
     STATUS_SUBSCRIPTION,
+    BatchReceipt,
+    Receipt,
+    encode,
     parse_mqtt_url,
+    receipts_topic,
     shared,
 )
 
@@ -55,11 +68,18 @@ class IngestConfig:
     max_batch_messages: int = 500
     max_wait_s: float = 0.05
     receive_maximum: int = 2000
-    session_expiry_s: int = 7 * 24 * 3600
+    # 0: the session (and its share of the subscription) ends with the connection; what
+    # was in flight to a worker that went away is re-sent by its gateway (no receipt).
+    session_expiry_s: int = 0
     ca_file: Path | None = None  # CA for an mqtts:// broker (else the system's trust store)
     retention_days: int = 0  # 0: keep everything; else drop_chunks older than this
     retention_every_s: float = 3600.0
     progress_every_s: float = 60.0  # an INFO line with the counts since the last one
+    # Decode readings batches in paho's network thread as they arrive, so that decoding
+    # the next batch could overlap this batch's COPY and COMMIT (where the main thread
+    # waits on the server without the GIL).  Off: on the shared 2-core machine it made
+    # no difference above the noise (docs/performance.md, bench_ingest --decode-overlap).
+    decode_on_receive: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +87,7 @@ class _Inbound:
     mid: int
     qos: int
     message: Message
+    connection: int  # which connection delivered it (packet ids are per session)
 
 
 class IngestWorker:
@@ -97,7 +118,11 @@ class IngestWorker:
         if target.tls:
             self.client.tls_set(ca_certs=None if config.ca_file is None else str(config.ca_file))
         self.client.on_connect = self._on_connect
+        self.client.on_subscribe = self._on_subscribe
         self.client.on_message = self._on_message
+        self.subscribed = threading.Event()  # SUBACK of this connection's subscriptions
+        self.receipts_sent = 0
+        self._connection = 0  # counts connections: a clean start begins a new session
         self.client.on_disconnect = self._on_disconnect
         self.client.reconnect_delay_set(min_delay=1, max_delay=30)
 
@@ -108,6 +133,8 @@ class IngestWorker:
         if reason.is_failure:
             log.error("broker refused the connection: %s", reason, extra={"reason": str(reason)})
             return
+        self.subscribed.clear()
+        self._connection += 1
         group = self.config.group
         options = SubscribeOptions(qos=1)
         client.subscribe(
@@ -126,17 +153,33 @@ class IngestWorker:
             extra={"broker": f"{self._target.host}:{self._target.port}", "group": group},
         )
 
+    def _on_subscribe(
+        self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any, props: Any
+    ) -> None:
+        refused = [str(r) for r in reasons if r.is_failure]
+        if refused:
+            log.error("broker refused the subscriptions: %s", refused, extra={"reasons": refused})
+            return
+        self.subscribed.set()
+
     def _on_disconnect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any
     ) -> None:
         self.connected.clear()
+        self.subscribed.clear()
         if not self.stopping.is_set():
             log.warning(
                 "disconnected from broker: %s (reconnecting)", reason, extra={"reason": str(reason)}
             )
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        self.inbox.put(_Inbound(msg.mid, msg.qos, Message(msg.topic, bytes(msg.payload))))
+        payload = bytes(msg.payload)
+        message = (
+            predecoded(msg.topic, payload)
+            if self.config.decode_on_receive
+            else Message(msg.topic, payload)
+        )
+        self.inbox.put(_Inbound(msg.mid, msg.qos, message, self._connection))
         metrics.LAG.inc()
 
     def start(self) -> None:
@@ -145,7 +188,11 @@ class IngestWorker:
         props.SessionExpiryInterval = self.config.session_expiry_s
         props.ReceiveMaximum = self.config.receive_maximum
         self.client.connect_async(
-            self._target.host, self._target.port, keepalive=30, clean_start=False, properties=props
+            self._target.host,
+            self._target.port,
+            keepalive=30,
+            clean_start=self.config.session_expiry_s == 0,
+            properties=props,
         )
         self.client.loop_start()
 
@@ -170,7 +217,11 @@ class IngestWorker:
 
     def _write(self, conn: psycopg.Connection[Any], batch: list[_Inbound]) -> None:
         started = time.perf_counter()
-        result, changed = process_isolating(conn, [b.message for b in batch], self.cache)
+        outcomes: list[BatchOutcome] = []
+        result, changed = process_isolating(
+            conn, [b.message for b in batch], self.cache, outcomes=outcomes
+        )
+        self._send_receipts(outcomes)  # committed: now the gateways may forget them
         if changed:
             self.cache.invalidate()
             parked, again = reprocess(
@@ -183,8 +234,13 @@ class IngestWorker:
                     again,
                     extra={"reprocessed": parked, "rejected_again": again},
                 )
+        current = self._connection
         for inbound in batch:  # only now: the readings are committed
-            self.client.ack(inbound.mid, inbound.qos)
+            # A message of an earlier connection died with its session (clean start):
+            # its packet id may already name another message of this one, not yet
+            # committed, so it is not acknowledged (the gateway has the receipt).
+            if inbound.connection == current:
+                self.client.ack(inbound.mid, inbound.qos)
         if self.on_commit is not None:
             self.on_commit([b.message for b in batch])
         elapsed = time.perf_counter() - started
@@ -219,6 +275,20 @@ class IngestWorker:
                     "batch_ms": round(elapsed * 1000, 2),
                 },
             )
+
+    def _send_receipts(self, outcomes: list[BatchOutcome]) -> None:
+        """One receipt per gateway for the batches of this commit (QoS 1, not awaited: a
+        receipt lost on the way only makes the gateway send the batch again)."""
+        by_gateway: dict[str, list[BatchReceipt]] = {}
+        for o in outcomes:
+            by_gateway.setdefault(o.gateway, []).append(
+                BatchReceipt(o.batch, o.stored, o.duplicate, o.dead_lettered)
+            )
+        now = datetime.now(UTC)
+        for gateway, receipts in by_gateway.items():
+            payload = encode(Receipt(SCHEMA_RECEIPT, gateway, now, receipts))
+            self.client.publish(receipts_topic(gateway), payload, qos=1)
+            self.receipts_sent += len(receipts)
 
     def _report_progress(self) -> None:
         """One INFO line per ``progress_every_s`` with what was stored since the last."""

@@ -1,4 +1,4 @@
-"""The ingest wire contract, version 1: MQTT topics and payloads (docs/wire-format.md).
+"""The ingest wire contract, version 2: MQTT topics and payloads (docs/wire-format.md).
 
 The one place that builds topics and encodes/decodes payloads; the gateway, the fleet
 simulator and ingest all use it.  Payloads are JSON (msgspec: typed and fast).
@@ -9,7 +9,10 @@ sequence number, so a re-sent reading is stored once.
 from __future__ import annotations
 
 import hashlib
+import json
+import math
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Final, Literal
 
@@ -21,6 +24,12 @@ TOPIC_ROOT = "homevitals/v1"
 SCHEMA_READINGS: Final = "homevitals.readings/1"
 SCHEMA_STATUS: Final = "homevitals.status/1"
 SCHEMA_EVENT: Final = "homevitals.event/1"
+# Version 2 of the readings and events messages carries a batch id; ingest answers each
+# committed one with a receipt (docs/wire-format.md, "Receipts").  Version 1 stays
+# accepted (a gateway not yet upgraded), it just gets no receipt.
+SCHEMA_READINGS_V2: Final = "homevitals.readings/2"
+SCHEMA_EVENT_V2: Final = "homevitals.event/2"
+SCHEMA_RECEIPT: Final = "homevitals.receipt/1"
 MAX_PAYLOAD_BYTES = 256 * 1024
 MAX_READINGS_PER_MESSAGE = 1000
 # Bumped only if the identity recipe changes; part of the hashed input.
@@ -40,6 +49,9 @@ RawHex = Annotated[
     msgspec.Meta(pattern=r"^(?:[0-9a-f]{2})*$", max_length=2 * MAX_ATTRIBUTE_BYTES),
 ]
 U16 = Annotated[int, msgspec.Meta(ge=0, le=0xFFFF)]
+# A gateway's name for one batch it sent (e.g. a uuid4 hex); echoed in the receipt.
+BatchId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+Count = Annotated[int, msgspec.Meta(ge=0)]
 
 
 def readings_topic(gateway_id: str) -> str:
@@ -52,6 +64,11 @@ def status_topic(gateway_id: str) -> str:
 
 def events_topic(gateway_id: str) -> str:
     return f"{TOPIC_ROOT}/gw/{gateway_id}/events"
+
+
+def receipts_topic(gateway_id: str) -> str:
+    """Where ingest confirms a gateway's committed batches (only that gateway may read)."""
+    return f"{TOPIC_ROOT}/gw/{gateway_id}/receipts"
 
 
 def gateway_topic_filter(gateway_id: str) -> str:
@@ -116,11 +133,23 @@ class Reading(msgspec.Struct, frozen=True, omit_defaults=True, forbid_unknown_fi
     details: dict[str, int | float | str | bool | None] = {}
 
 
-class ReadingsBatch(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    schema: Literal["homevitals.readings/1"]
+def _check_batch_id(schema: str, batch: str | None) -> None:
+    """Version 2 messages name their batch; version 1 messages have no such field."""
+    if schema.endswith("/2") and batch is None:
+        raise ValueError(f"a {schema} message needs a batch id")
+    if schema.endswith("/1") and batch is not None:
+        raise ValueError(f"a {schema} message has no batch id (that is version 2)")
+
+
+class ReadingsBatch(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+    schema: Literal["homevitals.readings/1", "homevitals.readings/2"]
     gateway: GatewayId
     sent_at: UtcTime
     readings: list[Reading]
+    batch: BatchId | None = None  # version 2: ingest confirms it with a receipt
+
+    def __post_init__(self) -> None:
+        _check_batch_id(self.schema, self.batch)
 
 
 class GatewayStatus(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -194,16 +223,53 @@ class DeviceRecordMalformed(DeviceEvent, frozen=True, tag="malformed"):
 Event = DevicePaired | DeviceUnpaired | DeviceSynced | DeviceInventory | DeviceRecordMalformed
 
 
-class EventsMessage(msgspec.Struct, frozen=True):
-    schema: Literal["homevitals.event/1"]
+class EventsMessage(msgspec.Struct, frozen=True, omit_defaults=True):
+    schema: Literal["homevitals.event/1", "homevitals.event/2"]
     gateway: str
     events: list[Event]
+    batch: BatchId | None = None  # version 2: ingest confirms it with a receipt
+
+    def __post_init__(self) -> None:
+        _check_batch_id(self.schema, self.batch)
+
+
+class BatchReceipt(msgspec.Struct, frozen=True):
+    """What became of one batch, counted in its items (readings or events): ``stored``
+    committed now, ``duplicate`` committed before (a re-send), ``dead_lettered`` kept as
+    dead letters (also committed: nothing of the batch waits on the gateway any more)."""
+
+    batch: BatchId
+    stored: Count = 0
+    duplicate: Count = 0
+    dead_lettered: Count = 0
+
+
+class Receipt(msgspec.Struct, frozen=True):
+    """Ingest -> gateway, on ``receipts_topic(gateway)`` after the COMMIT holding the
+    batches: the gateway deletes a batch's outbox rows only on its receipt."""
+
+    schema: Literal["homevitals.receipt/1"]
+    gateway: GatewayId
+    at: UtcTime
+    batches: list[BatchReceipt]
+
+
+class _BatchRef(msgspec.Struct, frozen=True):
+    """The envelope of a version-2 message, read even when the rest breaks the contract
+    (so a message dead-lettered whole is still confirmed to its gateway)."""
+
+    schema: str
+    gateway: str
+    batch: BatchId | None = None
 
 
 _encoder = msgspec.json.Encoder()
 _batch_decoder = msgspec.json.Decoder(ReadingsBatch)
 _events_decoder = msgspec.json.Decoder(EventsMessage)
 _status_decoder = msgspec.json.Decoder(GatewayStatus)
+_receipt_decoder = msgspec.json.Decoder(Receipt)
+_ref_decoder = msgspec.json.Decoder(_BatchRef)
+_reading_decoder = msgspec.json.Decoder(Reading)
 
 
 class WireError(ValueError):
@@ -214,7 +280,7 @@ class WireError(ValueError):
         super().__init__(reason)
 
 
-def encode(message: ReadingsBatch | EventsMessage | GatewayStatus) -> bytes:
+def encode(message: ReadingsBatch | EventsMessage | GatewayStatus | Receipt) -> bytes:
     return _encoder.encode(message)
 
 
@@ -250,19 +316,143 @@ def decode_status(payload: bytes) -> GatewayStatus:
         raise WireError(f"invalid status payload: {exc}") from exc
 
 
+def decode_receipt(payload: bytes) -> Receipt:
+    _check_size(payload)
+    try:
+        return _receipt_decoder.decode(payload)
+    except msgspec.DecodeError as exc:
+        raise WireError(f"invalid receipt payload: {exc}") from exc
+
+
+def batch_ref(payload: bytes) -> str | None:
+    """The batch id of a version-2 message, if its JSON envelope can be read at all."""
+    try:
+        ref = _ref_decoder.decode(payload)
+    except msgspec.DecodeError:
+        return salvage_batch_id(payload)
+    return ref.batch if ref.schema.endswith("/2") else None
+
+
+# JSON has no NaN or Infinity; Python's json (and JavaScript's JSON.stringify of some
+# libraries) writes them anyway as bare tokens.  Such a message is not thrown away
+# whole: its readings without them are kept, those with them are dead-lettered one by
+# one (``salvage_batch``).
+_NON_FINITE_TOKENS = (b"NaN", b"Infinity")
+
+
+@dataclass(frozen=True, slots=True)
+class SalvagedReading:
+    """A reading of a salvaged message that cannot be stored, as its own dead letter."""
+
+    index: int
+    device: str | None
+    payload: bytes  # a one-reading message, tokens as sent (replayable)
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Salvaged:
+    batch: ReadingsBatch  # the envelope and the readings that decode
+    rejected: list[SalvagedReading]
+
+
+def _non_finite_path(value: object, path: str) -> tuple[str, float] | None:
+    if isinstance(value, float) and not math.isfinite(value):
+        return path, value
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = _non_finite_path(item, f"{path}.{key}" if path else str(key))
+            if found is not None:
+                return found
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            found = _non_finite_path(item, f"{path}[{i}]")
+            if found is not None:
+                return found
+    return None
+
+
+def _lenient_object(payload: bytes) -> dict[str, object] | None:
+    if not any(token in payload for token in _NON_FINITE_TOKENS):
+        return None
+    try:
+        obj = json.loads(payload)  # accepts NaN, Infinity, -Infinity
+    except (ValueError, RecursionError):
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def salvage_batch_id(payload: bytes) -> str | None:
+    obj = _lenient_object(payload)
+    if obj is None or not str(obj.get("schema", "")).endswith("/2"):
+        return None
+    batch = obj.get("batch")
+    return batch if isinstance(batch, str) and len(batch) <= 64 else None
+
+
+def salvage_batch(payload: bytes) -> Salvaged | None:
+    """A readings message that is JSON but for NaN/Infinity tokens: its envelope and good
+    readings, plus each reading holding such a token (or otherwise invalid) apart with
+    the reason.  None when the message is not recoverable (then it is dead-lettered
+    whole, as before)."""
+    _check_size(payload)
+    obj = _lenient_object(payload)
+    if obj is None or not isinstance(obj.get("readings"), list):
+        return None
+    raw_readings: list[object] = obj["readings"]  # type: ignore[assignment]
+    envelope = {key: value for key, value in obj.items() if key != "readings"}
+    if _non_finite_path(envelope, "") is not None:
+        return None
+    try:
+        batch = _batch_decoder.decode(_encoder.encode({**envelope, "readings": []}))
+    except msgspec.DecodeError:
+        return None
+    if len(raw_readings) > MAX_READINGS_PER_MESSAGE:
+        return None
+    good: list[Reading] = []
+    rejected: list[SalvagedReading] = []
+    for i, raw in enumerate(raw_readings):
+        device = raw.get("device") if isinstance(raw, dict) else None
+        found = _non_finite_path(raw, "")
+        if found is None:
+            try:
+                good.append(_reading_decoder.decode(_encoder.encode(raw)))
+                continue
+            except (msgspec.DecodeError, msgspec.EncodeError, TypeError) as exc:
+                reason = f"invalid reading: {exc}"
+        else:
+            path, value = found
+            token = "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+            reason = f"non-finite number {token} in {path} (JSON has no NaN/Infinity)"
+        single = {**envelope, "readings": [raw]}
+        single.pop("batch", None)
+        single["schema"] = SCHEMA_READINGS
+        rejected.append(
+            SalvagedReading(
+                i,
+                device if isinstance(device, str) else None,
+                json.dumps(single).encode(),
+                reason[:MAX_MALFORMED_REASON],
+            )
+        )
+    return Salvaged(msgspec.structs.replace(batch, readings=good), rejected)
+
+
 # The published contract's version: bumped with a new message schema (docs/wire-format.md).
-CONTRACT_VERSION = "1"
+CONTRACT_VERSION = "2"
 SCHEMA_ID = f"https://homevitals.org/schemas/wire/v{CONTRACT_VERSION}.json"
 
 
 def json_schema() -> dict[str, object]:
-    """JSON Schema of the three payloads, published as readings/wire_schema.json.
+    """JSON Schema of the four payloads, published as readings/wire_schema.json.
 
     The file is the contract; this generator (the locked msgspec) writes it with
     ``python -m readings.wire_schema --write``, run by scripts/lock.sh, so a generator
     upgrade arrives as a reviewed diff of the file.
     """
-    _, components = msgspec.json.schema_components((ReadingsBatch, EventsMessage, GatewayStatus))
+    _, components = msgspec.json.schema_components(
+        (ReadingsBatch, EventsMessage, GatewayStatus, Receipt)
+    )
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": SCHEMA_ID,
@@ -272,5 +462,6 @@ def json_schema() -> dict[str, object]:
             {"$ref": "#/$defs/ReadingsBatch"},
             {"$ref": "#/$defs/EventsMessage"},
             {"$ref": "#/$defs/GatewayStatus"},
+            {"$ref": "#/$defs/Receipt"},
         ],
     }

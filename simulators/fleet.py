@@ -8,7 +8,9 @@ Two parts:
 - a publisher, ``publish_fleet(config, mqtt_url)``: one paho-mqtt 2.x client (MQTT v5)
   per gateway, client id ``<prefix><gateway>``, QoS 1, at most ``max_inflight`` messages
   unacknowledged per client, the paired events first, then the readings, optionally paced
-  to a target rate; it returns only once every message has its PUBACK.
+  to a target rate; it returns only once every message has its PUBACK, or, with
+  ``receipts=True``, like a real gateway: version-2 messages with batch ids, each
+  re-sent until ingest's receipt confirms it (docs/wire-format.md, "Receipts").
 
 Both return a ``FleetReport``: distinct reading ids per kind, messages, bytes, elapsed time
 and rate, PUBACK failures, and the gateway -> patient -> devices mapping to enroll.
@@ -25,13 +27,16 @@ from __future__ import annotations
 import json
 import threading
 import time as _time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from dataclasses import fields as dataclass_fields
 from datetime import UTC, date, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import numpy as np
 from tqdm import tqdm
 
@@ -40,16 +45,21 @@ from readings import (
     MAX_PAYLOAD_BYTES,
     MAX_READINGS_PER_MESSAGE,
     SCHEMA_EVENT,
+    SCHEMA_EVENT_V2,
     SCHEMA_READINGS,
+    SCHEMA_READINGS_V2,
     DevicePaired,
     EventsMessage,
     MqttTarget,
     Reading,
     ReadingsBatch,
+    WireError,
+    decode_receipt,
     encode,
     events_topic,
     parse_mqtt_url,
     readings_topic,
+    receipts_topic,
 )
 from simulators.patients import PatientData, PatientProfile, random_profile, simulate
 from simulators.patients.series import DeviceSeries
@@ -362,10 +372,14 @@ def _report(
     )
 
 
-def _batch_payload(gateway: str, batch: list[Reading]) -> bytes:
+def _batch_payload(gateway: str, batch: list[Reading], batch_id: str | None = None) -> bytes:
     payload = encode(
         ReadingsBatch(
-            schema=SCHEMA_READINGS, gateway=gateway, sent_at=datetime.now(UTC), readings=batch
+            schema=SCHEMA_READINGS if batch_id is None else SCHEMA_READINGS_V2,
+            gateway=gateway,
+            sent_at=datetime.now(UTC),
+            readings=batch,
+            batch=batch_id,
         )
     )
     if len(payload) > MAX_PAYLOAD_BYTES:
@@ -531,6 +545,81 @@ class _GatewayClient:
         self.client.loop_stop()
 
 
+class _ReceiptClient(_GatewayClient):
+    """A gateway that trusts receipts, not PUBACKs: a slot is freed by ingest's receipt
+    for the batch id; a batch without one is published again after ``resend_s``."""
+
+    def __init__(
+        self,
+        gateway: str,
+        client_id: str,
+        address: MqttTarget,
+        max_inflight: int,
+        timeout: float,
+        resend_s: float = 5.0,
+    ) -> None:
+        self.gateway = gateway
+        self.resend_s = resend_s
+        self.unconfirmed: dict[str, tuple[str, bytes, float]] = {}  # id -> topic, payload, due
+        self.subscribed = threading.Event()
+        self.progress_at = _time.monotonic()
+        super().__init__(client_id, address, max_inflight, timeout)
+        self.client.on_message = self._on_message
+        self.client.on_subscribe = lambda *a: self.subscribed.set()
+        self.client.subscribe(receipts_topic(gateway), qos=1)
+        if not self.subscribed.wait(timeout):
+            self.close()
+            raise FleetPublishError(f"{client_id}: no SUBACK for its receipts")
+
+    def _on_publish(self, client: Any, userdata: Any, mid: int, reason: Any, props: Any) -> None:
+        with self.lock:
+            if reason.is_failure:
+                self.failures += 1
+
+    def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
+        try:
+            receipt = decode_receipt(bytes(msg.payload))
+        except WireError:
+            return
+        with self.lock:
+            for entry in receipt.batches:
+                if self.unconfirmed.pop(entry.batch, None) is not None:
+                    self.slots.release()
+                    self.progress_at = _time.monotonic()
+            self.idle.notify_all()
+
+    def _resend_due(self) -> None:
+        now = _time.monotonic()
+        with self.lock:
+            due = [(k, t, p) for k, (t, p, at) in self.unconfirmed.items() if at <= now]
+            for k, t, p in due:
+                self.unconfirmed[k] = (t, p, now + self.resend_s)
+        for _, topic, payload in due:
+            self.client.publish(topic, payload, qos=1)
+        if _time.monotonic() - self.progress_at > self.timeout:
+            raise FleetPublishError(f"no receipt for {self.timeout} s: is ingest running?")
+
+    def publish_batch(self, topic: str, make: Callable[[str], bytes]) -> bytes:
+        while not self.slots.acquire(timeout=0.5):
+            self._resend_due()
+        batch_id = uuid.uuid4().hex
+        payload = make(batch_id)
+        with self.lock:
+            self.unconfirmed[batch_id] = (topic, payload, _time.monotonic() + self.resend_s)
+        self.client.publish(topic, payload, qos=1)
+        return payload
+
+    def drain(self) -> int:
+        with self.lock:
+            self.progress_at = _time.monotonic()
+        while True:
+            with self.lock:
+                if not self.unconfirmed:
+                    return self.failures
+                self.idle.wait(0.5)
+            self._resend_due()
+
+
 def publish_fleet(
     config: FleetConfig,
     mqtt_url: str,
@@ -545,6 +634,8 @@ def publish_fleet(
     client_id_prefix: str = "sim-",
     progress: bool = True,
     timeout: float = 60.0,
+    receipts: bool = False,
+    resend_s: float = 5.0,
 ) -> FleetReport:
     """Publish the fleet: each gateway on its own connection (client id
     ``<prefix><gateway>``), ``connections`` gateways at a time; paired events first, then
@@ -552,7 +643,8 @@ def publish_fleet(
     as possible).  ``gateway_url(gateway_id)`` gives per-gateway credentials (the
     broker's ACL lets a gateway publish only under its own topics); otherwise every gateway
     uses ``mqtt_url`` (with ``username``/``password`` overriding the URL's).  Returns once
-    every message is acknowledged."""
+    every message is acknowledged (``receipts``: confirmed by ingest's receipts, each
+    batch re-sent after ``resend_s`` until then, like the real gateway)."""
     config = config.resolved()
     layout = fleet_layout(config)
     tally = _Tally()
@@ -573,19 +665,39 @@ def publish_fleet(
 
     def run_gateway(gw: SimGateway) -> None:
         gid = gw.gateway_id
-        client = _GatewayClient(client_id_prefix + gid, addresses[gid], max_inflight, timeout)
+        client: _GatewayClient
+        if receipts:
+            client = _ReceiptClient(
+                gid, client_id_prefix + gid, addresses[gid], max_inflight, timeout, resend_s
+            )
+        else:
+            client = _GatewayClient(client_id_prefix + gid, addresses[gid], max_inflight, timeout)
+
+        def send(topic: str, make: Callable[[str | None], bytes]) -> bytes:
+            if isinstance(client, _ReceiptClient):
+                return client.publish_batch(topic, make)
+            payload = make(None)
+            client.publish(topic, payload)
+            return payload
+
         try:
             if send_events:
-                payload = encode(paired_events(config, gw))
-                client.publish(events_topic(gid), payload)
+                events = paired_events(config, gw)
+                payload = send(
+                    events_topic(gid),
+                    lambda b: encode(
+                        events
+                        if b is None
+                        else msgspec.structs.replace(events, schema=SCHEMA_EVENT_V2, batch=b)
+                    ),
+                )
                 with tally.lock:
                     tally.event_messages += 1
                     tally.bytes += len(payload)
                 client.drain()  # bindings first: the server must know the devices
             for batch in _gateway_batches(config, gw, config.first_day):
                 limiter.take(len(batch))
-                payload = _batch_payload(gid, batch)
-                client.publish(readings_topic(gid), payload)
+                payload = send(readings_topic(gid), partial(_batch_payload, gid, batch))
                 tally.add_batch(batch, len(payload))
                 bar.update(len(batch))
             failures = client.drain()

@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from delivery_helpers import WorkerThread
 from gw_ble import REPO, GatewayCli, SimDevice, process_env
 
+from homevitals.services.postgres import LocalPostgres
 from simulators.testbed import TestbedInfo, running_testbed
 
 DEVICE_ADAPTERS = 26  # one fresh adapter (= device address) per device per test
@@ -82,12 +84,29 @@ def sim_devices(
         device.stop()
 
 
+@pytest.fixture(scope="session")
+def gateway_ingest(local_postgres: LocalPostgres, ingest_mqtt_url: str) -> Iterator[WorkerThread]:
+    """The real ingest worker: the gateway deletes outbox rows only on its receipts
+    (docs/wire-format.md), so the gateway CLI tests run against one.  Its own database:
+    simulated devices reuse adapter addresses, and what these tests store must not show
+    up in other tests' counts."""
+    from ingest.migrations import migrate
+
+    url = local_postgres.create_database("hv_test_gateway_ble")
+    migrate(url)
+    worker = WorkerThread(url, ingest_mqtt_url, "gw-ble-tests", "hv-ingest-gw-ble")
+    worker.start()
+    yield worker
+    worker.stop()
+
+
 @pytest.fixture
 def gateway_cli(
     ble_bed: TestbedInfo,
     tmp_path: Path,
     request: pytest.FixtureRequest,
     gateway_mqtt_url: Callable[[str], str],
+    gateway_ingest: WorkerThread,
 ) -> GatewayCli:
     gateway_id = "gw-" + request.node.name.replace("test_", "")[:40].replace("[", "-").strip("]")
     gateway_id = "".join(c if c.isalnum() or c in "-_" else "-" for c in gateway_id)

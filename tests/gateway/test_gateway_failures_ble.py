@@ -112,6 +112,14 @@ def test_broker_stopped_during_sync_outbox_holds_then_drains_in_order(
             assert _outbox_rows(gateway_cli) >= RECORDS - 500  # held on disk meanwhile
             status = gateway_cli.status()
             assert status["daemon"]["broker"]["connected"] is False
+            # `gateway status --json` says why: paho's reconnects are refused meanwhile.
+            assert wait_until(
+                lambda: (
+                    "Connection refused"
+                    in (gateway_cli.status()["daemon"]["broker"].get("last_error") or "")
+                ),
+                timeout=30,
+            ), gateway_cli.status()["daemon"]["broker"]
         finally:
             mosquitto_control.start()
         assert wait_until(lambda: _outbox_rows(gateway_cli) == 0, timeout=90)

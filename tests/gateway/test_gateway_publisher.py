@@ -1,13 +1,15 @@
-"""The publisher against the project's real Mosquitto: order, PUBACK deletes, outage."""
+"""The publisher against the project's real Mosquitto and a real ingest worker: order,
+rows deleted on ingest's receipt (not on PUBACK), outage."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from delivery_helpers import WorkerThread
 from gw_helpers import Listener, make_reading
 
 from gateway.config import MqttSettings
@@ -26,8 +28,17 @@ def _fill(outbox: Outbox, first: int, last: int) -> None:
         outbox.enqueue_readings(conn, [make_reading(DEVICE, s) for s in range(first, last + 1)])
 
 
-def test_drains_in_order_and_deletes_on_puback(
-    tmp_path: Path, mqtt_url: str, gateway_mqtt_url: Callable[[str], str]
+@pytest.fixture()
+def ingest(database_url: str, ingest_mqtt_url: str) -> Iterator[WorkerThread]:
+    """The real ingest worker: it sends the receipts the publisher deletes rows on."""
+    worker = WorkerThread(database_url, ingest_mqtt_url, "gw-pub-tests", "hv-ingest-gw-pub")
+    worker.start()
+    yield worker
+    worker.stop()
+
+
+def test_drains_in_order_and_deletes_on_receipt(
+    tmp_path: Path, mqtt_url: str, gateway_mqtt_url: Callable[[str], str], ingest: WorkerThread
 ) -> None:
     gateway_id = "gw-pub-order"
     listener = Listener(mqtt_url, gateway_id, client_id="hv-test-pub-order").start()
@@ -63,6 +74,7 @@ def test_outbox_holds_while_broker_is_down_then_drains_in_order(
     mqtt_url: str,
     gateway_mqtt_url: Callable[[str], str],
     mosquitto_control: LocalMosquitto,
+    ingest: WorkerThread,
 ) -> None:
     gateway_id = "gw-pub-outage"
     url = gateway_mqtt_url(gateway_id)

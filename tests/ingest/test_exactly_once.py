@@ -120,7 +120,14 @@ def publish_in_background(
     thread = threading.Thread(
         target=lambda: reports.append(
             publish_fleet(
-                config, "", gateway_url=gateway_url, progress=False, connections=4, rate=rate
+                config,
+                "",
+                gateway_url=gateway_url,
+                progress=False,
+                connections=4,
+                rate=rate,
+                receipts=True,  # like the real gateway: re-send until ingest confirms
+                resend_s=2.0,
             )
         ),
         daemon=True,
@@ -156,11 +163,14 @@ def test_sigkill_mid_stream_then_restart_stores_everything_once(
     # Kill while batches are being committed: some acked, some in flight, some queued.
     assert wait_until(lambda: sum(stored(database_url, prefix).values()) > before + 2_000, 60)
     worker.kill()
+    # What the killed worker held (unacknowledged) and what was published while no worker
+    # ran is gone from the broker (sessions end with the connection): the gateways
+    # re-send every batch without a receipt, and the restarted worker stores it once.
+    worker.start()
     thread.join(120)
     assert reports, "publisher did not finish"
     report = reports[0]
     assert report.rejected == 0
-    worker.start()  # same client id: resumes the persistent session, gets the redeliveries
     want = expected(report)
     assert wait_until(lambda: stored(database_url, prefix) == want, 90), (
         stored(database_url, prefix),
