@@ -41,7 +41,7 @@ from ingest.migrations import migrate
 from ingest.patients import enroll_patient
 from ingest.pipeline import Message
 from ingest.service import IngestConfig, IngestWorker
-from readings import parse_mqtt_url, wire
+from readings import identity, parse_mqtt_url, wire
 
 STATE = Path(__file__).resolve().parent.parent / ".homevitals" / "bench"
 GATEWAY = "gw-bench"
@@ -58,7 +58,7 @@ def make_readings(n: int, offset: int = 0) -> list[wire.Reading]:
         local = when.replace(tzinfo=None).isoformat()
         out.append(
             wire.Reading(
-                id=wire.reading_id(device, Kind.CGM, local, seq),
+                id=identity.reading_id(device, Kind.CGM, local, seq),
                 device=device,
                 kind=Kind.CGM,
                 time=when,

@@ -1,11 +1,11 @@
 """One transaction per batch: readings by COPY, dead letters, activity marks, NOTIFY.
 
-Fast path: binary COPY straight into the hypertable inside a savepoint.  If the batch
-holds a reading already stored (a re-send after a lost PUBACK, a redelivery after a
-worker died), the unique index rejects the COPY; the savepoint is rolled back and
-that table's rows go through a temporary staging table with
-``INSERT ... ON CONFLICT DO NOTHING``.  Duplicates are rare, so nearly every batch
-costs one COPY per table.
+Binary COPY straight into the hypertable, one per table.  A reading whose source record
+is stored already (a re-send after a lost PUBACK, a redelivery after a worker died, a
+re-fetch with another skew-corrected time, a full re-download) is dropped by the
+database itself: migration 0008's trigger claims each reading id in
+``reading_identity`` (keyed by the id alone) and skips the row whose id is claimed.
+COPY reports the rows it kept; the rest are counted as duplicates.
 """
 
 from __future__ import annotations
@@ -59,6 +59,7 @@ COPY_TYPES: dict[str, list[str]] = {
         "float8",
         "float8",
         JSONB_AS_BYTES,
+        "text",
     ],
     "blood_pressure": [
         "timestamptz",
@@ -76,6 +77,8 @@ COPY_TYPES: dict[str, list[str]] = {
         "int2",
         "text",
         JSONB_AS_BYTES,
+        "text",
+        JSONB_AS_BYTES,
     ],
     "body_readings": [
         "timestamptz",
@@ -87,6 +90,8 @@ COPY_TYPES: dict[str, list[str]] = {
         "text[]",
         "text",
         "float8",
+        "text",
+        JSONB_AS_BYTES,
         "text",
         JSONB_AS_BYTES,
     ],
@@ -144,32 +149,14 @@ def _copy(
 def _write_table(
     cur: psycopg.Cursor[Any], table: str, rows: list[tuple[Any, ...]], result: WriteResult
 ) -> None:
-    try:
-        with cur.connection.transaction():
-            _copy(cur, sql.Identifier(table), table, rows)
-        result.inserted[table] = result.inserted.get(table, 0) + len(rows)
-        return
-    except psycopg.errors.UniqueViolation:
-        pass
-    result.deduplicated_batches += 1
-    staging = sql.Identifier(f"staging_{table}")
-    cur.execute(
-        sql.SQL(
-            "CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
-        ).format(staging, sql.Identifier(table))
-    )
-    _copy(cur, staging, table, rows)
-    columns = sql.SQL(", ").join(sql.Identifier(c) for c in _COLUMNS[table])
-    cur.execute(
-        sql.SQL(
-            "INSERT INTO {} ({cols}) SELECT DISTINCT ON (reading_id, time) {cols} FROM {}"
-            " ON CONFLICT (reading_id, time) DO NOTHING"
-        ).format(sql.Identifier(table), staging, cols=columns)
-    )
+    """One COPY; the database drops the rows whose source record is stored already
+    (migration 0008's identity trigger), and COPY's count is what it kept."""
+    _copy(cur, sql.Identifier(table), table, rows)
     inserted = max(cur.rowcount, 0)
-    cur.execute(sql.SQL("TRUNCATE {}").format(staging))
     result.inserted[table] = result.inserted.get(table, 0) + inserted
-    result.duplicates[table] = result.duplicates.get(table, 0) + len(rows) - inserted
+    if inserted < len(rows):
+        result.deduplicated_batches += 1
+        result.duplicates[table] = result.duplicates.get(table, 0) + len(rows) - inserted
 
 
 def write_dead_letters(cur: psycopg.Cursor[Any], rejected: Sequence[Rejected]) -> None:

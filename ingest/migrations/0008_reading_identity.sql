@@ -1,0 +1,173 @@
+-- One row per source record, whatever its corrected time (GitHub issue #13).
+--
+-- A reading's id names the record the device or the export holds (readings/identity.py).
+-- Up to 0007 the unique indexes were (reading_id, time): TimescaleDB requires a unique
+-- index on a hypertable to include the partitioning column, so the same record re-fetched
+-- with another skew-corrected time (a skew change beyond the tolerance, a full
+-- re-download after the gateway lost its state) was stored again.  Now:
+--
+-- * reading_identity, a plain table keyed by reading_id alone, holds one claim per
+--   stored reading (its table and time).  A BEFORE INSERT row trigger on each readings
+--   hypertable claims the id in the same transaction (INSERT ... ON CONFLICT DO
+--   NOTHING) and skips the row when the id is claimed already: the first arrival of a
+--   record stays, with its time (the skew measured closest to the measurement), and a
+--   later copy is dropped by the database itself, whichever path wrote it (ingest's
+--   COPY, bulk import, redecode, any SQL).  Concurrent writers of one id serialize on
+--   the primary key; the later one sees the claim and skips.  Deleting a reading
+--   releases its claim (AFTER DELETE trigger); retention releases the claims of the
+--   chunks it drops (ingest/storage.py).
+-- * record_type (cgm, scan, strip, control, manual, measured) is stored with every
+--   reading.  Rows stored before this migration keep NULL ("not recorded": the kind's
+--   usual type, except that LibreView scans were not told from strips), except control-
+--   solution tests, set below; no UPDATE rewrites the big tables.
+-- * Provenance: blood_pressure and body_readings keep the device's own values and units
+--   (`original`, jsonb {component: [value, unit]}), as glucose keeps original_value/unit.
+--
+-- Existing rows, without loss:
+-- 1. Ids change only where the recipe now names more than it did: control-solution tests
+--    (type=control) and readings of a multi-user device naming its user (user=<id>).
+--    Those ids are recomputed here from the stored fields with the same recipe
+--    (tests/ingest/test_migration_0008.py checks it against readings.identity), so a
+--    record sent again after the upgrade meets its stored row.  Rows without a device
+--    time keep their id (it was built from the receive time).
+-- 2. Rows sharing an id (the same record stored twice at different times) are resolved
+--    as ingest now resolves them: the first received (then the earliest time) stays; the
+--    others move to reading_duplicates as whole rows (jsonb), so nothing is lost.
+-- 3. reading_identity is filled from the rows that stay, then the triggers are created.
+
+ALTER TABLE glucose ADD COLUMN record_type text;
+ALTER TABLE blood_pressure ADD COLUMN record_type text, ADD COLUMN original jsonb;
+ALTER TABLE body_readings ADD COLUMN record_type text, ADD COLUMN original jsonb;
+
+-- The id recipe of readings.identity (hv-id-1 key text -> SHA-256 -> 16 bytes, version
+-- nibble 5, RFC 4122 variant), for this migration only (pg_temp: gone with its session).
+CREATE FUNCTION pg_temp.hv_reading_id(key text) RETURNS uuid LANGUAGE sql IMMUTABLE AS $$
+    SELECT encode(
+        set_byte(
+            set_byte(substring(sha256(convert_to(key, 'UTF8')) FROM 1 FOR 16),
+                     6, (get_byte(sha256(convert_to(key, 'UTF8')), 6) & 15) | 80),
+            8, (get_byte(sha256(convert_to(key, 'UTF8')), 8) & 63) | 128),
+        'hex')::uuid
+$$;
+
+-- 1. Control-solution tests sent by a gateway (a meter's record: device time and sequence
+--    number as stored); imported rows are never control tests.
+UPDATE glucose
+   SET record_type = 'control',
+       reading_id = pg_temp.hv_reading_id(concat_ws(E'\x1f', 'hv-id-1', device_id, 'glucose',
+                                                    device_time, coalesce(sequence::text, ''),
+                                                    'type=control'))
+ WHERE 'control_solution' = ANY(conditions) AND source = 'smbg' AND device_time IS NOT NULL
+   AND device_time NOT LIKE 'gw:%';
+UPDATE blood_pressure
+   SET reading_id = pg_temp.hv_reading_id(concat_ws(E'\x1f', 'hv-id-1', device_id,
+                                                    'blood_pressure', device_time, '',
+                                                    'user=' || user_id))
+ WHERE user_id IS NOT NULL AND user_id <> 255 AND device_time IS NOT NULL;
+UPDATE body_readings
+   SET reading_id = pg_temp.hv_reading_id(concat_ws(E'\x1f', 'hv-id-1', device_id, kind,
+                                                    device_time, '',
+                                                    'user=' || (details ->> 'user_id')))
+ WHERE jsonb_typeof(details -> 'user_id') = 'number' AND device_time IS NOT NULL;
+
+-- 2. Rows sharing an id: the first received stays, the others are kept here.
+CREATE TABLE reading_duplicates (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    tbl         text NOT NULL,          -- the readings table the row came from
+    reading_id  uuid NOT NULL,
+    time        timestamptz NOT NULL,
+    row_data    jsonb NOT NULL,         -- the whole row as it was
+    moved_at    timestamptz NOT NULL DEFAULT now(),
+    reason      text NOT NULL
+);
+CREATE INDEX reading_duplicates_reading ON reading_duplicates (reading_id);
+
+CREATE TABLE reading_identity (
+    reading_id  uuid PRIMARY KEY,
+    tbl         text NOT NULL CHECK (tbl IN ('glucose', 'blood_pressure', 'body_readings')),
+    time        timestamptz NOT NULL    -- the time of the row that holds the claim
+);
+CREATE INDEX reading_identity_tbl_time ON reading_identity (tbl, time);
+
+DO $$
+DECLARE
+    t text;
+BEGIN
+    FOREACH t IN ARRAY ARRAY['glucose', 'blood_pressure', 'body_readings'] LOOP
+        -- (reading_id, time) was unique per table up to 0007: it names one row.
+        EXECUTE format($q$
+            CREATE TEMP TABLE hv_later ON COMMIT DROP AS
+            SELECT reading_id, time FROM (
+                SELECT reading_id, time,
+                       row_number() OVER (PARTITION BY reading_id
+                                          ORDER BY received_at, time) AS n
+                  FROM %1$I) r
+             WHERE n > 1
+               -- an id another table claimed already (never seen: kind is in the key)
+               OR EXISTS (SELECT 1 FROM reading_identity i WHERE i.reading_id = r.reading_id)$q$,
+            t);
+        EXECUTE format($q$
+            INSERT INTO reading_duplicates (tbl, reading_id, time, row_data, reason)
+            SELECT %1$L, x.reading_id, x.time, to_jsonb(x),
+                   'migration 0008: the same source record stored earlier'
+              FROM %1$I x JOIN hv_later USING (reading_id, time)$q$, t);
+        EXECUTE format($q$
+            DELETE FROM %1$I x USING hv_later l
+             WHERE x.reading_id = l.reading_id AND x.time = l.time$q$, t);
+        EXECUTE format($q$
+            INSERT INTO reading_identity (reading_id, tbl, time)
+            SELECT reading_id, %1$L, time FROM %1$I$q$, t);
+        DROP TABLE hv_later;
+    END LOOP;
+END;
+$$;
+
+-- 3. The database keeps one row per id from now on.
+CREATE FUNCTION reading_identity_claim() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO reading_identity (reading_id, tbl, time)
+    VALUES (NEW.reading_id, TG_ARGV[0], NEW.time)
+    ON CONFLICT (reading_id) DO NOTHING;
+    IF FOUND THEN
+        RETURN NEW;
+    END IF;
+    RETURN NULL;  -- this source record is stored already: skip the row
+END;
+$$;
+
+CREATE FUNCTION reading_identity_release() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM reading_identity WHERE reading_id = OLD.reading_id AND time = OLD.time;
+    RETURN NULL;
+END;
+$$;
+
+-- Moving a stored reading to another id or time moves its claim (a taken id fails).
+CREATE FUNCTION reading_identity_move() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.reading_id IS DISTINCT FROM OLD.reading_id OR NEW.time IS DISTINCT FROM OLD.time THEN
+        UPDATE reading_identity SET reading_id = NEW.reading_id, time = NEW.time
+         WHERE reading_id = OLD.reading_id AND time = OLD.time;
+    END IF;
+    RETURN NEW;
+END;
+$$;
+
+CREATE TRIGGER reading_identity_claim BEFORE INSERT ON glucose
+    FOR EACH ROW EXECUTE FUNCTION reading_identity_claim('glucose');
+CREATE TRIGGER reading_identity_claim BEFORE INSERT ON blood_pressure
+    FOR EACH ROW EXECUTE FUNCTION reading_identity_claim('blood_pressure');
+CREATE TRIGGER reading_identity_claim BEFORE INSERT ON body_readings
+    FOR EACH ROW EXECUTE FUNCTION reading_identity_claim('body_readings');
+CREATE TRIGGER reading_identity_release AFTER DELETE ON glucose
+    FOR EACH ROW EXECUTE FUNCTION reading_identity_release();
+CREATE TRIGGER reading_identity_release AFTER DELETE ON blood_pressure
+    FOR EACH ROW EXECUTE FUNCTION reading_identity_release();
+CREATE TRIGGER reading_identity_release AFTER DELETE ON body_readings
+    FOR EACH ROW EXECUTE FUNCTION reading_identity_release();
+CREATE TRIGGER reading_identity_move BEFORE UPDATE OF reading_id, time ON glucose
+    FOR EACH ROW EXECUTE FUNCTION reading_identity_move();
+CREATE TRIGGER reading_identity_move BEFORE UPDATE OF reading_id, time ON blood_pressure
+    FOR EACH ROW EXECUTE FUNCTION reading_identity_move();
+CREATE TRIGGER reading_identity_move BEFORE UPDATE OF reading_id, time ON body_readings
+    FOR EACH ROW EXECUTE FUNCTION reading_identity_move();
