@@ -1,11 +1,13 @@
 """One transaction per batch: readings by COPY, dead letters, activity marks, NOTIFY.
 
-Binary COPY straight into the hypertable, one per table.  A reading whose source record
-is stored already (a re-send after a lost PUBACK, a redelivery after a worker died, a
-re-fetch with another skew-corrected time, a full re-download) is dropped by the
-database itself: migration 0008's trigger claims each reading id in
-``reading_identity`` (keyed by the id alone) and skips the row whose id is claimed.
-COPY reports the rows it kept; the rest are counted as duplicates.
+Fast path, inside a savepoint: binary COPY of the batch's identity claims into
+``reading_identity`` (keyed by the reading id alone: migration 0008), then binary COPY
+of the rows straight into the hypertable.  If the batch holds a source record already
+stored (a re-send after a lost PUBACK, a redelivery after a worker died, a re-fetch with
+another skew-corrected time, a full re-download), the claim's primary key rejects the
+COPY; the savepoint is rolled back and that table's rows go through a temporary staging
+table: claims ``ON CONFLICT DO NOTHING``, and only the rows claimed are inserted.
+Duplicates are rare, so nearly every batch costs two COPYs per table.
 """
 
 from __future__ import annotations
@@ -146,17 +148,61 @@ def _copy(
             copy.write_row(row)
 
 
+def _claim(cur: psycopg.Cursor[Any], table: str, rows: Sequence[tuple[Any, ...]]) -> None:
+    """COPY the rows' identity claims (reading id, table, time: the first two columns of
+    every readings row) into ``reading_identity``; a claimed id raises UniqueViolation."""
+    with cur.copy(
+        "COPY reading_identity (reading_id, tbl, time) FROM STDIN (FORMAT BINARY)"
+    ) as copy:
+        copy.set_types([UUID_AS_BYTES, "text", "timestamptz"])
+        for row in rows:
+            copy.write_row((row[1], table, row[0]))
+
+
 def _write_table(
     cur: psycopg.Cursor[Any], table: str, rows: list[tuple[Any, ...]], result: WriteResult
 ) -> None:
-    """One COPY; the database drops the rows whose source record is stored already
-    (migration 0008's identity trigger), and COPY's count is what it kept."""
-    _copy(cur, sql.Identifier(table), table, rows)
+    try:
+        with cur.connection.transaction():
+            _claim(cur, table, rows)
+            _copy(cur, sql.Identifier(table), table, rows)
+        result.inserted[table] = result.inserted.get(table, 0) + len(rows)
+        return
+    except psycopg.errors.UniqueViolation:
+        pass
+    # Some source record of the batch is stored already (or twice in it): claim through a
+    # staging table, skipping claimed ids, and insert only the rows claimed here.
+    result.deduplicated_batches += 1
+    staging = sql.Identifier(f"staging_{table}")
+    cur.execute(
+        sql.SQL(
+            "CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+        ).format(staging, sql.Identifier(table))
+    )
+    _copy(cur, staging, table, rows)
+    columns = sql.SQL(", ").join(sql.Identifier(c) for c in _COLUMNS[table])
+    cur.execute(
+        sql.SQL(
+            "WITH claimed AS ("
+            " INSERT INTO reading_identity (reading_id, tbl, time)"
+            " SELECT DISTINCT ON (reading_id) reading_id, {tbl}, time FROM {staging}"
+            " ORDER BY reading_id, time"
+            " ON CONFLICT (reading_id) DO NOTHING RETURNING reading_id, time)"
+            " INSERT INTO {table} ({cols})"
+            " SELECT DISTINCT ON (s.reading_id) {s_cols} FROM {staging} s"
+            " JOIN claimed c ON c.reading_id = s.reading_id AND c.time = s.time"
+        ).format(
+            tbl=sql.Literal(table),
+            staging=staging,
+            table=sql.Identifier(table),
+            cols=columns,
+            s_cols=sql.SQL(", ").join(sql.Identifier("s", c) for c in _COLUMNS[table]),
+        )
+    )
     inserted = max(cur.rowcount, 0)
+    cur.execute(sql.SQL("TRUNCATE {}").format(staging))
     result.inserted[table] = result.inserted.get(table, 0) + inserted
-    if inserted < len(rows):
-        result.deduplicated_batches += 1
-        result.duplicates[table] = result.duplicates.get(table, 0) + len(rows) - inserted
+    result.duplicates[table] = result.duplicates.get(table, 0) + len(rows) - inserted
 
 
 def write_dead_letters(cur: psycopg.Cursor[Any], rejected: Sequence[Rejected]) -> None:

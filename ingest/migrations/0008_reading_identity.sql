@@ -7,15 +7,17 @@
 -- re-download after the gateway lost its state) was stored again.  Now:
 --
 -- * reading_identity, a plain table keyed by reading_id alone, holds one claim per
---   stored reading (its table and time).  A BEFORE INSERT row trigger on each readings
---   hypertable claims the id in the same transaction (INSERT ... ON CONFLICT DO
---   NOTHING) and skips the row when the id is claimed already: the first arrival of a
---   record stays, with its time (the skew measured closest to the measurement), and a
---   later copy is dropped by the database itself, whichever path wrote it (ingest's
---   COPY, bulk import, redecode, any SQL).  Concurrent writers of one id serialize on
---   the primary key; the later one sees the claim and skips.  Deleting a reading
---   releases its claim (AFTER DELETE trigger); retention releases the claims of the
---   chunks it drops (ingest/storage.py).
+--   stored reading (its table and time); its primary key is the uniqueness TimescaleDB
+--   cannot give a hypertable without the time column.  The writer (ingest/writer.py,
+--   used by MQTT ingest, bulk import and redecode) COPYs a batch's claims and its rows
+--   in one transaction; a batch holding a claimed id goes through a staging table that
+--   claims with ON CONFLICT DO NOTHING and inserts only the rows it claimed.  The first
+--   arrival of a record stays, with its time (the skew measured closest to the
+--   measurement).  Concurrent writers of one id serialize on the primary key; the later
+--   one falls back and skips.  (A BEFORE INSERT trigger claiming per row enforced the
+--   same for any SQL but cost 57-64 % of ingest throughput: docs/performance.md.)
+--   Deleting a reading releases its claim (AFTER DELETE trigger), moving it moves the
+--   claim; retention releases the claims of the chunks it drops (ingest/storage.py).
 -- * record_type (cgm, scan, strip, control, manual, measured) is stored with every
 --   reading.  Rows stored before this migration keep NULL ("not recorded": the kind's
 --   usual type, except that LibreView scans were not told from strips), except control-
@@ -122,19 +124,7 @@ BEGIN
 END;
 $$;
 
--- 3. The database keeps one row per id from now on.
-CREATE FUNCTION reading_identity_claim() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    INSERT INTO reading_identity (reading_id, tbl, time)
-    VALUES (NEW.reading_id, TG_ARGV[0], NEW.time)
-    ON CONFLICT (reading_id) DO NOTHING;
-    IF FOUND THEN
-        RETURN NEW;
-    END IF;
-    RETURN NULL;  -- this source record is stored already: skip the row
-END;
-$$;
-
+-- 3. Claims follow the rows they belong to.
 CREATE FUNCTION reading_identity_release() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     DELETE FROM reading_identity WHERE reading_id = OLD.reading_id AND time = OLD.time;
@@ -153,12 +143,6 @@ BEGIN
 END;
 $$;
 
-CREATE TRIGGER reading_identity_claim BEFORE INSERT ON glucose
-    FOR EACH ROW EXECUTE FUNCTION reading_identity_claim('glucose');
-CREATE TRIGGER reading_identity_claim BEFORE INSERT ON blood_pressure
-    FOR EACH ROW EXECUTE FUNCTION reading_identity_claim('blood_pressure');
-CREATE TRIGGER reading_identity_claim BEFORE INSERT ON body_readings
-    FOR EACH ROW EXECUTE FUNCTION reading_identity_claim('body_readings');
 CREATE TRIGGER reading_identity_release AFTER DELETE ON glucose
     FOR EACH ROW EXECUTE FUNCTION reading_identity_release();
 CREATE TRIGGER reading_identity_release AFTER DELETE ON blood_pressure

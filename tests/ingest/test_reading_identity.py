@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import msgspec
 import psycopg
 import pytest
 from wire_helpers import send_through_ingest
@@ -26,7 +27,8 @@ from device_profiles.model import Measurement
 from device_profiles.weight import parse_weight_measurement
 from ingest.bulk_import import import_file
 from ingest.status import ingest_counts
-from readings import Reading, TimeContext, to_reading
+from ingest.storage import apply_retention
+from readings import Reading, RecordType, TimeContext, to_reading
 
 pytestmark = pytest.mark.services
 ZONE = ZoneInfo("Europe/Berlin")
@@ -210,3 +212,53 @@ def test_e_status_counts_unattributed_body_readings(conn: Any, database_url: str
         == 1
     )
     assert set(after["readings"]) >= {"glucose", "cgm", "blood_pressure", "weight", "spo2"}
+
+
+def _claims(conn: Any, ids: list[str]) -> int:
+    row = conn.execute(
+        "SELECT count(*) FROM reading_identity WHERE reading_id = ANY(%s::uuid[])", (ids,)
+    ).fetchone()
+    return int(row[0])
+
+
+def test_deleting_or_retiring_a_reading_releases_its_claim(conn: Any) -> None:
+    """Claims follow their rows: a deleted reading may be stored again, and retention
+    (drop_chunks, which fires no trigger) leaves no claims behind."""
+    meter = f"meter-{tag()}"
+    now = datetime.now(UTC).replace(microsecond=0)
+    old_local, new_local = (now - timedelta(days=800)), (now - timedelta(days=1))
+    m_old = parse_glucose_measurement(glucose_bytes(1, old_local.replace(tzinfo=None), 101))
+    m_new = parse_glucose_measurement(glucose_bytes(2, new_local.replace(tzinfo=None), 102))
+    clock = TimeContext(ZoneInfo("UTC"), 0.0, now)
+    old, new = to_reading(meter, m_old, clock), to_reading(meter, m_new, clock)
+    send(conn, f"gw-{meter}", {meter: "glucose-meter"}, [old, new])
+    assert _claims(conn, [old.id, new.id]) == 2
+    conn.execute("DELETE FROM glucose WHERE reading_id = %s", (new.id,))
+    assert _claims(conn, [new.id]) == 0
+    send(conn, f"gw-{meter}", {meter: "glucose-meter"}, [new])
+    assert rows_of(conn, "glucose", meter) == 2
+    apply_retention(conn, timedelta(days=730))
+    assert rows_of(conn, "glucose", meter) == 1
+    assert _claims(conn, [old.id, new.id]) == 1
+
+
+def test_a_record_type_foreign_to_the_kind_is_dead_lettered(conn: Any) -> None:
+    meter = f"meter-{tag()}"
+    m = parse_glucose_measurement(glucose_bytes(3, datetime(2026, 11, 20, 9, 0), 99))
+    good = reading(meter, m, 0.0)
+    bad = msgspec.structs.replace(
+        reading(
+            meter,
+            parse_glucose_measurement(glucose_bytes(4, datetime(2026, 11, 20, 9, 5), 98)),
+            0.0,
+        ),
+        record_type=RecordType.CGM,
+    )
+    result = send_through_ingest(
+        conn, f"gw-{meter}", {meter: "glucose-meter"}, PAIRED, [good, bad], RECEIVED
+    )
+    assert result.inserted == {"glucose": 1} and result.dead_letters == 1
+    (reason,) = conn.execute(
+        "SELECT reason FROM dead_letters WHERE device_id = %s", (meter,)
+    ).fetchone()
+    assert reason == "record type 'cgm' is not one of glucose's (control, manual, scan, strip)"
