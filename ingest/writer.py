@@ -150,13 +150,16 @@ def _copy(
 
 def _claim(cur: psycopg.Cursor[Any], table: str, rows: Sequence[tuple[Any, ...]]) -> None:
     """COPY the rows' identity claims (reading id, table, time: the first two columns of
-    every readings row) into ``reading_identity``; a claimed id raises UniqueViolation."""
+    every readings row) into ``reading_identity``; a claimed id raises UniqueViolation.
+
+    In id order: two workers claiming overlapping batches then wait for each other in
+    the same order, instead of deadlocking."""
     with cur.copy(
         "COPY reading_identity (reading_id, tbl, time) FROM STDIN (FORMAT BINARY)"
     ) as copy:
         copy.set_types([UUID_AS_BYTES, "text", "timestamptz"])
-        for row in rows:
-            copy.write_row((row[1], table, row[0]))
+        for rid, when in sorted((row[1], row[0]) for row in rows):
+            copy.write_row((rid, table, when))
 
 
 def _write_table(
