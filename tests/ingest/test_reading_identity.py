@@ -22,13 +22,14 @@ import pytest
 from wire_helpers import send_through_ingest
 
 from device_profiles.blood_pressure import parse_blood_pressure_measurement
+from device_profiles.cgm import parse_cgm_measurement
 from device_profiles.glucose import parse_glucose_measurement
 from device_profiles.model import Measurement
 from device_profiles.weight import parse_weight_measurement
 from ingest.bulk_import import import_file
 from ingest.status import ingest_counts
 from ingest.storage import apply_retention
-from readings import Reading, RecordType, TimeContext, to_reading
+from readings import CgmSession, Reading, RecordType, TimeContext, to_reading
 
 pytestmark = pytest.mark.services
 ZONE = ZoneInfo("Europe/Berlin")
@@ -151,14 +152,37 @@ def test_c_full_redownload_after_lost_state_is_one_row_per_record(conn: Any) -> 
         parse_blood_pressure_measurement(bp_bytes(start + timedelta(days=d), 1, 120 + d, 80))
         for d in range(5)
     ]
-    for skew in (0.0, -300.0):  # the old gateway, then the new one after state loss
+    # CGM Measurement (CGMS 1.0.1 §3.2.1): size 6, flags 0, SFLOAT mg/dL, Time Offset.
+    cgm_records = [
+        m
+        for off in range(0, 60, 5)
+        for m in parse_cgm_measurement(bytes([6, 0, 100 + off, 0]) + off.to_bytes(2, "little"))
+    ]
+    sensor = f"cgm-{tag()}"
+    devices[sensor] = "cgm"
+    session_start = datetime(2026, 11, 10, 6, 0)
+    # The old gateway, then the new one after state loss: another skew, and for the CGM
+    # another reading of the session start's zone (the UTC it computes moves by an hour).
+    for skew, start_utc in (
+        (0.0, datetime(2026, 11, 10, 5, 0, tzinfo=UTC)),
+        (-300.0, datetime(2026, 11, 10, 6, 0, tzinfo=UTC)),
+    ):
+        session = CgmSession(session_start, start_utc, "session-key")
+        clock = TimeContext(ZONE, skew, RECEIVED)
         send(
             conn,
             f"gw-{meter}",
             devices,
-            [reading(meter, m, skew) for m in glucose] + [reading(cuff, m, skew) for m in bp],
+            [reading(meter, m, skew) for m in glucose]
+            + [reading(cuff, m, skew) for m in bp]
+            + [to_reading(sensor, m, clock, session) for m in cgm_records],
         )
-    assert (rows_of(conn, "glucose", meter), rows_of(conn, "blood_pressure", cuff)) == (10, 5)
+    stored = (
+        rows_of(conn, "glucose", meter),
+        rows_of(conn, "blood_pressure", cuff),
+        rows_of(conn, "glucose", sensor),
+    )
+    assert stored == (10, 5, 12)
 
 
 # (d) Two users of one cuff measuring in the same second: two readings.
