@@ -10,9 +10,11 @@ database.
 
 from __future__ import annotations
 
+import threading
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from threading import Event
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -27,9 +29,21 @@ from device_profiles.glucose import parse_glucose_measurement
 from device_profiles.model import Measurement
 from device_profiles.weight import parse_weight_measurement
 from ingest.bulk_import import import_file
+from ingest.pipeline import Message, process
+from ingest.registry import BindingCache
 from ingest.status import ingest_counts
 from ingest.storage import apply_retention
-from readings import CgmSession, Reading, RecordType, TimeContext, to_reading
+from readings import (
+    SCHEMA_READINGS,
+    CgmSession,
+    Reading,
+    ReadingsBatch,
+    RecordType,
+    TimeContext,
+    encode,
+    readings_topic,
+    to_reading,
+)
 
 pytestmark = pytest.mark.services
 ZONE = ZoneInfo("Europe/Berlin")
@@ -286,3 +300,54 @@ def test_a_record_type_foreign_to_the_kind_is_dead_lettered(conn: Any) -> None:
         "SELECT reason FROM dead_letters WHERE device_id = %s", (meter,)
     ).fetchone()
     assert reason == "record type 'cgm' is not one of glucose's (control, manual, scan, strip)"
+
+
+def readings_only(conn: Any, gateway: str, readings: list[Reading]) -> Any:
+    """One readings message through the ingest pipeline (no events: no gateway row to
+    lock), in the caller's transaction if one is open."""
+    batch = ReadingsBatch(SCHEMA_READINGS, gateway, RECEIVED, readings)
+    result, _ = process(conn, [Message(readings_topic(gateway), encode(batch))], BindingCache())
+    return result
+
+
+def test_two_workers_storing_one_record_concurrently_store_one_row(database_url: str) -> None:
+    """Worker A holds an uncommitted batch with the record; worker B, with the same record
+    at another corrected time, waits on A's claim and, once A commits, skips it."""
+    meter = f"meter-{tag()}"
+    m = parse_glucose_measurement(glucose_bytes(11, datetime(2026, 11, 21, 7, 0), 120))
+    first, second = reading(meter, m, 0.0), reading(meter, m, 90.0)
+    assert first.id == second.id and first.time != second.time
+    gateway = f"gw-{meter}"
+    # Paired, and an earlier record stored: the time chunk exists, so B can wait only on
+    # A's identity claim (not on A creating the chunk).
+    earlier = parse_glucose_measurement(glucose_bytes(10, datetime(2026, 11, 21, 6, 0), 110))
+    with psycopg.connect(database_url, autocommit=True) as setup:
+        send(setup, gateway, {meter: "glucose-meter"}, [reading(meter, earlier, 0.0)])
+    outcome: dict[str, Any] = {}
+
+    def worker_b() -> None:
+        name = f"worker-b-{meter}"
+        with psycopg.connect(database_url, autocommit=True, application_name=name) as b:
+            outcome["b"] = readings_only(b, gateway, [second])
+
+    with psycopg.connect(database_url, autocommit=True) as a, a.transaction():
+        result_a = readings_only(a, gateway, [first])
+        thread = threading.Thread(target=worker_b)
+        thread.start()
+        with psycopg.connect(database_url, autocommit=True) as watch:
+            # Wait for the event (B blocked on a lock), never for a fixed time.
+            blocked = Event()
+            while not blocked.wait(0.01):
+                row = watch.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s"
+                    " AND wait_event_type = 'Lock'",
+                    (f"worker-b-{meter}",),
+                ).fetchone()
+                if row[0]:
+                    blocked.set()
+                assert thread.is_alive(), outcome
+    thread.join()
+    assert result_a.inserted == {"glucose": 1}
+    assert outcome["b"].inserted == {"glucose": 0} and outcome["b"].duplicates == {"glucose": 1}
+    with psycopg.connect(database_url) as check:
+        assert rows_of(check, "glucose", meter) == 2  # the earlier record and this one
