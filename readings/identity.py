@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import enum
 import hashlib
-import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final
@@ -145,24 +144,35 @@ class RecordKey:
 
     def text(self) -> str:
         """The hashed key text (see the module docstring)."""
+        kind = self.kind  # a StrEnum: joins as its value
         fields = [
             IDENTITY_VERSION,
             self.device,
-            self.kind.value,
+            kind,
             self.device_time,
             "" if self.sequence is None else str(self.sequence),
         ]
-        record_type = record_type_of(self.kind, self.record_type)
-        if record_type is not USUAL_RECORD_TYPE[self.kind]:
-            fields.append(f"type={record_type.value}")
+        record_type = self.record_type
+        if record_type is not None and record_type is not USUAL_RECORD_TYPE[kind]:
+            fields.append("type=" + record_type)
         if self.user is not None:
             fields.append(f"user={self.user}")
         return SEPARATOR.join(fields)
 
     @property
     def reading_id(self) -> str:
-        digest = hashlib.sha256(self.text().encode()).digest()
-        return str(uuid.UUID(bytes=digest[:16], version=5))
+        return _uuid_text(hashlib.sha256(self.text().encode()).digest())
+
+
+def _uuid_text(digest: bytes) -> str:
+    """The first 16 bytes of ``digest`` as UUID text, version nibble 5 and the RFC 4122
+    variant set: what ``str(uuid.UUID(bytes=digest[:16], version=5))`` gives, in a third
+    of the time (bulk import builds one per row)."""
+    b = bytearray(digest[:16])
+    b[6] = (b[6] & 0x0F) | 0x50
+    b[8] = (b[8] & 0x3F) | 0x80
+    h = b.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def reading_id(
