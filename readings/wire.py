@@ -16,6 +16,10 @@ import msgspec
 from device_profiles.model import Component, Condition, Kind
 from readings.identity import RecordType
 
+# Defined in readings.identity; re-exported for callers that built ids through this
+# module before identity had its own (``wire.reading_id``).
+from readings.identity import reading_id as reading_id  # noqa: PLC0414 (explicit re-export)
+
 TOPIC_ROOT = "homevitals/v1"
 SCHEMA_READINGS: Final = "homevitals.readings/1"
 SCHEMA_STATUS: Final = "homevitals.status/1"
