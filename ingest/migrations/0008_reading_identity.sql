@@ -59,8 +59,7 @@ UPDATE glucose
        reading_id = pg_temp.hv_reading_id(concat_ws(E'\x1f', 'hv-id-1', device_id, 'glucose',
                                                     device_time, coalesce(sequence::text, ''),
                                                     'type=control'))
- WHERE 'control_solution' = ANY(conditions) AND source = 'smbg' AND device_time IS NOT NULL
-   AND device_time NOT LIKE 'gw:%';
+ WHERE 'control_solution' = ANY(conditions) AND source = 'smbg' AND device_time IS NOT NULL;
 UPDATE blood_pressure
    SET reading_id = pg_temp.hv_reading_id(concat_ws(E'\x1f', 'hv-id-1', device_id,
                                                     'blood_pressure', device_time, '',
