@@ -217,6 +217,24 @@ ReadingDetails = Annotated[
 ]
 
 
+# The device's own values and units (provenance), as on the wire and in storage:
+# {component: [value, UCUM unit]}, e.g. {"weight": [165.35, "[lb_av]"]}.
+ReadingOriginal = Annotated[
+    dict[str, tuple[float | None, str]] | None,
+    Field(
+        description="the device's own value and unit per component, before conversion to"
+        " the canonical unit; null when not kept (readings stored before migration 0008)"
+    ),
+]
+RecordTypeOut = Annotated[
+    str | None,
+    Field(
+        description="cgm, scan, strip, control, manual or measured; null for readings"
+        " stored before migration 0008 (the kind's usual type)"
+    ),
+]
+
+
 class GlucoseReadingOut(BaseModel):
     time: datetime
     reading_id: uuid.UUID
@@ -234,6 +252,8 @@ class GlucoseReadingOut(BaseModel):
         default=None, description="CGM quality, % (CGM records that carry it)"
     )
     details: ReadingDetails = None
+    original: ReadingOriginal = None
+    record_type: RecordTypeOut = None
 
 
 class BpReadingOut(BaseModel):
@@ -249,6 +269,8 @@ class BpReadingOut(BaseModel):
     skew_s: float | None
     gateway_id: str | None
     details: ReadingDetails = None
+    original: ReadingOriginal = None
+    record_type: RecordTypeOut = None
 
 
 class BodyReadingOut(BaseModel):
@@ -262,6 +284,8 @@ class BodyReadingOut(BaseModel):
     skew_s: float | None
     gateway_id: str | None
     details: ReadingDetails = None
+    original: ReadingOriginal = None
+    record_type: RecordTypeOut = None
 
 
 class GlucoseBucketOut(BaseModel):

@@ -11,6 +11,12 @@ Figures printed:
   homevitals ingest - the real worker (manual acks, batching, COPY), publisher in
                       another process; readings/s from first publish to last commit
   latency           - publish -> commit p50/p99 at half the measured maximum rate
+
+    .venv/bin/python benchmarks/bench_ingest.py --compare-identity [--repeat 2]
+
+measures what migration 0008's reading identity costs, in one run: raw COPY and the real
+pipeline (one worker), with the identity claims (as ingest writes now) and without
+them (the writer up to 0007: uniqueness only on (reading_id, time)), alternated.
 """
 
 from __future__ import annotations
@@ -43,7 +49,7 @@ from ingest.migrations import migrate
 from ingest.patients import enroll_patient
 from ingest.pipeline import Message
 from ingest.service import IngestConfig, IngestWorker
-from readings import parse_mqtt_url, wire
+from readings import identity, parse_mqtt_url, wire
 
 STATE = Path(__file__).resolve().parent.parent / ".homevitals" / "bench"
 GATEWAY = "gw-bench"
@@ -60,7 +66,7 @@ def make_readings(n: int, offset: int = 0) -> list[wire.Reading]:
         local = when.replace(tzinfo=None).isoformat()
         out.append(
             wire.Reading(
-                id=wire.reading_id(device, Kind.CGM, local, seq),
+                id=identity.reading_id(device, Kind.CGM, local, seq),
                 device=device,
                 kind=Kind.CGM,
                 time=when,
@@ -114,9 +120,10 @@ def publisher(url: str, payloads: list[bytes], rate: float | None, times: Any, s
     client.loop_stop()
 
 
-def raw_copy(url: str, readings: list[wire.Reading]) -> float:
+def raw_copy(url: str, readings: list[wire.Reading], claims: bool = False) -> float:
     """The same rows, built before the clock starts, in one binary COPY (the writer's
-    column types and dumpers)."""
+    column types and dumpers); ``claims``: preceded by the COPY of their identity claims
+    into ``reading_identity`` in the same transaction, as the writer does."""
     from ingest.columns import Flat, Origin, glucose_rows
     from ingest.writer import COPY_TYPES, register_dumpers
 
@@ -125,17 +132,69 @@ def raw_copy(url: str, readings: list[wire.Reading]) -> float:
     rows = glucose_rows(flat, list(range(len(readings))), [1] * len(readings))
     with psycopg.connect(url, autocommit=True) as conn:
         register_dumpers(conn)
-        conn.execute("TRUNCATE glucose")
+        empty(conn)
         started = time.perf_counter()
         with conn.cursor() as cur, conn.transaction():
+            if claims:
+                with cur.copy(
+                    "COPY reading_identity (reading_id, tbl, time) FROM STDIN (FORMAT BINARY)"
+                ) as copy:
+                    copy.set_types(["bytea", "text", "timestamptz"])
+                    for row in rows:
+                        copy.write_row((row[1], "glucose", row[0]))
             columns = ", ".join(GLUCOSE_COLUMNS)
             with cur.copy(f"COPY glucose ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
                 copy.set_types(COPY_TYPES["glucose"])
                 for row in rows:
                     copy.write_row(row)
         elapsed = time.perf_counter() - started
-        conn.execute("TRUNCATE glucose")
+        empty(conn)
     return len(rows) / elapsed
+
+
+def empty(conn: psycopg.Connection[Any]) -> None:
+    """No readings and no identity claims (a claim left behind would make the next run
+    skip every row instead of storing it)."""
+    conn.execute("TRUNCATE glucose, reading_identity")
+
+
+def bench_database(pg: LocalPostgres, name: str) -> str:
+    """A migrated database with the bench patient and devices."""
+    url = pg.create_database(name)
+    migrate(url)
+    enroll_patient(url, "pt-bench", [GATEWAY])
+    with psycopg.connect(url, autocommit=True) as conn:
+        for d in range(DEVICES):
+            conn.execute(
+                "INSERT INTO devices (id, gateway_id) VALUES (%s, %s)",
+                (f"bench-dev-{d}", GATEWAY),
+            )
+    return url
+
+
+def compare_identity(
+    pg: LocalPostgres, broker: LocalMosquitto, readings: list[wire.Reading], args: Any
+) -> None:
+    gateway_url = broker.url_for(GATEWAY, "bench-secret")
+    broker.set_user(GATEWAY, "bench-secret")
+    url = bench_database(pg, "bench_identity")
+    variants = {"0007 (no claims; unique (reading_id, time))": False, "0008 (claims)": True}
+    results: dict[str, dict[str, list[float]]] = {k: {"copy": [], "ingest": []} for k in variants}
+    for _ in range(args.repeat):
+        for name, claims in variants.items():
+            results[name]["copy"].append(raw_copy(url, readings, claims))
+            with psycopg.connect(url, autocommit=True) as conn:
+                empty(conn)
+            rate, _ = pipeline(
+                url, broker.url, gateway_url, readings, args.per_message, None, 1, claims=claims
+            )
+            results[name]["ingest"].append(rate)
+    for name, figures in results.items():
+        copy_rates = ", ".join(f"{r:,.0f}" for r in figures["copy"])
+        ingest_rates = ", ".join(f"{r:,.0f}" for r in figures["ingest"])
+        print(f"{name}:")
+        print(f"  raw COPY rows/s:            {copy_rates}")
+        print(f"  ingest readings/s, 1 worker: {ingest_rates}")
 
 
 def naive(url: str, mqtt_admin: str, gateway_url: str, n: int) -> float:
@@ -200,8 +259,16 @@ def worker_process(
     ready: Any,
     stop: Any,
     decode_on_receive: bool = True,
+    claims: bool = True,
 ) -> None:
-    """One ingest worker process (the unit of scale-out), reporting commits to the parent."""
+    """One ingest worker process (the unit of scale-out), reporting commits to the parent.
+
+    ``claims=False``: the baseline of ``--compare-identity``, the writer as it was up to
+    migration 0007 (no identity claims; uniqueness only on (reading_id, time))."""
+    if not claims:
+        from ingest import writer
+
+        setattr(writer, "_claim", lambda *args: None)  # noqa: B010 - this process only
 
     worker = IngestWorker(
         IngestConfig(
@@ -288,6 +355,7 @@ def pipeline(
     workers: int,
     v2: bool = False,
     decode_on_receive: bool = True,
+    claims: bool = True,
 ) -> tuple[float, np.ndarray[Any, np.dtype[np.float64]]]:
     """Readings/s from first publish to last commit, and per-message latencies."""
     committed = mp.Value("q", 0)
@@ -309,6 +377,7 @@ def pipeline(
                 ready,
                 stop,
                 decode_on_receive,
+                claims,
             ),
         )
         proc.start()
@@ -357,6 +426,8 @@ def main() -> None:
         action="store_true",
         help="only: version 1 vs version 2 (receipts), alternating, 1 worker, 4 rounds each",
     )
+    parser.add_argument("--compare-identity", action="store_true")
+    parser.add_argument("--repeat", type=int, default=2)
     args = parser.parse_args()
 
     if STATE.exists():
@@ -368,21 +439,16 @@ def main() -> None:
     pg.start()
     broker.start()
     try:
-        url = pg.create_database("bench")
-        migrate(url)
-        enroll_patient(url, "pt-bench", [GATEWAY])
-        gateway_url = broker.url_for(GATEWAY, "bench-secret")
-        broker.set_user(GATEWAY, "bench-secret")
-        with psycopg.connect(url, autocommit=True) as conn:
-            for d in range(DEVICES):
-                conn.execute(
-                    "INSERT INTO devices (id, gateway_id) VALUES (%s, %s)",
-                    (f"bench-dev-{d}", GATEWAY),
-                )
         readings = make_readings(args.readings)
         print(
             f"readings: {len(readings):,} CGM rows, {args.per_message} per message, {DEVICES} devices"
         )
+        if args.compare_identity:
+            compare_identity(pg, broker, readings, args)
+            return
+        url = bench_database(pg, "bench")
+        gateway_url = broker.url_for(GATEWAY, "bench-secret")
+        broker.set_user(GATEWAY, "bench-secret")
         if args.receipts_cost:
             receipts_cost(url, broker, gateway_url, readings, args.per_message)
             return
@@ -399,7 +465,7 @@ def main() -> None:
         best = 0.0
         for workers in args.workers:
             with psycopg.connect(url, autocommit=True) as conn:
-                conn.execute("TRUNCATE glucose")
+                empty(conn)
             rate, _ = pipeline(
                 url, broker.url, gateway_url, readings, args.per_message, None, workers
             )
@@ -410,7 +476,7 @@ def main() -> None:
             print(f"  vs naive:            {rate / slow:12.1f} x   (goal >= 50 x)")
             print(f"  vs raw COPY:         {100 * rate / ceiling:12.1f} %   (goal >= 60 %)")
         with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute("TRUNCATE glucose")
+            empty(conn)
         workers = args.workers[-1]
         half = best / 2 / args.per_message  # messages/s
         n_lat = min(len(readings), int(best / 2 * 10))  # ~10 s at half the best rate

@@ -120,7 +120,8 @@ def status(as_json: bool) -> None:
         echo_json(counts)
         return
     click.echo("readings:     " + ", ".join(f"{k} {v}" for k, v in counts["readings"].items()))
-    click.echo(f"unattributed: {counts['unattributed']}")
+    by_kind = ", ".join(f"{k} {v}" for k, v in counts["unattributed_by_kind"].items() if v)
+    click.echo(f"unattributed: {counts['unattributed']}" + (f" ({by_kind})" if by_kind else ""))
     click.echo(
         f"dead letters: {counts['dead_letters']['open']} open ({counts['dead_letters']['total']} total)"
     )

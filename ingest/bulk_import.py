@@ -10,11 +10,13 @@ rest go to ``dead_letters`` with their reasons.
 
 Properties (docs/import.md):
 
-- Idempotent: a reading's identity is ``wire.reading_id(device, kind, local time text,
-  None)``, its time the local time read in the patient's zone, so importing the same
-  file again stores nothing and reports the rows as duplicates.  Rows of one file with
-  the same device, kind and local time but different values (two scans in one minute)
-  get distinct identities by their order of appearance; identical rows are one reading.
+- Idempotent: a reading's identity is ``readings.RecordKey.export_row(device, kind,
+  record type, local time text, ordinal)``, its time the local time read in the
+  patient's zone, so importing the same file again stores nothing and reports the rows
+  as duplicates.  The record type is part of it: a LibreView scan and a strip test in
+  one minute with one value are two readings.  Rows of one file with the same device,
+  kind, record type and local time but different values (two scans in one minute) get
+  distinct identities by their order of appearance; identical rows are one reading.
   Rows that were dead-lettered by an earlier import of the same file (same topic, device,
   line and reason, not yet re-processed) are not dead-lettered again.
 - Local times: read in the patient's ``patients.timezone`` with the gateway's DST policy
@@ -41,6 +43,7 @@ from pathlib import Path
 from typing import Any, Final
 from zoneinfo import ZoneInfo
 
+import numpy as np
 import orjson
 import pandas as pd
 import psycopg
@@ -61,7 +64,7 @@ from ingest.importers import (
 from ingest.patients import upsert_patient
 from ingest.registry import BindingCache, bind_device
 from ingest.writer import write_split
-from readings import Original, Reading, reading_id
+from readings import Original, Reading, RecordKey, RecordType
 
 __all__ = [
     "CHUNK_ROWS",
@@ -104,7 +107,7 @@ class Prepared:
 
     parsed: Parsed
     utc: pd.Series  # datetime64[UTC], NaT where the row is skipped or in error
-    identity_time: pd.Series  # the device_time text hashed into the reading id
+    ordinal: pd.Series  # int: tells apart rows of one source, type and minute (RecordKey)
     dst_adjusted: int  # local times that were ambiguous or nonexistent (fold=0 applied)
 
 
@@ -138,16 +141,15 @@ def prepare(parsed: Parsed, zones: Mapping[str, str]) -> Prepared:
             raise ImportFileError(f"invalid time zone {name!r}: {exc}") from exc
         utc[index] = converted
         adjusted += odd
-    identity = rows["device_time"].copy()
-    same = ["device", "kind", "device_time"]
+    ordinal = pd.Series(0, index=rows.index, dtype=np.int64)
+    same = ["device", "kind", "record_type", "device_time"]
     clash = readable & rows[same].duplicated(keep=False)
     if clash.any():
         # Same device, kind and local time: distinct values get distinct identities by
         # order of appearance, identical rows stay one reading.
         sub = rows[clash]  # few rows: plain Python is fine here
         group = pd.Series(
-            [repr(t) for t in zip(sub["device"], sub["kind"], sub["device_time"], strict=True)],
-            index=sub.index,
+            [repr(t) for t in zip(*(sub[c] for c in same), strict=True)], index=sub.index
         )
         key = group + pd.Series(
             [repr(t) for t in zip(sub["value"], sub["unit"], sub["condition"], strict=True)],
@@ -155,10 +157,8 @@ def prepare(parsed: Parsed, zones: Mapping[str, str]) -> Prepared:
         )
         first = ~key.duplicated()
         order = first.groupby(group).cumsum() - 1
-        ordinal = key.map(dict(zip(key[first], order[first], strict=True)))
-        later = ordinal[ordinal > 0]
-        identity[later.index] = rows.loc[later.index, "device_time"] + "#" + later.astype(str)
-    return Prepared(parsed, utc.where(readable), identity, adjusted)
+        ordinal[sub.index] = key.map(dict(zip(key[first], order[first], strict=True)))
+    return Prepared(parsed, utc.where(readable), ordinal, adjusted)
 
 
 @dataclass(slots=True)
@@ -198,9 +198,10 @@ def build_chunk(prepared: Prepared, start: int, stop: int, topic: str) -> Chunk:
         rows["error"].tolist(),
         rows["device"].tolist(),
         rows["kind"].tolist(),
+        rows["record_type"].tolist(),
         times,
         rows["device_time"].tolist(),
-        prepared.identity_time.iloc[start:stop].tolist(),
+        prepared.ordinal.iloc[start:stop].tolist(),
         rows["value"].tolist(),
         rows["unit"].tolist(),
         rows["condition"].tolist(),
@@ -211,10 +212,11 @@ def build_chunk(prepared: Prepared, start: int, stop: int, topic: str) -> Chunk:
         skip,
         error,
         device,
-        kind,
+        kind_text,
+        record_text,
         when,
         local,
-        ident,
+        ordinal,
         value,
         unit,
         cond,
@@ -228,11 +230,14 @@ def build_chunk(prepared: Prepared, start: int, stop: int, topic: str) -> Chunk:
             continue
         number = None if math.isnan(value) else float(value)
         mgdl = None if number is None else number * (MGDL_PER_MMOLL if unit == UNIT_MMOLL else 1.0)
+        kind = _KINDS[kind_text]
+        record_type = RecordType(record_text) if isinstance(record_text, str) else None
         chunk.readings.append(
             Reading(
-                id=reading_id(device, kind, ident, None),
+                id=RecordKey.export_row(device, kind, record_type, local, ordinal).reading_id,
                 device=device,
-                kind=_KINDS[kind],
+                kind=kind,
+                record_type=record_type,
                 time=when,
                 values={} if cond or mgdl is None else {Component.GLUCOSE: mgdl},
                 device_time=local,

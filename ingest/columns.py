@@ -21,7 +21,7 @@ import orjson
 
 from device_profiles.model import Component, Condition, Kind
 from ingest.validation import COMPONENTS_OF, EARLIEST, FUTURE_TOLERANCE, PLAUSIBLE, REQUIRED
-from readings import Reading
+from readings import RECORD_TYPES_OF, USUAL_RECORD_TYPE, Original, Reading
 
 HI_LO = frozenset({Condition.RESULT_ABOVE_RANGE, Condition.RESULT_BELOW_RANGE})
 # Reading ids are written as binary uuid: only the canonical text form is accepted.
@@ -50,6 +50,7 @@ GLUCOSE_COLUMNS = (
     "trend_mgdl_min",
     "quality_pct",
     "details",
+    "record_type",
 )
 BP_COLUMNS = (
     "time",
@@ -67,6 +68,8 @@ BP_COLUMNS = (
     "user_id",
     "gateway_id",
     "details",
+    "record_type",
+    "original",
 )
 BODY_COLUMNS = (
     "time",
@@ -80,6 +83,8 @@ BODY_COLUMNS = (
     "skew_s",
     "gateway_id",
     "details",
+    "record_type",
+    "original",
 )
 
 TABLE_OF_KIND: dict[Kind, str] = {
@@ -182,6 +187,7 @@ def validate(flat: Flat, known_devices: set[str], now: datetime) -> Split:
             (r.seq is not None and not SEQUENCE_RANGE[0] <= r.seq <= SEQUENCE_RANGE[1])
             or (r.skew_s is not None and not isfinite(r.skew_s))
             or ("user_id" in r.details and not _user_id_ok(r.details["user_id"]))
+            or (r.record_type is not None and r.record_type not in RECORD_TYPES_OF[r.kind])
             for r in readings
         ),
         bool,
@@ -319,6 +325,9 @@ def _field_problem(r: Reading) -> str:
         return f"sequence number {r.seq} is out of range ({low}..{high})"
     if r.skew_s is not None and not math.isfinite(r.skew_s):
         return f"clock skew {r.skew_s} is not a finite number"
+    if r.record_type is not None and r.record_type not in RECORD_TYPES_OF[r.kind]:
+        allowed = ", ".join(sorted(RECORD_TYPES_OF[r.kind]))
+        return f"record type {r.record_type.value!r} is not one of {r.kind.value}'s ({allowed})"
     low, high = USER_ID_RANGE
     return f"user id {r.details.get('user_id')!r} is not an integer {low}..{high}"
 
@@ -354,6 +363,14 @@ def details_jsonb(details: dict[str, Any]) -> bytes | None:
     return b"\x01" + orjson.dumps(details) if details else None
 
 
+def original_jsonb(original: dict[Component, Original]) -> bytes | None:
+    """The device's own values and units as a binary-COPY jsonb field,
+    ``{component: [value, unit]}`` (the wire's form); None when the reading has none."""
+    if not original:
+        return None
+    return b"\x01" + orjson.dumps({c.value: [o.value, o.unit] for c, o in original.items()})
+
+
 def glucose_rows(flat: Flat, idx: list[int], patients: list[int | None]) -> list[tuple[Any, ...]]:
     # The hottest loop of ingest (one tuple per reading): names bound locally, trend and
     # quality looked up only when a reading has more than its glucose value.
@@ -369,6 +386,7 @@ def glucose_rows(flat: Flat, idx: list[int], patients: list[int | None]) -> list
         Component.CGM_QUALITY,
         Kind.CGM,
     )
+    usual = USUAL_RECORD_TYPE
     dumps = orjson.dumps
     for i, patient, rid in zip(idx, patients, ids, strict=True):
         r = readings[i]
@@ -393,6 +411,7 @@ def glucose_rows(flat: Flat, idx: list[int], patients: list[int | None]) -> list
                 values.get(trend) if extra else None,
                 values.get(quality) if extra else None,
                 b"\x01" + dumps(r.details) if r.details else None,  # see details_jsonb
+                usual[r.kind] if r.record_type is None else r.record_type,
             )
         )
     return out
@@ -422,6 +441,8 @@ def bp_rows(flat: Flat, idx: list[int], patients: list[int | None]) -> list[tupl
                 r.details.get("user_id"),  # ``validate`` let only None or 0..255 through
                 flat.gateway(i),
                 details_jsonb(r.details),
+                USUAL_RECORD_TYPE[r.kind] if r.record_type is None else r.record_type,
+                original_jsonb(r.original),
             )
         )
     return out
@@ -446,6 +467,8 @@ def body_rows(flat: Flat, idx: list[int], patients: list[int | None]) -> list[tu
                 r.skew_s,
                 flat.gateway(i),
                 details_jsonb(r.details),
+                USUAL_RECORD_TYPE[r.kind] if r.record_type is None else r.record_type,
+                original_jsonb(r.original),
             )
         )
     return out

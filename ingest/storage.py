@@ -87,6 +87,18 @@ def apply_retention(conn: psycopg.Connection[Any], keep: timedelta) -> dict[str,
                 "SELECT drop_chunks(%s, older_than => %s)", (table, keep)
             ).fetchall()
             dropped[table] = len(rows)
+            if rows:
+                # drop_chunks fires no DELETE trigger: release the claims of the readings
+                # it dropped (migration 0008), or the table of claims only grows.
+                conn.execute(
+                    sql.SQL(
+                        "DELETE FROM reading_identity i WHERE i.tbl = %s"
+                        " AND i.time < now() - %s::interval AND NOT EXISTS"
+                        " (SELECT 1 FROM {} r WHERE r.reading_id = i.reading_id"
+                        " AND r.time = i.time)"
+                    ).format(sql.Identifier(table)),
+                    (table, keep),
+                )
         if any(dropped.values()):
             log.info("retention (%s): dropped chunks %s", keep, dropped)
         return dropped

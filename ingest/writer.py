@@ -1,11 +1,13 @@
 """One transaction per batch: readings by COPY, dead letters, activity marks, NOTIFY.
 
-Fast path: binary COPY straight into the hypertable inside a savepoint.  If the batch
-holds a reading already stored (a re-send after a lost PUBACK, a redelivery after a
-worker died), the unique index rejects the COPY; the savepoint is rolled back and
-that table's rows go through a temporary staging table with
-``INSERT ... ON CONFLICT DO NOTHING``.  Duplicates are rare, so nearly every batch
-costs one COPY per table.
+Fast path, inside a savepoint: binary COPY of the batch's identity claims into
+``reading_identity`` (keyed by the reading id alone: migration 0008), then binary COPY
+of the rows straight into the hypertable.  If the batch holds a source record already
+stored (a re-send after a lost PUBACK, a redelivery after a worker died, a re-fetch with
+another skew-corrected time, a full re-download), the claim's primary key rejects the
+COPY; the savepoint is rolled back and that table's rows go through a temporary staging
+table: claims ``ON CONFLICT DO NOTHING``, and only the rows claimed are inserted.
+Duplicates are rare, so nearly every batch costs two COPYs per table.
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ COPY_TYPES: dict[str, list[str]] = {
         "float8",
         "float8",
         JSONB_AS_BYTES,
+        "text",
     ],
     "blood_pressure": [
         "timestamptz",
@@ -76,6 +79,8 @@ COPY_TYPES: dict[str, list[str]] = {
         "int2",
         "text",
         JSONB_AS_BYTES,
+        "text",
+        JSONB_AS_BYTES,
     ],
     "body_readings": [
         "timestamptz",
@@ -87,6 +92,8 @@ COPY_TYPES: dict[str, list[str]] = {
         "text[]",
         "text",
         "float8",
+        "text",
+        JSONB_AS_BYTES,
         "text",
         JSONB_AS_BYTES,
     ],
@@ -141,16 +148,33 @@ def _copy(
             copy.write_row(row)
 
 
+def _claim(cur: psycopg.Cursor[Any], table: str, rows: Sequence[tuple[Any, ...]]) -> None:
+    """COPY the rows' identity claims (reading id, table, time: the first two columns of
+    every readings row) into ``reading_identity``; a claimed id raises UniqueViolation.
+
+    In id order: two workers claiming overlapping batches then wait for each other in
+    the same order, instead of deadlocking."""
+    with cur.copy(
+        "COPY reading_identity (reading_id, tbl, time) FROM STDIN (FORMAT BINARY)"
+    ) as copy:
+        copy.set_types([UUID_AS_BYTES, "text", "timestamptz"])
+        for rid, when in sorted((row[1], row[0]) for row in rows):
+            copy.write_row((rid, table, when))
+
+
 def _write_table(
     cur: psycopg.Cursor[Any], table: str, rows: list[tuple[Any, ...]], result: WriteResult
 ) -> None:
     try:
         with cur.connection.transaction():
+            _claim(cur, table, rows)
             _copy(cur, sql.Identifier(table), table, rows)
         result.inserted[table] = result.inserted.get(table, 0) + len(rows)
         return
     except psycopg.errors.UniqueViolation:
         pass
+    # Some source record of the batch is stored already (or twice in it): claim through a
+    # staging table, skipping claimed ids, and insert only the rows claimed here.
     result.deduplicated_batches += 1
     staging = sql.Identifier(f"staging_{table}")
     cur.execute(
@@ -162,9 +186,21 @@ def _write_table(
     columns = sql.SQL(", ").join(sql.Identifier(c) for c in _COLUMNS[table])
     cur.execute(
         sql.SQL(
-            "INSERT INTO {} ({cols}) SELECT DISTINCT ON (reading_id, time) {cols} FROM {}"
-            " ON CONFLICT (reading_id, time) DO NOTHING"
-        ).format(sql.Identifier(table), staging, cols=columns)
+            "WITH claimed AS ("
+            " INSERT INTO reading_identity (reading_id, tbl, time)"
+            " SELECT DISTINCT ON (reading_id) reading_id, {tbl}, time FROM {staging}"
+            " ORDER BY reading_id, time"
+            " ON CONFLICT (reading_id) DO NOTHING RETURNING reading_id, time)"
+            " INSERT INTO {table} ({cols})"
+            " SELECT DISTINCT ON (s.reading_id) {s_cols} FROM {staging} s"
+            " JOIN claimed c ON c.reading_id = s.reading_id AND c.time = s.time"
+        ).format(
+            tbl=sql.Literal(table),
+            staging=staging,
+            table=sql.Identifier(table),
+            cols=columns,
+            s_cols=sql.SQL(", ").join(sql.Identifier("s", c) for c in _COLUMNS[table]),
+        )
     )
     inserted = max(cur.rowcount, 0)
     cur.execute(sql.SQL("TRUNCATE {}").format(staging))

@@ -1,11 +1,11 @@
 """The reading contract every role shares: the MQTT wire format and its JSON Schema,
-reading identity, device clock -> UTC, measurement -> wire reading, MQTT URLs and log set-up.
+reading identity (``identity``: the natural key of the source record), device clock -> UTC, measurement -> wire reading, MQTT URLs and log set-up.
 
 Depends only on ``device_profiles``; the gateway, the simulators and ingest sit above it as
 siblings and import it through this module (tests/test_layers.py).
 """
 
-from readings import clock, decode, logs, mqtt_url, wire
+from readings import clock, decode, identity, logs, mqtt_url, wire
 from readings.clock import (
     NEGLIGIBLE_SKEW_S,
     SKEW_TOLERANCE_S,
@@ -30,6 +30,16 @@ from readings.decode import (
     to_reading,
     without_sequence,
 )
+from readings.identity import (
+    IDENTITY_VERSION,
+    RECORD_TYPES_OF,
+    USUAL_RECORD_TYPE,
+    RecordKey,
+    RecordType,
+    reading_id,
+    record_type_of,
+    wire_record_type,
+)
 from readings.logs import (
     JsonLinesFormatter,
     setup_logging,
@@ -43,7 +53,6 @@ from readings.mqtt_url import (
 )
 from readings.wire import (
     EVENTS_SUBSCRIPTION,
-    IDENTITY_VERSION,
     MAX_ATTRIBUTE_BYTES,
     MAX_MALFORMED_REASON,
     MAX_PAYLOAD_BYTES,
@@ -90,7 +99,6 @@ from readings.wire import (
     gateway_of_topic,
     gateway_topic_filter,
     json_schema,
-    reading_id,
     readings_topic,
     receipts_topic,
     salvage_batch,
@@ -109,6 +117,7 @@ __all__ = [
     "MAX_READINGS_PER_MESSAGE",
     "NEGLIGIBLE_SKEW_S",
     "READINGS_SUBSCRIPTION",
+    "RECORD_TYPES_OF",
     "SCHEMA_EVENT",
     "SCHEMA_EVENT_V2",
     "SCHEMA_READINGS",
@@ -120,6 +129,7 @@ __all__ = [
     "STATUS_SUBSCRIPTION",
     "TOPIC_ROOT",
     "U16",
+    "USUAL_RECORD_TYPE",
     "BatchId",
     "BatchReceipt",
     "CgmSession",
@@ -143,7 +153,9 @@ __all__ = [
     "Reading",
     "ReadingsBatch",
     "Receipt",
+    "RecordKey",
     "RecordNumber",
+    "RecordType",
     "Salvaged",
     "SalvagedReading",
     "TimeContext",
@@ -163,6 +175,7 @@ __all__ = [
     "gateway_of_topic",
     "gateway_topic_filter",
     "gateway_wall_now",
+    "identity",
     "is_service_account",
     "json_schema",
     "localize",
@@ -175,6 +188,7 @@ __all__ = [
     "reading_id",
     "readings_topic",
     "receipts_topic",
+    "record_type_of",
     "salvage_batch",
     "session_start_to_utc",
     "setup_logging",
@@ -184,5 +198,6 @@ __all__ = [
     "to_reading",
     "wall_to_utc",
     "wire",
+    "wire_record_type",
     "without_sequence",
 ]

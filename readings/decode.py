@@ -23,10 +23,11 @@ from device_profiles.cgm import (
     parse_cgm_session_start_time,
 )
 from device_profiles.current_time import DST_MINUTES
-from device_profiles.model import Kind, Measurement
+from device_profiles.model import Condition, Kind, Measurement
 from device_profiles.profiles import DeviceProfile
 from readings.clock import device_time_text, device_time_to_utc, session_start_to_utc
-from readings.wire import Original, Reading, reading_id
+from readings.identity import USUAL_RECORD_TYPE, RecordKey, RecordType, wire_record_type
+from readings.wire import Original, Reading
 
 Parser = Callable[[bytes], tuple[Measurement, ...]]
 
@@ -182,18 +183,19 @@ def to_reading(
         if q.special is not None:
             details[f"special_{component.value}"] = q.special.value
         original[component] = Original(q.original_value, q.original_unit)
+    record_type = _record_type(m)
+    user = _user(m)
     if m.kind is Kind.CGM and session is not None and m.time_offset_minutes is not None:
-        # Time = session start + offset; identity = device, kind, that sensor-local time
-        # and the offset (two sessions can share a wall time, never with the same offset).
+        # Time = session start + offset, added in UTC; identity = the session and offset.
         details["cgm_session_start"] = device_time_text(session.start)
-        device_time_cgm = device_time_text(session.local_time(m.time_offset_minutes))
+        key = RecordKey.cgm(device_id, session.start, m.time_offset_minutes)
         return Reading(
-            id=reading_id(device_id, m.kind, device_time_cgm, m.time_offset_minutes),
+            id=key.reading_id,
             device=device_id,
             kind=m.kind,
             time=session.utc_time(m.time_offset_minutes),
             values=values,
-            device_time=device_time_cgm,
+            device_time=key.device_time,
             skew_s=clock.skew_s,
             conditions=sorted(m.conditions),
             original=original,
@@ -207,15 +209,19 @@ def to_reading(
             offset_minutes=m.time_offset_minutes,
             skew_s=clock.skew_s,
         )
-        identity_time = device_time or ""
+        key = RecordKey(device_id, m.kind, record_type, device_time or "", m.sequence, user)
     else:
         device_time = None
         time = clock.received_at
         # No device time: with a sequence number the identity is still stable;
         # without one, the receive time is all there is.
-        identity_time = "" if m.sequence is not None else f"gw:{time.isoformat()}"
+        key = (
+            RecordKey(device_id, m.kind, record_type, "", m.sequence, user)
+            if m.sequence is not None
+            else RecordKey.received(device_id, m.kind, time, record_type, user)
+        )
     return Reading(
-        id=reading_id(device_id, m.kind, identity_time, m.sequence),
+        id=key.reading_id,
         device=device_id,
         kind=m.kind,
         time=time,
@@ -226,4 +232,19 @@ def to_reading(
         conditions=sorted(m.conditions),
         original=original,
         details=details,
+        record_type=wire_record_type(m.kind, record_type),
     )
+
+
+def _record_type(m: Measurement) -> RecordType:
+    """A control-solution test (GLS type 10 / location 4) is its own record type; every
+    other device record is its kind's usual one."""
+    if m.kind is Kind.GLUCOSE and Condition.CONTROL_SOLUTION in m.conditions:
+        return RecordType.CONTROL
+    return USUAL_RECORD_TYPE[m.kind]
+
+
+def _user(m: Measurement) -> int | None:
+    """The User ID of a multi-user device (BP, weight), None when absent or 0xFF."""
+    user = m.details.get("user_id")
+    return user if isinstance(user, int) and not isinstance(user, bool) else None

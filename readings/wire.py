@@ -2,16 +2,14 @@
 
 The one place that builds topics and encodes/decodes payloads; the gateway, the fleet
 simulator and ingest all use it.  Payloads are JSON (msgspec: typed and fast).
-A reading's ``id`` is a stable identity derived from device, kind, device time and
-sequence number, so a re-sent reading is stored once.
+A reading's ``id`` is the identity of its source record (``readings.identity``), so
+the same record is stored once however often it is sent.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Final, Literal
@@ -19,6 +17,11 @@ from typing import Annotated, Final, Literal
 import msgspec
 
 from device_profiles.model import Component, Condition, Kind
+from readings.identity import RecordType
+
+# Defined in readings.identity; re-exported for callers that built ids through this
+# module before identity had its own (``wire.reading_id``).
+from readings.identity import reading_id as reading_id  # noqa: PLC0414 (explicit re-export)
 
 TOPIC_ROOT = "homevitals/v1"
 SCHEMA_READINGS: Final = "homevitals.readings/1"
@@ -32,9 +35,6 @@ SCHEMA_EVENT_V2: Final = "homevitals.event/2"
 SCHEMA_RECEIPT: Final = "homevitals.receipt/1"
 MAX_PAYLOAD_BYTES = 256 * 1024
 MAX_READINGS_PER_MESSAGE = 1000
-# Bumped only if the identity recipe changes; part of the hashed input.
-IDENTITY_VERSION = "hv-id-1"
-_ID_NAMESPACE = uuid.UUID("6f3c1c84-5d0e-4a53-9b8e-6a4f7c2b9d11")
 
 GatewayId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 UtcTime = Annotated[datetime, msgspec.Meta(tz=True)]
@@ -93,25 +93,6 @@ def gateway_of_topic(topic: str) -> str | None:
     return None
 
 
-def reading_id(device_id: str, kind: Kind | str, device_time: str, sequence: int | None) -> str:
-    """Stable reading identity (a name-based UUID over a versioned field list).
-
-    ``device_time`` is the device-reported local time as ISO text: what the device itself
-    says, not the corrected UTC, so a later skew estimate cannot change the identity.
-    """
-    key = "\x1f".join(
-        (
-            IDENTITY_VERSION,
-            device_id,
-            str(kind),
-            device_time,
-            "" if sequence is None else str(sequence),
-        )
-    )
-    digest = hashlib.sha256(key.encode()).digest()
-    return str(uuid.UUID(bytes=digest[:16], version=5))
-
-
 class Original(msgspec.Struct, frozen=True, array_like=True):
     """The device's own value and unit (provenance), e.g. [0.00105, "kg/L"]."""
 
@@ -120,7 +101,7 @@ class Original(msgspec.Struct, frozen=True, array_like=True):
 
 
 class Reading(msgspec.Struct, frozen=True, omit_defaults=True, forbid_unknown_fields=True):
-    id: str
+    id: str  # readings.identity.RecordKey(...).reading_id
     device: str  # device identity: BLE address or serial, as paired
     kind: Kind
     time: UtcTime  # UTC, corrected for clock skew and offset
@@ -131,6 +112,10 @@ class Reading(msgspec.Struct, frozen=True, omit_defaults=True, forbid_unknown_fi
     conditions: list[Condition] = []
     original: dict[Component, Original] = {}
     details: dict[str, int | float | str | bool | None] = {}
+    # cgm / scan / strip / control / manual / measured; omitted (None) for the kind's
+    # usual type (readings.identity.USUAL_RECORD_TYPE), so readings/1 messages sent
+    # before the field existed stay valid and mean what they meant.
+    record_type: RecordType | None = None
 
 
 def _check_batch_id(schema: str, batch: str | None) -> None:

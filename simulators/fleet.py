@@ -19,7 +19,7 @@ speed measurements).
 
 Gateway ids are ``gw-0001``...; device ids ``sim-<gateway>-<n>``; patient ids
 ``<gateway>-p<k>``.  Readings carry UTC ``time`` and the device's local ``device_time``;
-ids come from ``readings.wire.reading_id``.
+ids come from ``readings.RecordKey`` (``simulators.patients.series``).
 """
 
 from __future__ import annotations

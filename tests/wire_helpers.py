@@ -13,7 +13,7 @@ from device_profiles.model import Component, Kind
 from ingest.pipeline import Message, process
 from ingest.registry import BindingCache
 from ingest.writer import WriteResult
-from readings import wire
+from readings import identity, wire
 
 Details = dict[str, int | float | str | bool | None]
 
@@ -31,7 +31,7 @@ def wire_reading(
     """A reading taken at ``when`` (UTC) by a device whose clock shows UTC."""
     local = when.replace(tzinfo=None).isoformat()
     return wire.Reading(
-        id=wire.reading_id(device, kind, local, seq),
+        id=identity.reading_id(device, kind, local, seq),
         device=device,
         kind=kind,
         time=when,

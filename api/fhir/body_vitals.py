@@ -30,6 +30,8 @@ from api.fhir.resources import (
     _category,
     _coding,
     _quantity,
+    original_of,
+    with_original,
 )
 
 
@@ -140,7 +142,10 @@ def body_observation(prefix: str, row: dict[str, Any]) -> dict[str, Any] | None:
         "text": vital.text,
     }
     if value is not None:
-        obs["valueQuantity"] = _quantity(value * vital.factor, vital.unit, vital.ucum)
+        obs["valueQuantity"] = with_original(
+            _quantity(value * vital.factor, vital.unit, vital.ucum),
+            original_of(row, vital.component),
+        )
     else:
         code, display = SPECIAL_ABSENT.get(special or "", ("unknown", "Unknown"))
         obs["dataAbsentReason"] = {

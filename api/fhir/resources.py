@@ -13,6 +13,13 @@ Mapping (see docs/api.md, "FHIR"):
   category vital-signs.  UCUM system http://unitsofmeasure.org throughout.
 * Weight, height, BMI, SpO2 (+ pulse) and temperature from ``body_readings``:
   ``body_vitals``; category vital-signs.
+* Provenance: ``valueQuantity`` is in the canonical unit; the value and unit the device
+  itself reported (a scale's 165.35 ``[lb_av]``, a cuff's kPa, a meter's ``kg/L``) ride
+  on it as the FHIR core extension ``iso21090-PQ-translation`` ("the same physical
+  quantity expressed in a different unit", context Quantity), whenever they differ.
+  That is the PHD IG's notion of the measurement (PhdNumericObservation: the value as the
+  PHD reports it, its unit the UCUM mapping of the device's MDC unit code, "Obtaining the
+  Unit Code"), kept beside the converted value instead of replacing it.
 * Personal Health Device IG (STU 2): ``Observation.device`` is the measuring device;
   the gateway that uploaded it is the ``observation-gatewayDevice`` extension
   (PhdBaseObservation's gatewayDevice slice); the device clock is related to the
@@ -47,6 +54,7 @@ OBS_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
 INTERPRETATION = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
 DATA_ABSENT = "http://terminology.hl7.org/CodeSystem/data-absent-reason"
 GATEWAY_EXT = "http://hl7.org/fhir/StructureDefinition/observation-gatewayDevice"
+PQ_TRANSLATION_EXT = "http://hl7.org/fhir/StructureDefinition/iso21090-PQ-translation"
 COINCIDENT_EXT = "http://hl7.org/fhir/uv/phd/StructureDefinition/CoincidentTimeStampReference"
 TIMEZONE_EXT = "http://hl7.org/fhir/StructureDefinition/timezone"
 MRN_SYSTEM = "urn:homevitals:mrn"
@@ -177,6 +185,34 @@ def _quantity(value: float, unit: str, code: str) -> dict[str, Any]:
     return {"value": round(float(value), 3), "unit": unit, "system": UCUM, "code": code}
 
 
+# Device unit texts that are not their UCUM code.
+_UCUM_OF = {"mmHg": "mm[Hg]"}
+
+
+def with_original(quantity: dict[str, Any], original: Any) -> dict[str, Any]:
+    """``quantity`` plus the device's own ``[value, unit]`` as a PQ-translation extension,
+    when the device reported something other than what ``quantity`` says."""
+    if not isinstance(original, list | tuple) or len(original) != 2:
+        return quantity
+    value, unit = original
+    if not isinstance(value, int | float) or isinstance(value, bool) or not isinstance(unit, str):
+        return quantity
+    code = _UCUM_OF.get(unit, unit)
+    if code == quantity["code"] and round(float(value), 3) == quantity["value"]:
+        return quantity
+    translation = {"value": float(value), "unit": unit, "system": UCUM, "code": code}
+    return {**quantity, "extension": [{"url": PQ_TRANSLATION_EXT, "valueQuantity": translation}]}
+
+
+def original_of(row: dict[str, Any], component: str) -> Any:
+    """The stored ``[value, unit]`` of ``component`` (``original`` jsonb, or glucose's
+    two columns), or None."""
+    if component == "glucose" and row.get("original_unit") is not None:
+        return [row.get("original_value"), row["original_unit"]]
+    original = row.get("original")
+    return original.get(component) if isinstance(original, dict) else None
+
+
 def _category(code: str, display: str) -> list[dict[str, Any]]:
     return [{"coding": [_coding(OBS_CATEGORY, code, display)]}]
 
@@ -243,9 +279,13 @@ def glucose_observation(row: dict[str, Any]) -> dict[str, Any]:
         ]
     elif code == GLUCOSE_MOLES_BLOOD:
         mmol = row.get("original_value") or row["mgdl"] / MGDL_PER_MMOLL
-        obs["valueQuantity"] = _quantity(mmol, "mmol/L", "mmol/L")
+        obs["valueQuantity"] = with_original(
+            _quantity(mmol, "mmol/L", "mmol/L"), original_of(row, "glucose")
+        )
     else:
-        obs["valueQuantity"] = _quantity(row["mgdl"], "mg/dL", "mg/dL")
+        obs["valueQuantity"] = with_original(
+            _quantity(row["mgdl"], "mg/dL", "mg/dL"), original_of(row, "glucose")
+        )
     if row["source"] == "smbg":
         add_sample(obs, row.get("details"), row["patient_id"])
     return obs
@@ -260,18 +300,25 @@ def bp_observation(row: dict[str, Any]) -> dict[str, Any]:
     components = [
         {
             "code": {"coding": [_coding(LOINC, SYSTOLIC, "Systolic blood pressure")]},
-            "valueQuantity": _quantity(row["systolic"], "mmHg", "mm[Hg]"),
+            "valueQuantity": with_original(
+                _quantity(row["systolic"], "mmHg", "mm[Hg]"), original_of(row, "systolic")
+            ),
         },
         {
             "code": {"coding": [_coding(LOINC, DIASTOLIC, "Diastolic blood pressure")]},
-            "valueQuantity": _quantity(row["diastolic"], "mmHg", "mm[Hg]"),
+            "valueQuantity": with_original(
+                _quantity(row["diastolic"], "mmHg", "mm[Hg]"), original_of(row, "diastolic")
+            ),
         },
     ]
     if row.get("mean_arterial") is not None:
         components.append(
             {
                 "code": {"coding": [_coding(LOINC, MEAN_ARTERIAL, "Mean blood pressure")]},
-                "valueQuantity": _quantity(row["mean_arterial"], "mmHg", "mm[Hg]"),
+                "valueQuantity": with_original(
+                    _quantity(row["mean_arterial"], "mmHg", "mm[Hg]"),
+                    original_of(row, "mean_arterial"),
+                ),
             }
         )
     obs["component"] = components
@@ -283,7 +330,9 @@ def bp_observation(row: dict[str, Any]) -> dict[str, Any]:
 def heart_rate_observation(row: dict[str, Any]) -> dict[str, Any]:
     obs = _base_observation("hr", row, _category("vital-signs", "Vital Signs"))
     obs["code"] = {"coding": [_coding(LOINC, HEART_RATE, "Heart rate")], "text": "Pulse rate"}
-    obs["valueQuantity"] = _quantity(row["pulse"], "beats/minute", "/min")
+    obs["valueQuantity"] = with_original(
+        _quantity(row["pulse"], "beats/minute", "/min"), original_of(row, "pulse")
+    )
     obs["derivedFrom"] = [{"reference": f"Observation/bp-{row['reading_id']}"}]
     return obs
 

@@ -308,11 +308,11 @@ GLUCOSE_COLS = (
 )
 BP_COLS = (
     "reading_id, time, device_id, patient_id, gateway_id, skew_s, device_time, conditions,"
-    " systolic, diastolic, mean_arterial, pulse"
+    " systolic, diastolic, mean_arterial, pulse, original"
 )
 BODY_COLS = (
     "reading_id, time, device_id, patient_id, gateway_id, skew_s, device_time, conditions,"
-    " kind, components, details"
+    " kind, components, details, original"
 )
 BODY_PREFIXES = tuple(bv.VITALS)
 

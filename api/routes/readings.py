@@ -110,6 +110,11 @@ def _tz(scope: PatientScope) -> str:
     return str(row[0]) if row else "UTC"
 
 
+# glucose keeps its one original as two columns; shown in the wire's shape like the others.
+GLUCOSE_ORIGINAL = (
+    "CASE WHEN original_unit IS NULL THEN NULL ELSE jsonb_build_object('glucose',"
+    " jsonb_build_array(original_value, original_unit)) END AS original"
+)
 GLUCOSE_WHERE = (
     " FROM glucose WHERE patient_id = %(pid)s AND time >= %(start)s AND time < %(end)s"
     " AND (%(source)s::text IS NULL OR source = %(source)s)"
@@ -134,7 +139,8 @@ def glucose_readings(
         page,
         "SELECT count(*)" + GLUCOSE_WHERE,
         "SELECT time, reading_id, device_id, source, mgdl, conditions, device_time, skew_s,"
-        " gateway_id, trend_mgdl_min, quality_pct, details"
+        " gateway_id, trend_mgdl_min, quality_pct, details, record_type, "
+        + GLUCOSE_ORIGINAL
         + GLUCOSE_WHERE
         + " ORDER BY time, reading_id",
         source=source,
@@ -201,7 +207,7 @@ def bp_readings(
         page,
         "SELECT count(*)" + BP_WHERE,
         "SELECT time, reading_id, device_id, systolic, diastolic, mean_arterial, pulse,"
-        " conditions, device_time, skew_s, gateway_id, details"
+        " conditions, device_time, skew_s, gateway_id, details, record_type, original"
         + BP_WHERE
         + " ORDER BY time, reading_id",
     )
@@ -270,7 +276,9 @@ def body_readings(
         page,
         "SELECT count(*)" + BODY_WHERE,
         "SELECT time, reading_id, device_id, kind, components, conditions, device_time,"
-        " skew_s, gateway_id, details" + BODY_WHERE + " ORDER BY time, reading_id",
+        " skew_s, gateway_id, details, record_type, original"
+        + BODY_WHERE
+        + " ORDER BY time, reading_id",
         kind=kind,
     )
     scope.audit(

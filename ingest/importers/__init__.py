@@ -40,6 +40,7 @@ ROW_COLUMNS: Final = (
     "patient",  # patient external id
     "device",  # import device id, e.g. "import:dexcom:8ABC12"
     "kind",  # Kind value: "cgm" or "glucose"
+    "record_type",  # RecordType value where not the kind's usual one (a scan), else None
     "local",  # naive local wall time (datetime64), NaT if none
     "utc",  # time given with an explicit offset (generic CSV only), else NaT
     "device_time",  # the export's time as ISO text (local, no zone) or as given
@@ -267,6 +268,7 @@ def empty_rows(table: Table) -> pd.DataFrame:
             "patient": pd.Series(None, index=index, dtype=object),
             "device": pd.Series(None, index=index, dtype=object),
             "kind": pd.Series(Kind.GLUCOSE.value, index=index, dtype=object),
+            "record_type": pd.Series(None, index=index, dtype=object),
             "local": pd.Series(pd.NaT, index=index, dtype="datetime64[us]"),
             "utc": pd.Series(pd.NaT, index=index, dtype="datetime64[us, UTC]"),
             "device_time": pd.Series(None, index=index, dtype=object),

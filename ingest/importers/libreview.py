@@ -22,7 +22,9 @@ Abbott publishes no specification of this file; the layout relied on here:
   are grouped by serial and record type, so not chronological overall.
 
 Mapping (Tidepool's): type 0 -> kind ``cgm``; types 1 (scan) and 2 (strip) -> kind
-``glucose``; everything else is skipped.  A value at or below 40 mg/dL is LO, at or
+``glucose`` with record type ``scan`` / ``strip`` (part of the reading identity: a
+scan and a strip in one minute with one value are two readings); everything else is
+skipped.  A value at or below 40 mg/dL is LO, at or
 above 500 mg/dL HI (the condition, no value; the exported number stays in
 ``original``).  The timestamp format is chosen per file, among the account formats, as
 the one that reads the most rows; if day-first and month-first read all rows equally
@@ -56,6 +58,7 @@ from ingest.importers import (
     time_errors,
     unit_of,
 )
+from readings import RecordType, wire_record_type
 
 FORMAT = "libreview"
 PROFILE = "import-libreview"
@@ -73,11 +76,13 @@ TIMESTAMP_FORMATS = (
     "%d.%m.%Y %H:%M",
     "%Y/%m/%d %H:%M",
 )
-# Record type -> (value column prefix, kind).
-RECORDS: dict[int, tuple[str, Kind]] = {
-    0: ("Historic Glucose", Kind.CGM),
-    1: ("Scan Glucose", Kind.GLUCOSE),
-    2: ("Strip Glucose", Kind.GLUCOSE),
+# Record type -> (value column prefix, kind, record type).  A scan and a strip test are
+# both fingerstick-like (``smbg``) but different records: the same minute and value in
+# both is two readings (readings.identity).
+RECORDS: dict[int, tuple[str, Kind, RecordType]] = {
+    0: ("Historic Glucose", Kind.CGM, RecordType.CGM),
+    1: ("Scan Glucose", Kind.GLUCOSE, RecordType.SCAN),
+    2: ("Strip Glucose", Kind.GLUCOSE, RecordType.STRIP),
 }
 # Out-of-range floor and ceiling (Tidepool: 40 / 500 mg/dL, 2.2 / 27.8 mmol/L).
 LO_MGDL = 40.0
@@ -114,9 +119,10 @@ def parse(path: Path, patient: str | None) -> Parsed:
     condition = pd.Series("", index=frame.index, dtype=object)
     unit = pd.Series(None, index=frame.index, dtype=object)
     value_error = pd.Series(None, index=frame.index, dtype=object)
-    for code, (prefix, kind) in RECORDS.items():
+    for code, (prefix, kind, record_type) in RECORDS.items():
         of_type = record == code
         rows.loc[of_type, "kind"] = kind.value
+        rows.loc[of_type, "record_type"] = wire_record_type(kind, record_type)
         column = next((c for c in table.columns if c.startswith(prefix)), None)
         if column is None:
             value_error[of_type] = f"no '{prefix} ...' column for record type {code}"
@@ -170,6 +176,6 @@ def parse(path: Path, patient: str | None) -> Parsed:
 
 def _any_glucose_column(columns: list[str]) -> str:
     for column in columns:
-        if column.startswith(tuple(prefix for prefix, _ in RECORDS.values())):
+        if column.startswith(tuple(prefix for prefix, _, _ in RECORDS.values())):
             return column
     raise ImportFileError("LibreView export without a 'Historic Glucose ...' column")

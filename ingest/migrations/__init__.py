@@ -32,8 +32,9 @@ def available() -> list[Migration]:
     return sorted(found, key=lambda m: m.version)
 
 
-def migrate(url: str) -> list[int]:
-    """Apply pending migrations; returns the versions applied now."""
+def migrate(url: str, upto: int | None = None) -> list[int]:
+    """Apply pending migrations (those numbered ``upto`` or lower, if given: a test
+    builds data with an older schema); returns the versions applied now."""
     applied_now: list[int] = []
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))
@@ -45,7 +46,7 @@ def migrate(url: str) -> list[int]:
             )
             done = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
             for migration in available():
-                if migration.version in done:
+                if migration.version in done or (upto is not None and migration.version > upto):
                     continue
                 with conn.transaction():
                     conn.execute(migration.sql.encode())

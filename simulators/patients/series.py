@@ -28,7 +28,7 @@ from numpy.typing import NDArray
 from device_profiles.blood_pressure import PressureUnit
 from device_profiles.glucose import GlucoseUnit, SampleLocation, SampleType
 from device_profiles.model import Component, Condition, Kind, Measurement, Quantity
-from readings import Original, Reading, reading_id
+from readings import Original, Reading, RecordKey
 from simulators.patients.timebase import DatetimeArray
 
 RANGE_LOW = -1
@@ -65,7 +65,8 @@ def iso_seconds(times: DatetimeArray) -> list[str]:
 
 
 # The kind-specific fields of one wire reading, in this order: values, conditions,
-# original, details, seq.  A plain tuple, not a NamedTuple: a CGM month is ~8,600 readings
+# original, details, record number (a meter's sequence number; a CGM's time offset, which
+# numbers its records within the session and is no wire ``seq``).  A plain tuple, not a NamedTuple: a CGM month is ~8,600 readings
 # and building named tuples by keyword cost ~10 % of ``readings()``.
 _WireFields = tuple[
     dict[Component, float],
@@ -81,19 +82,23 @@ def _wire_readings(
 ) -> list[Reading]:
     """Wire readings of ``series``, one per item of ``fields`` (in row order).
 
-    Identity, UTC time, device time and clock skew are built the same way for every kind,
-    here, so the three series cannot drift apart in how a gateway would report them.
+    Identity (``readings.RecordKey``, as ``readings.decode.to_reading`` builds it: for a
+    CGM record the session-local time and the offset), UTC time, device time and clock
+    skew are built the same way for every kind, here, so the three series cannot drift
+    apart in how a gateway would report them.
     """
     skew = float(series.skew_s) if series.skew_s else None
+    kind = series.kind
+    numbered = kind is not Kind.CGM
     return [
         Reading(
-            id=reading_id(device_id, series.kind, dt, seq),
+            id=RecordKey(device_id, kind, None, dt, seq).reading_id,
             device=device_id,
-            kind=series.kind,
+            kind=kind,
             time=t,
             values=values,
             device_time=dt,
-            seq=seq,
+            seq=seq if numbered else None,
             skew_s=skew,
             conditions=conditions,
             original=original,
@@ -296,7 +301,7 @@ class CgmSeries:
                         Component.CGM_TREND: Original(tr, "mg/dL/min"),
                     },
                     {"e2e_crc": False, "time_offset_min": off},
-                    None,  # the identity uses the session offset's device time, no sequence
+                    off,  # the record number within the session (identity only)
                 )
                 for g, tr, off, f in self._rows()
             ),

@@ -16,7 +16,7 @@ from mqtt_publish import publish_all
 from device_profiles.model import Component, Kind
 from ingest.patients import enroll_patient
 from ingest.service import IngestConfig, IngestWorker
-from readings import wire
+from readings import identity, wire
 
 pytestmark = pytest.mark.services
 
@@ -35,7 +35,7 @@ def reading(
     at = when or T0 + timedelta(minutes=10 * seq)
     local = at.replace(tzinfo=None).isoformat()
     return wire.Reading(
-        id=wire.reading_id(device, kind, local, seq),
+        id=identity.reading_id(device, kind, local, seq),
         device=device,
         kind=kind,
         time=at,
@@ -67,7 +67,7 @@ def raw_reading(n: int, **overrides: object) -> bytes:
     at = T0 + timedelta(minutes=10 * n)
     local = at.replace(tzinfo=None).isoformat()
     body: dict[str, object] = {
-        "id": wire.reading_id(DEVICE, Kind.GLUCOSE, local, n),
+        "id": identity.reading_id(DEVICE, Kind.GLUCOSE, local, n),
         "device": DEVICE,
         "kind": "glucose",
         "time": at.isoformat(),

@@ -21,7 +21,7 @@ from ingest.pipeline import Message, process
 from ingest.registry import BindingCache, malformed_record_reason
 from ingest.service import IngestConfig, IngestWorker
 from ingest.status import ingest_counts
-from readings import wire
+from readings import identity, wire
 
 pytestmark = pytest.mark.services
 T0 = datetime(2026, 11, 20, 6, 0, tzinfo=UTC)
@@ -33,7 +33,7 @@ def glucose(device: str, seq: int) -> wire.Reading:
     when = T0 + timedelta(minutes=seq)
     local = when.replace(tzinfo=None).isoformat()
     return wire.Reading(
-        id=wire.reading_id(device, Kind.GLUCOSE, local, seq),
+        id=identity.reading_id(device, Kind.GLUCOSE, local, seq),
         device=device,
         kind=Kind.GLUCOSE,
         time=when,

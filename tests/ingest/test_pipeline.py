@@ -16,7 +16,7 @@ from ingest.migrations import available
 from ingest.patients import enroll_patient
 from ingest.pipeline import Message, process
 from ingest.registry import BindingCache
-from readings import wire
+from readings import identity, wire
 
 pytestmark = pytest.mark.services
 T0 = datetime(2026, 11, 1, 8, 0, tzinfo=UTC)
@@ -25,7 +25,7 @@ T0 = datetime(2026, 11, 1, 8, 0, tzinfo=UTC)
 def glucose_reading(device: str, seq: int, mgdl: float, when: datetime) -> wire.Reading:
     local = when.replace(tzinfo=None).isoformat()
     return wire.Reading(
-        id=wire.reading_id(device, Kind.GLUCOSE, local, seq),
+        id=identity.reading_id(device, Kind.GLUCOSE, local, seq),
         device=device,
         kind=Kind.GLUCOSE,
         time=when,
@@ -142,7 +142,7 @@ def test_hi_result_without_number_is_kept_with_its_condition(conn: Any, database
     process(conn, [paired_message(gw, dev)], cache)
     local = T0.replace(tzinfo=None).isoformat()
     hi = wire.Reading(
-        id=wire.reading_id(dev, Kind.GLUCOSE, local, 7),
+        id=identity.reading_id(dev, Kind.GLUCOSE, local, 7),
         device=dev,
         kind=Kind.GLUCOSE,
         time=T0,

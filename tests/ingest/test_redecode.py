@@ -32,7 +32,7 @@ from homevitals.redecode import E2E_CRC_MISSING, StillMalformed, gateway_reading
 from ingest.patients import enroll_patient
 from ingest.pipeline import Message, process
 from ingest.registry import BindingCache
-from readings import TimeContext, device_time_to_utc, parser_for, wire
+from readings import TimeContext, device_time_to_utc, identity, parser_for, wire
 
 T0 = datetime(2026, 11, 20, 6, 0)  # device-local wall time
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -247,7 +247,7 @@ def test_decodable_record_becomes_the_patients_reading_once(
     # The reading the gateway would have sent: Berlin wall time minus the skew, the
     # device's own time text and the identity of (device, kind, device time, seq).
     local = T0 + timedelta(minutes=43)
-    expected_id = wire.reading_id(dev, Kind.GLUCOSE, local.isoformat(), 43)
+    expected_id = identity.reading_id(dev, Kind.GLUCOSE, local.isoformat(), 43)
     when = device_time_to_utc(local, zone=BERLIN, skew_s=SKEW)
     assert when == datetime(2026, 11, 20, 5, 43, 3, tzinfo=UTC)
     assert glucose_rows(conn, dev) == [(expected_id, when, local.isoformat(), 43, 187.0, first, gw)]

@@ -14,7 +14,7 @@ from mqtt_publish import publish_all
 from device_profiles.model import Component, Kind
 from ingest.patients import enroll_patient
 from ingest.service import IngestConfig, IngestWorker
-from readings import wire
+from readings import identity, wire
 
 pytestmark = pytest.mark.services
 
@@ -37,7 +37,7 @@ def gateway_messages(
             local = when.replace(tzinfo=None).isoformat()
             readings.append(
                 wire.Reading(
-                    id=wire.reading_id(device, Kind.CGM, local, seq),
+                    id=identity.reading_id(device, Kind.CGM, local, seq),
                     device=device,
                     kind=Kind.CGM,
                     time=when,

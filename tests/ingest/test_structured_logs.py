@@ -17,7 +17,7 @@ import pytest
 from mqtt_publish import publish_all
 
 from device_profiles.model import Component, Kind
-from readings import wire
+from readings import identity, wire
 
 pytestmark = pytest.mark.services
 
@@ -54,7 +54,7 @@ def readings(n: int) -> bytes:
         local = when.replace(tzinfo=None).isoformat()
         batch.append(
             wire.Reading(
-                id=wire.reading_id(DEVICE, Kind.GLUCOSE, local, seq),
+                id=identity.reading_id(DEVICE, Kind.GLUCOSE, local, seq),
                 device=DEVICE,
                 kind=Kind.GLUCOSE,
                 time=when,

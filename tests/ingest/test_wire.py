@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from device_profiles.model import Component, Condition, Kind
-from readings import wire
+from readings import identity, wire
 
 SCHEMA_FILE = Path(wire.__file__).with_name("wire_schema.json")
 
@@ -22,7 +22,7 @@ components = st.dictionaries(
 )
 readings = st.builds(
     lambda device, kind, when, values, seq, conditions: wire.Reading(
-        id=wire.reading_id(device, kind, when.replace(tzinfo=None).isoformat(), seq),
+        id=identity.reading_id(device, kind, when.replace(tzinfo=None).isoformat(), seq),
         device=device,
         kind=kind,
         time=when,
@@ -49,14 +49,14 @@ def test_batch_round_trip(items: list[wire.Reading]) -> None:
 
 
 def test_identity_is_stable_and_distinguishes_fields() -> None:
-    base = wire.reading_id("dev", Kind.GLUCOSE, "2026-01-01T08:00:00", 7)
-    assert base == wire.reading_id("dev", Kind.GLUCOSE, "2026-01-01T08:00:00", 7)
+    base = identity.reading_id("dev", Kind.GLUCOSE, "2026-01-01T08:00:00", 7)
+    assert base == identity.reading_id("dev", Kind.GLUCOSE, "2026-01-01T08:00:00", 7)
     others = {
-        wire.reading_id("dev2", Kind.GLUCOSE, "2026-01-01T08:00:00", 7),
-        wire.reading_id("dev", Kind.CGM, "2026-01-01T08:00:00", 7),
-        wire.reading_id("dev", Kind.GLUCOSE, "2026-01-01T08:05:00", 7),
-        wire.reading_id("dev", Kind.GLUCOSE, "2026-01-01T08:00:00", 8),
-        wire.reading_id("dev", Kind.GLUCOSE, "2026-01-01T08:00:00", None),
+        identity.reading_id("dev2", Kind.GLUCOSE, "2026-01-01T08:00:00", 7),
+        identity.reading_id("dev", Kind.CGM, "2026-01-01T08:00:00", 7),
+        identity.reading_id("dev", Kind.GLUCOSE, "2026-01-01T08:05:00", 7),
+        identity.reading_id("dev", Kind.GLUCOSE, "2026-01-01T08:00:00", 8),
+        identity.reading_id("dev", Kind.GLUCOSE, "2026-01-01T08:00:00", None),
     }
     assert base not in others and len(others) == 5
 

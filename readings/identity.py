@@ -1,0 +1,188 @@
+"""Reading identity: the natural key of the source record, defined once.
+
+A reading's ``id`` names the record the *device* (or the vendor export) holds, so the
+same record is one reading however often and by whichever route it arrives: re-sent
+after a lost PUBACK, re-fetched after a clock-skew change, re-downloaded in full after
+the gateway lost its state, imported again from a file.  Every producer builds it here
+(``readings.decode`` on the gateway and in ``homevitals deadletters redecode``, bulk
+import, the simulators) and the database enforces one row per id
+(ingest/migrations/0008_reading_identity.sql).
+
+The key (:class:`RecordKey`) holds what the source says about the record, and nothing
+the gateway computes or corrects (skew-corrected UTC, time zone):
+
+- ``device``: the device identity as paired (BLE address or serial), or an import source;
+- ``kind`` and ``record_type`` (:class:`RecordType`): a LibreView strip test and a scan
+  in the same minute with the same value are two records (issue #13);
+- the device's own record key: the Glucose Measurement sequence number (GLS 1.0.1
+  §3.106.1) with the record's base time as the device reported it; for a CGM record
+  the session-local time (CGM Session Start Time + Time Offset) with the Time Offset
+  (CGMS 1.0.1 §3.2.1.3: the offset numbers the records of a session); for devices
+  without a record number (blood pressure, weight), the device-reported local time text;
+- ``user``: the User ID of a multi-user device (BLS 1.1 §3.1.1.5, WSS 1.0 §3.1.1.4),
+  so two users of one cuff measuring in the same second are two readings.
+
+The id is a name-based UUID: SHA-256 over the UTF-8 key text, its first 16 bytes with the
+version nibble set to 5 and the RFC 4122 variant bits (so it is *not* an RFC 4122
+version-5 UUID, which would hash with SHA-1 and a namespace; the layout is kept as it
+was when ids were first issued, so stored ids never change).  The key text is the
+fields joined by U+001F (unit separator):
+
+    hv-id-1 | device | kind | device_time | seq [| type=<record type>] [| user=<user>]
+
+``type=`` is appended only when the record type is not its kind's usual one
+(:data:`USUAL_RECORD_TYPE`) and ``user=`` only when the device names a user: every id
+issued before these fields existed (version ``hv-id-1``) is unchanged, so gateways in
+the field, their outboxes and the rows already stored keep their identity.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Final
+
+from device_profiles.model import Kind
+
+# The recipe's version: part of the hashed text; bumped only if the recipe changes in a
+# way that changes ids (it never has: new fields are appended only when set).
+IDENTITY_VERSION: Final = "hv-id-1"
+SEPARATOR: Final = "\x1f"
+
+
+class RecordType(enum.StrEnum):
+    """What kind of record of its kind a reading is (Tidepool's cbg/smbg subtypes;
+    LibreView record types 0 historic, 1 scan, 2 strip)."""
+
+    CGM = "cgm"  # a continuous sensor's periodic record (LibreView "historic")
+    SCAN = "scan"  # a sensor value read on demand (LibreView record type 1)
+    STRIP = "strip"  # a fingerstick blood test (LibreView record type 2)
+    CONTROL = "control"  # a control-solution test (GLS type 10 / location 4)
+    MANUAL = "manual"  # entered by hand, not measured by the device
+    MEASURED = "measured"  # a device measurement of a kind without finer types
+
+
+USUAL_RECORD_TYPE: Final[dict[Kind, RecordType]] = {
+    Kind.CGM: RecordType.CGM,
+    Kind.GLUCOSE: RecordType.STRIP,
+    Kind.BLOOD_PRESSURE: RecordType.MEASURED,
+    Kind.WEIGHT: RecordType.MEASURED,
+    Kind.SPO2: RecordType.MEASURED,
+    Kind.TEMPERATURE: RecordType.MEASURED,
+}
+# Record types a reading of each kind may carry (ingest rejects the others).
+RECORD_TYPES_OF: Final[dict[Kind, frozenset[RecordType]]] = {
+    Kind.CGM: frozenset({RecordType.CGM}),
+    Kind.GLUCOSE: frozenset(
+        {RecordType.STRIP, RecordType.SCAN, RecordType.CONTROL, RecordType.MANUAL}
+    ),
+    **{
+        kind: frozenset({RecordType.MEASURED, RecordType.MANUAL})
+        for kind in (Kind.BLOOD_PRESSURE, Kind.WEIGHT, Kind.SPO2, Kind.TEMPERATURE)
+    },
+}
+
+
+def record_type_of(kind: Kind, record_type: RecordType | None) -> RecordType:
+    """The record type of a reading: its own, or its kind's usual one when it names none
+    (a ``homevitals.readings/1`` message from before the field existed)."""
+    return USUAL_RECORD_TYPE[kind] if record_type is None else record_type
+
+
+def wire_record_type(kind: Kind, record_type: RecordType) -> RecordType | None:
+    """What a reading carries on the wire: None for its kind's usual type (omitted)."""
+    return None if record_type is USUAL_RECORD_TYPE[kind] else record_type
+
+
+@dataclass(frozen=True, slots=True)
+class RecordKey:
+    """The natural key of one source record; ``reading_id`` is its UUID."""
+
+    device: str
+    kind: Kind
+    record_type: RecordType | None = None  # None: the kind's usual type
+    device_time: str = ""  # device-reported local time text (see the constructors)
+    sequence: int | None = None  # the device's record number (or CGM time offset)
+    user: int | None = None  # User ID of a multi-user device; None: no user or unknown
+
+    @classmethod
+    def cgm(cls, device: str, session_start: datetime, offset_minutes: int) -> RecordKey:
+        """A CGM record: its sensor session (the Session Start Time as the sensor
+        reports it, local) and Time Offset.  Two sessions can share a wall time, never
+        with the same offset."""
+        local = (session_start + timedelta(minutes=offset_minutes)).replace(tzinfo=None)
+        return cls(device, Kind.CGM, None, local.isoformat(), offset_minutes)
+
+    @classmethod
+    def received(
+        cls,
+        device: str,
+        kind: Kind,
+        received_at: datetime,
+        record_type: RecordType | None = None,
+        user: int | None = None,
+    ) -> RecordKey:
+        """A record with neither device time nor record number: the time the gateway
+        received it is all that tells it apart (a re-fetch is a new reading)."""
+        return cls(device, kind, record_type, f"gw:{received_at.isoformat()}", None, user)
+
+    @classmethod
+    def export_row(
+        cls,
+        device: str,
+        kind: Kind,
+        record_type: RecordType | None,
+        device_time: str,
+        ordinal: int = 0,
+    ) -> RecordKey:
+        """A row of a vendor export: its local time text; rows of one source, type and
+        minute with different values are told apart by their order (``ordinal``)."""
+        text = device_time if ordinal == 0 else f"{device_time}#{ordinal}"
+        return cls(device, kind, record_type, text)
+
+    def text(self) -> str:
+        """The hashed key text (see the module docstring)."""
+        kind = self.kind  # a StrEnum: joins as its value
+        fields = [
+            IDENTITY_VERSION,
+            self.device,
+            kind,
+            self.device_time,
+            "" if self.sequence is None else str(self.sequence),
+        ]
+        record_type = self.record_type
+        if record_type is not None and record_type is not USUAL_RECORD_TYPE[kind]:
+            fields.append("type=" + record_type)
+        if self.user is not None:
+            fields.append(f"user={self.user}")
+        return SEPARATOR.join(fields)
+
+    @property
+    def reading_id(self) -> str:
+        return _uuid_text(hashlib.sha256(self.text().encode()).digest())
+
+
+def _uuid_text(digest: bytes) -> str:
+    """The first 16 bytes of ``digest`` as UUID text, version nibble 5 and the RFC 4122
+    variant set: what ``str(uuid.UUID(bytes=digest[:16], version=5))`` gives, in a third
+    of the time (bulk import builds one per row)."""
+    b = bytearray(digest[:16])
+    b[6] = (b[6] & 0x0F) | 0x50
+    b[8] = (b[8] & 0x3F) | 0x80
+    h = b.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def reading_id(
+    device_id: str,
+    kind: Kind | str,
+    device_time: str,
+    sequence: int | None,
+    *,
+    record_type: RecordType | None = None,
+    user: int | None = None,
+) -> str:
+    """``RecordKey(...).reading_id`` from its fields, for callers holding them loose."""
+    return RecordKey(device_id, Kind(kind), record_type, device_time, sequence, user).reading_id
