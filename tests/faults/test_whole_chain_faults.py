@@ -1,0 +1,83 @@
+"""Issue #13: every reading reaches the chart exactly once, whatever fails on the way.
+
+Each scenario streams readings from simulated BLE meters through the real processes
+(``homevitals gateway run``, Mosquitto, ``homevitals ingest run``, TimescaleDB),
+injects one fault (the last one: all of them), and compares the database with the
+meters' own records: stored == sent, no source record twice, values, UTC times and
+patient exact.  See ``harness.py`` for how, and ``benchmarks/soak.py`` (``make soak``)
+for the same scenarios with more readings.
+
+Scenarios that fail on the code this suite was written against are marked
+``xfail(strict=True)`` with the counts seen: when a fix makes one pass, strict xfail
+reports XPASS and the mark must go.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from harness import Services
+from scenarios import SCENARIOS, run_scenario
+
+from homevitals.services.mosquitto import LocalMosquitto
+from homevitals.services.postgres import LocalPostgres
+from simulators.testbed import TestbedInfo, running_testbed
+
+pytestmark = [pytest.mark.services, pytest.mark.ble, pytest.mark.slow]
+
+# CI size; `make soak` runs the same scenarios with thousands.
+READINGS = int(os.environ.get("HOMEVITALS_FAULT_READINGS", "240"))
+SEED = int(os.environ.get("HOMEVITALS_FAULT_SEED", "13"))
+
+# What each scenario did on main at 35b33b6 (before the delivery and identity fixes).
+XFAIL: dict[str, str] = {}
+
+
+@pytest.fixture(scope="module")
+def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestbedInfo]:
+    adapters = sum(s.meters for s in SCENARIOS.values())
+    with running_testbed(tmp_path_factory.mktemp("ble"), adapters) as info:
+        yield info
+
+
+@pytest.fixture(scope="module")
+def take_adapters(bed: TestbedInfo) -> Callable[[int], list[str]]:
+    free = iter(a.name for a in bed.device_adapters)
+
+    def take(n: int) -> list[str]:
+        return [next(free) for _ in range(n)]
+
+    return take
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=XFAIL[name]))
+        if name in XFAIL
+        else name
+        for name in SCENARIOS
+    ],
+)
+def test_every_reading_reaches_the_chart_exactly_once(
+    name: str,
+    bed: TestbedInfo,
+    take_adapters: Callable[[int], list[str]],
+    local_postgres: LocalPostgres,
+    local_mosquitto: LocalMosquitto,
+    tmp_path: Path,
+) -> None:
+    adapters = take_adapters(SCENARIOS[name].meters)
+    counts = run_scenario(
+        name,
+        bed,
+        Services(local_postgres, local_mosquitto),
+        tmp_path,
+        adapters,
+        READINGS,
+        SEED,
+    )
+    assert counts.ok, counts.line() + "\n" + "\n".join(counts.examples)
