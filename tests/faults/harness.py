@@ -110,6 +110,9 @@ class Counts:
     dead_letters: int
     examples: list[str] = field(default_factory=list)
     elapsed_s: float = 0.0
+    # Proof that the faults happened as intended (kills mid-download, links lost...):
+    # a harness that injects nothing must not pass.
+    evidence: dict[str, int] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -126,6 +129,11 @@ class Counts:
             f" {self.duplicates} lost {self.lost} mismatched {self.mismatched}"
             f" unexpected {self.unexpected} (dead letters {self.dead_letters},"
             f" {self.elapsed_s:.0f} s) {'OK' if self.ok else 'FAIL'}"
+            + (
+                f" [{', '.join(f'{k} {v}' for k, v in self.evidence.items())}]"
+                if self.evidence
+                else ""
+            )
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -140,6 +148,7 @@ class Counts:
             "dead_letters": self.dead_letters,
             "ok": self.ok,
             "elapsed_s": round(self.elapsed_s, 1),
+            "evidence": self.evidence,
             "examples": self.examples,
         }
 
@@ -377,6 +386,8 @@ class Chain:
         self.record_interval_s = record_interval_s
         self.say = log
         self.clock = Clock(total_readings)
+        # Bounds of the waits grow with the run (a soak downloads thousands of records).
+        self.patience = max(1.0, total_readings / 400)
         self.meters: list[Meter] = []
         tag = uuid.uuid4().hex[:6]
         self.gateway_id = f"hvf-{name}-{tag}"
@@ -384,6 +395,7 @@ class Chain:
         self.client_id = f"hvf-ingest-{name}-{tag}"
         self.probe_gateway = f"hvf-probe-{name}-{tag}"
         self.probes = 0
+        self.evidence: dict[str, int] = {}
         self.database_url = ""
         self.patient_id = 0
         self.gateway_state = workdir / "gateway"
@@ -522,7 +534,12 @@ class Chain:
         return all(cursors.get(m.address.upper(), 0) >= m.top for m in self.meters)
 
     def wait_downloaded(self, timeout: float = 90) -> None:
-        wait_until(self.downloaded, timeout, "the gateway to download every record", step=0.3)
+        wait_until(
+            self.downloaded,
+            timeout * self.patience,
+            "the gateway to download every record",
+            step=0.3,
+        )
 
     def wait_drained(self, timeout: float = 120) -> None:
         """Every record downloaded and the outbox empty (every batch PUBACKed)."""
@@ -531,7 +548,12 @@ class Chain:
             status = self.status()
             return self.downloaded(status) and status["outbox"]["rows"] == 0
 
-        wait_until(drained, timeout, "the gateway to download and drain its outbox", step=0.3)
+        wait_until(
+            drained,
+            timeout * self.patience,
+            "the gateway to download and drain its outbox",
+            step=0.3,
+        )
 
     def outbox_rows(self) -> int:
         return int(self.status()["outbox"]["rows"])
@@ -580,7 +602,7 @@ class Chain:
         its dead letter; republishes every few seconds in case the first probe raced a
         subscription being re-made."""
         seen = self._probes_seen()
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + timeout * self.patience
         while True:
             self.probes += 1
             self._publish_probe(self.probes)
@@ -620,7 +642,14 @@ class Chain:
         counts = judge(self.name, records, self.rows(), self.patient_id)
         counts.dead_letters = self.dead_letters()
         counts.elapsed_s = time.monotonic() - self.started
+        counts.evidence = dict(self.evidence)
         return counts
+
+    def note(self, what: str, n: int = 1) -> None:
+        self.evidence[what] = self.evidence.get(what, 0) + n
+
+    def device_errors(self, kind: str) -> int:
+        return sum(int(d["errors"].get(kind, 0)) for d in self.status()["devices"])
 
     def settle(self, timeout: float = 120) -> Counts:
         """Drain the gateway, pass a probe through ingest, wait for attribution, count."""

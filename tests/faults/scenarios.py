@@ -45,8 +45,7 @@ def broker_restart(c: Chain, n: int) -> Counts:
     broker.stop()
     c.feed(meter, outage)  # downloaded into the outbox while the broker is away
     c.wait_downloaded()
-    held = c.outbox_rows()
-    c.say(f"[{c.name}] broker down, outbox holds {held} rows")
+    c.note("outbox rows held", c.outbox_rows())
     connected = c.ingest.count(CONNECTED)
     c.ingest.signal(signal.SIGSTOP)
     try:
@@ -102,7 +101,9 @@ def database_restart(c: Chain, n: int) -> Counts:
         c.ingest.wait_log("database unavailable", 1, 30)
         pg.start()
     c.feed(meter, portions[3])
-    return c.settle()
+    counts = c.settle()
+    counts.evidence["ingest retried a batch"] = c.ingest.count("database unavailable")
+    return counts
 
 
 # 4 ------------------------------------------------------------------------------------
@@ -121,6 +122,7 @@ def ingest_sigkill(c: Chain, n: int, kills: int = 10) -> Counts:
         elif point == "committing":
             wait_until(lambda s=stored: c.stored_count() > s, 60, "rows to start arriving", 0.02)
         c.ingest.kill()
+        c.note(f"kills ({point})")
         c.start_ingest()
     return c.settle()
 
@@ -134,11 +136,14 @@ def gateway_sigkill(c: Chain, n: int, kills: int = 5) -> Counts:
     c.start_ingest()
     c.feed(meter, first)
     for portion in rest:
+        remaining = meter.top - c.cursors().get(meter.address, 0)
         c.start_gateway()
         c.wait_session()
-        span = max(meter.top, 1) * c.record_interval_s + 0.3
+        span = remaining * c.record_interval_s * 1.3 + 0.2
         time.sleep(c.rng.uniform(0.0, span))  # the injection point, not a wait
         c.gateway.kill()
+        landed = c.cursors().get(meter.address, 0) < meter.top
+        c.note("kills mid-download" if landed else "kills after download")
         c.feed(meter, portion)
     c.start_gateway()
     return c.settle()
@@ -161,7 +166,9 @@ def ble_link_cut(c: Chain, n: int, cuts: int = 3) -> Counts:
         except HarnessError as exc:  # the session ended just before the cut
             c.say(f"[{c.name}] cut {i} missed: {exc}")
         c.feed(meter, portion)
-    return c.settle()
+    counts = c.settle()
+    counts.evidence["links lost mid-download"] = c.device_errors("link_lost")
+    return counts
 
 
 # 7 ------------------------------------------------------------------------------------
@@ -302,17 +309,33 @@ class Scenario:
     run: Callable[[Chain, int], Counts]
     meters: int = 1
     record_interval_s: float = 0.0  # a slow meter: downloads long enough to interrupt
+    # Evidence the fault landed (``Counts.evidence``): at least these counts.
+    requires: tuple[tuple[str, int], ...] = ()
 
 
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
     for s in [
-        Scenario("broker-restart", broker_restart),
-        Scenario("broker-restart-ingest-down", broker_restart_ingest_down),
-        Scenario("database-restart", database_restart),
+        Scenario("broker-restart", broker_restart, requires=(("outbox rows held", 1),)),
+        Scenario(
+            "broker-restart-ingest-down",
+            broker_restart_ingest_down,
+            requires=(("outbox rows held", 1),),
+        ),
+        Scenario("database-restart", database_restart, requires=(("ingest retried a batch", 1),)),
         Scenario("ingest-sigkill", ingest_sigkill),
-        Scenario("gateway-sigkill", gateway_sigkill, record_interval_s=0.01),
-        Scenario("ble-link-cut", ble_link_cut, record_interval_s=0.01),
+        Scenario(
+            "gateway-sigkill",
+            gateway_sigkill,
+            record_interval_s=0.01,
+            requires=(("kills mid-download", 1),),
+        ),
+        Scenario(
+            "ble-link-cut",
+            ble_link_cut,
+            record_interval_s=0.01,
+            requires=(("links lost mid-download", 1),),
+        ),
         Scenario("repair-redownload", repair_redownload),
         Scenario("skew-jump", lambda c, n: skew_change(c, n, 3600)),
         Scenario("skew-drift", lambda c, n: skew_change(c, n, 20)),
