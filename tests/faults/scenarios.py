@@ -73,6 +73,7 @@ def broker_restart_ingest_down(c: Chain, n: int) -> Counts:
     broker.stop()
     c.feed(meter, outage)
     c.wait_downloaded()
+    c.note("outbox rows held", c.outbox_rows())
     broker.start()
     c.feed(meter, down)  # published after the restart, ingest still down
     c.wait_drained()
@@ -83,23 +84,26 @@ def broker_restart_ingest_down(c: Chain, n: int) -> Counts:
 
 # 3 ------------------------------------------------------------------------------------
 def database_restart(c: Chain, n: int) -> Counts:
-    """The project's PostgreSQL is stopped (pg_ctl stop -m fast) while readings stream
-    in -- once mid-write, once while idle -- and started again."""
+    """The project's PostgreSQL stops (``pg_ctl stop -m fast``) twice and starts again:
+    once before readings arrive (ingest holds them, unacknowledged, and retries), once
+    at a random instant of the stream (mid-write when the instant falls so)."""
     portions = _split(n, 4)
     meter = c.meters[0]
     pg = c.services.postgres
     _start(c)
     c.feed(meter, portions[0])
     c.wait_drained()
-    for portion in portions[1:3]:
-        stored = c.stored_count()
-        c.feed(meter, portion)
-        if c.rng.random() < 0.5:  # mid-write: as soon as the first rows land
-            wait_until(lambda s=stored: c.stored_count() > s, 60, "rows to start arriving", 0.02)
-        pg.stop()
-        c.wait_drained()  # the gateway published everything; ingest holds it unacked
-        c.ingest.wait_log("database unavailable", 1, 30)
-        pg.start()
+    pg.stop()
+    c.feed(meter, portions[1])
+    c.wait_drained()  # the gateway published everything; ingest cannot store it
+    c.ingest.wait_log("database unavailable", 1, 30)
+    pg.start()
+    stored = c.stored_count()
+    c.feed(meter, portions[2])
+    wait_until(lambda: c.stored_count() > stored, 60 * c.patience, "rows to arrive", 0.02)
+    pg.stop()  # rows of this portion are landing: stop now
+    c.wait_drained()
+    pg.start()
     c.feed(meter, portions[3])
     counts = c.settle()
     counts.evidence["ingest retried a batch"] = c.ingest.count("database unavailable")
@@ -128,9 +132,10 @@ def ingest_sigkill(c: Chain, n: int, kills: int = 10) -> Counts:
 
 
 # 5 ------------------------------------------------------------------------------------
-def gateway_sigkill(c: Chain, n: int, kills: int = 5) -> Counts:
-    """The gateway is SIGKILLed at random points of a (slow) download, ``kills`` times,
-    and restarted; the meter keeps measuring in between."""
+def gateway_sigkill(c: Chain, n: int) -> Counts:
+    """The gateway is SIGKILLed at random points of a (slow) download -- 3 times in CI,
+    8 in a soak -- and restarted; the meter keeps measuring in between."""
+    kills = 3 if n < 1000 else 8
     first, *rest = _split(n, kills + 1)
     meter = c.meters[0]
     c.start_ingest()
@@ -150,9 +155,10 @@ def gateway_sigkill(c: Chain, n: int, kills: int = 5) -> Counts:
 
 
 # 6 ------------------------------------------------------------------------------------
-def ble_link_cut(c: Chain, n: int, cuts: int = 3) -> Counts:
-    """The BLE link drops mid-download ``cuts`` times, alternately from the gateway's
-    BlueZ (Device1.Disconnect) and from the meter (it hangs up)."""
+def ble_link_cut(c: Chain, n: int) -> Counts:
+    """The BLE link drops mid-download -- twice in CI, 6 times in a soak -- alternately
+    from the gateway's BlueZ (Device1.Disconnect) and from the meter (it hangs up)."""
+    cuts = 2 if n < 1000 else 6
     meter = c.meters[0]
     first, *rest = _split(n, cuts + 1)
     _start(c)
@@ -233,7 +239,7 @@ def _feed_all(c: Chain, meters: list[Meter], n: int) -> None:
 
 
 def _phase_ingest_kills(c: Chain, meters: list[Meter], n: int) -> None:
-    for portion in _split(n, 3):
+    for portion in _split(n, 2):
         _feed_all(c, meters, portion)
         if c.rng.random() < 0.5:
             c.wait_downloaded()
