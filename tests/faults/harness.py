@@ -395,6 +395,7 @@ class Chain:
         self.client_id = f"hvf-ingest-{name}-{tag}"
         self.probe_gateway = f"hvf-probe-{name}-{tag}"
         self.probes = 0
+        self.extra_workers: list[Service] = []
         self.evidence: dict[str, int] = {}
         self.database_url = ""
         self.patient_id = 0
@@ -670,10 +671,23 @@ class Chain:
         return row is not None and int(row[0]) == 0
 
     # faults --------------------------------------------------------------------------
-    def start_ingest(self) -> None:
-        before = self.ingest.count('"connected to ')
-        self.ingest.start()
-        self.ingest.wait_log('"connected to ', before + 1, 60)
+    def start_ingest(self, worker: Service | None = None) -> None:
+        worker = worker if worker is not None else self.ingest
+        before = worker.count('"connected to ')
+        worker.start()
+        worker.wait_log('"connected to ', before + 1, 60)
+
+    def add_ingest_worker(self) -> Service:
+        """Another ``homevitals ingest run`` in the same group (its own client id)."""
+        n = len(self.extra_workers) + 1
+        worker = Service(
+            f"ingest{n}",
+            [*INGEST_RUN, "--group", self.group, "--client-id", f"{self.client_id}-{n}"],
+            self.ingest.env,
+            self.workdir / f"ingest{n}.log",
+        )
+        self.extra_workers.append(worker)
+        return worker
 
     def start_gateway(self) -> None:
         self.gateway.start()
@@ -695,7 +709,7 @@ class Chain:
         shutil.rmtree(self.gateway_state, ignore_errors=True)
 
     def close(self) -> None:
-        for service in (self.gateway, self.ingest):
+        for service in (self.gateway, self.ingest, *self.extra_workers):
             if service.proc is not None and service.proc.poll() is None:
                 with suppress_timeout():
                     service.stop(15)
@@ -704,10 +718,13 @@ class Chain:
         for meter in self.meters:
             meter.stop()
             meter.control.unlink(missing_ok=True)
-        with suppress_timeout():
-            self._end_ingest_session()
+        for client_id in [self.client_id] + [
+            f"{self.client_id}-{n}" for n in range(1, len(self.extra_workers) + 1)
+        ]:
+            with suppress_timeout():
+                self._end_ingest_session(client_id)
 
-    def _end_ingest_session(self) -> None:
+    def _end_ingest_session(self, client_id: str) -> None:
         """Remove the ingest worker's persistent session, or it would keep queueing
         every later scenario's messages on the broker."""
         from readings import parse_mqtt_url
@@ -715,9 +732,7 @@ class Chain:
         if not self.services.mosquitto.pid():
             return
         target = parse_mqtt_url(self.services.mosquitto.url)
-        client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=mqtt.MQTTv5
-        )
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
         client.username_pw_set(target.username, target.password)
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = 0

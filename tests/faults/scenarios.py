@@ -131,6 +131,26 @@ def ingest_sigkill(c: Chain, n: int, kills: int = 10) -> Counts:
     return c.settle()
 
 
+def ingest_sigkill_shared(c: Chain, n: int, kills: int = 6) -> Counts:
+    """Two ingest workers share the group (docs/scaling.md); one of them is SIGKILLed
+    ``kills`` times during the stream and restarted, the other runs throughout (the
+    case of mosquitto issue 2662: a shared subscriber's in-flight messages)."""
+    meter = c.meters[0]
+    other = c.add_ingest_worker()
+    _start(c)
+    c.start_ingest(other)
+    for portion in _split(n, kills):
+        stored = c.stored_count()
+        c.feed(meter, portion)
+        victim = c.rng.choice([c.ingest, other])
+        if c.rng.random() < 0.5:
+            wait_until(lambda s=stored: c.stored_count() > s, 60, "rows to start arriving", 0.02)
+        victim.kill()
+        c.note(f"kills ({victim.name})")
+        c.start_ingest(victim)
+    return c.settle()
+
+
 # 5 ------------------------------------------------------------------------------------
 def gateway_sigkill(c: Chain, n: int) -> Counts:
     """The gateway is SIGKILLed at random points of a (slow) download -- 3 times in CI,
@@ -315,6 +335,7 @@ class Scenario:
     run: Callable[[Chain, int], Counts]
     meters: int = 1
     record_interval_s: float = 0.0  # a slow meter: downloads long enough to interrupt
+    ci: bool = True  # False: only in the soak (keeps the CI file near 4 minutes)
     # Evidence the fault landed (``Counts.evidence``): at least these counts.
     requires: tuple[tuple[str, int], ...] = ()
 
@@ -330,6 +351,7 @@ SCENARIOS: dict[str, Scenario] = {
         ),
         Scenario("database-restart", database_restart, requires=(("ingest retried a batch", 1),)),
         Scenario("ingest-sigkill", ingest_sigkill),
+        Scenario("ingest-sigkill-shared", ingest_sigkill_shared, ci=False),
         Scenario(
             "gateway-sigkill",
             gateway_sigkill,
