@@ -44,8 +44,8 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
-from contextlib import AbstractContextManager, suppress
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -356,6 +356,63 @@ class Services:
     mosquitto: LocalMosquitto
 
 
+class Observer:
+    """A plain (not shared) subscriber on the gateway's readings topic, admin account:
+    what the gateway has *published*, whatever became of it.
+
+    Waiting for "the outbox is empty" would assume the gateway deletes rows on PUBACK;
+    with commit receipts it keeps them until ingest has stored them, so while ingest or
+    the database is down the harness waits for this instead."""
+
+    def __init__(self, mqtt_url: str, topic: str) -> None:
+        from readings import parse_mqtt_url
+
+        self.topic = topic
+        self.seen: set[tuple[str, int]] = set()
+        self.subscribed = 0  # SUBACKs received (one per (re)connection)
+        self._target = parse_mqtt_url(mqtt_url)
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=f"hvf-observer-{uuid.uuid4().hex[:8]}",
+            protocol=mqtt.MQTTv5,
+        )
+        self.client.username_pw_set(self._target.username, self._target.password)
+        self.client.reconnect_delay_set(min_delay=1, max_delay=2)
+        self.client.on_connect = self._on_connect
+        self.client.on_subscribe = self._on_subscribe
+        self.client.on_message = self._on_message
+
+    def _on_connect(self, client: mqtt.Client, *_: Any) -> None:
+        client.subscribe(self.topic, qos=1)
+
+    def _on_subscribe(self, *_: Any) -> None:
+        self.subscribed += 1
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        try:
+            batch = json.loads(msg.payload)
+            for reading in batch.get("readings", []):
+                if reading.get("seq") is not None:
+                    self.seen.add((str(reading["device"]).upper(), int(reading["seq"])))
+        except (ValueError, TypeError, KeyError, AttributeError):
+            pass  # not ours to judge: ingest dead-letters it, the verdict counts it
+
+    def start(self) -> None:
+        self.client.connect_async(self._target.host, self._target.port)
+        self.client.loop_start()
+        self.wait_subscribed(1)
+
+    def wait_subscribed(self, at_least: int, timeout: float = 30) -> None:
+        wait_until(lambda: self.subscribed >= at_least, timeout, "the observer's SUBACK", 0.02)
+
+    def has(self, device: str, upto: int) -> bool:
+        return all((device.upper(), seq) in self.seen for seq in range(1, upto + 1))
+
+    def stop(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
 # -- the chain ---------------------------------------------------------------------------
 
 
@@ -395,6 +452,7 @@ class Chain:
         self.client_id = f"hvf-ingest-{name}-{tag}"
         self.probe_gateway = f"hvf-probe-{name}-{tag}"
         self.probes = 0
+        self.observer: Observer | None = None
         self.extra_workers: list[Service] = []
         self.evidence: dict[str, int] = {}
         self.database_url = ""
@@ -451,6 +509,10 @@ class Chain:
                 self.feed(meter, initial)
         for meter in self.meters:
             self.pair(meter)
+        self.observer = Observer(
+            self.services.mosquitto.admin_url, f"homevitals/v1/gw/{self.gateway_id}/readings"
+        )
+        self.observer.start()
 
     def start_meter(self, adapter: str) -> Meter:
         n = len(self.meters)
@@ -556,6 +618,42 @@ class Chain:
             step=0.3,
         )
 
+    def wait_published(self, timeout: float = 90) -> None:
+        """Every record downloaded and seen on the broker (published by the gateway;
+        not necessarily stored nor deleted from the outbox)."""
+        observer = self.observer
+        assert observer is not None
+
+        def published() -> bool:
+            return all(observer.has(m.address, m.top) for m in self.meters)
+
+        self.wait_downloaded(timeout)
+        wait_until(
+            published, timeout * self.patience, "the gateway to publish every record", step=0.1
+        )
+
+    @contextmanager
+    def frozen(self, *services: Service) -> Iterator[None]:
+        """SIGSTOP these processes for the block (a stalled process: its timers and
+        reconnect back-off simply run late), SIGCONT after."""
+        for service in services:
+            service.signal(signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            for service in services:
+                service.signal(signal.SIGCONT)
+
+    def restart_broker_frozen(self, *also_frozen: Service) -> None:
+        """Start the (stopped) broker with the gateway frozen until the observer has
+        re-subscribed, so that it sees everything the gateway publishes next."""
+        observer = self.observer
+        assert observer is not None
+        subscribed = observer.subscribed
+        with self.frozen(self.gateway, *also_frozen):
+            self.services.mosquitto.start()
+            observer.wait_subscribed(subscribed + 1)
+
     def outbox_rows(self) -> int:
         return int(self.status()["outbox"]["rows"])
 
@@ -652,7 +750,7 @@ class Chain:
     def device_errors(self, kind: str) -> int:
         return sum(int(d["errors"].get(kind, 0)) for d in self.status()["devices"])
 
-    def settle(self, timeout: float = 120) -> Counts:
+    def settle(self, timeout: float = 180) -> Counts:
         """Drain the gateway, pass a probe through ingest, wait for attribution, count."""
         self.wait_drained(timeout)
         self.barrier()
@@ -718,6 +816,8 @@ class Chain:
         for meter in self.meters:
             meter.stop()
             meter.control.unlink(missing_ok=True)
+        if self.observer is not None:
+            self.observer.stop()
         for client_id in [self.client_id] + [
             f"{self.client_id}-{n}" for n in range(1, len(self.extra_workers) + 1)
         ]:

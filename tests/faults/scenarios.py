@@ -8,7 +8,6 @@ points drawn from the chain's seeded RNG, then ``settle`` drains, probes and cou
 
 from __future__ import annotations
 
-import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -47,12 +46,9 @@ def broker_restart(c: Chain, n: int) -> Counts:
     c.wait_downloaded()
     c.note("outbox rows held", c.outbox_rows())
     connected = c.ingest.count(CONNECTED)
-    c.ingest.signal(signal.SIGSTOP)
-    try:
-        broker.start()
-        c.wait_drained()  # the gateway reconnected and every batch was PUBACKed
-    finally:
-        c.ingest.signal(signal.SIGCONT)
+    with c.frozen(c.ingest):
+        c.restart_broker_frozen()
+        c.wait_published()  # the gateway reconnected and re-published its outbox
     c.ingest.wait_log(CONNECTED, connected + 1, 90)
     c.feed(meter, after)
     return c.settle()
@@ -74,9 +70,9 @@ def broker_restart_ingest_down(c: Chain, n: int) -> Counts:
     c.feed(meter, outage)
     c.wait_downloaded()
     c.note("outbox rows held", c.outbox_rows())
-    broker.start()
+    c.restart_broker_frozen()
     c.feed(meter, down)  # published after the restart, ingest still down
-    c.wait_drained()
+    c.wait_published()
     c.start_ingest()
     c.feed(meter, after)
     return c.settle()
@@ -95,14 +91,14 @@ def database_restart(c: Chain, n: int) -> Counts:
     c.wait_drained()
     pg.stop()
     c.feed(meter, portions[1])
-    c.wait_drained()  # the gateway published everything; ingest cannot store it
+    c.wait_published()  # ingest has it, cannot store it
     c.ingest.wait_log("database unavailable", 1, 30)
     pg.start()
     stored = c.stored_count()
     c.feed(meter, portions[2])
     wait_until(lambda: c.stored_count() > stored, 60 * c.patience, "rows to arrive", 0.02)
     pg.stop()  # rows of this portion are landing: stop now
-    c.wait_drained()
+    c.wait_published()
     pg.start()
     c.feed(meter, portions[3])
     counts = c.settle()
@@ -273,19 +269,16 @@ def _phase_broker_restart(c: Chain, meters: list[Meter], n: int) -> None:
     _feed_all(c, meters, n)
     c.wait_downloaded()
     connected = c.ingest.count(CONNECTED)
-    c.ingest.signal(signal.SIGSTOP)
-    try:
-        c.services.mosquitto.start()
-        c.wait_drained()
-    finally:
-        c.ingest.signal(signal.SIGCONT)
+    with c.frozen(c.ingest):
+        c.restart_broker_frozen()
+        c.wait_published()
     c.ingest.wait_log(CONNECTED, connected + 1, 90)
 
 
 def _phase_database_restart(c: Chain, meters: list[Meter], n: int) -> None:
     _feed_all(c, meters, n)
     c.services.postgres.stop()
-    c.wait_drained()
+    c.wait_published()
     c.services.postgres.start()
 
 
