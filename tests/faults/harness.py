@@ -793,7 +793,8 @@ class Chain:
     def wait_session(self, timeout: float = 60) -> int:
         """Wait for the gateway's next device session to begin; returns its number."""
         before = self.gateway.count(": syncing (")
-        self.gateway.wait_log(": syncing (", before + 1, timeout)
+        # After failed sessions the gateway backs off 2 s, doubling (docs/gateway.md).
+        self.gateway.wait_log(": syncing (", before + 1, timeout * self.patience)
         return before + 1
 
     def cut_link(self, meter: Meter, from_device: bool) -> None:

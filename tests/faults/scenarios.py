@@ -157,13 +157,13 @@ def gateway_sigkill(c: Chain, n: int) -> Counts:
     c.start_ingest()
     c.feed(meter, first)
     for portion in rest:
-        remaining = meter.top - c.cursors().get(meter.address, 0)
+        remaining = meter.top - c.cursors().get(meter.address.upper(), 0)
         c.start_gateway()
         c.wait_session()
         span = remaining * c.record_interval_s * 1.3 + 0.2
         time.sleep(c.rng.uniform(0.0, span))  # the injection point, not a wait
         c.gateway.kill()
-        landed = c.cursors().get(meter.address, 0) < meter.top
+        landed = c.cursors().get(meter.address.upper(), 0) < meter.top
         c.note("kills mid-download" if landed else "kills after download")
         c.feed(meter, portion)
     c.start_gateway()
