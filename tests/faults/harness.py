@@ -38,6 +38,7 @@ import asyncio
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -69,7 +70,10 @@ PY = sys.executable
 # a reading's UTC time is known to +-1 s, no better.
 TIME_TOLERANCE_S = 1.0
 INGEST_RUN = [PY, "-m", "homevitals", "--json-logs", "--log-level", "INFO", "ingest", "run"]
-METER_SKEW_S = -7200  # the meters' clocks run two hours behind (an unset zone, say)
+METER_SKEW_S = -7200
+SYNCING = re.compile(
+    r"([0-9A-Fa-f:]{17}): syncing \([^,]+, cursor (\d+|None)\)"
+)  # the meters' clocks run two hours behind (an unset zone, say)
 
 
 class HarnessError(AssertionError):
@@ -790,12 +794,27 @@ class Chain:
     def start_gateway(self) -> None:
         self.gateway.start()
 
-    def wait_session(self, timeout: float = 60) -> int:
-        """Wait for the gateway's next device session to begin; returns its number."""
-        before = self.gateway.count(": syncing (")
+    def wait_session(self, meter: Meter | None = None, timeout: float = 60) -> None:
+        """Wait for the gateway's next device session (of ``meter``) to begin."""
+        needle = ": syncing (" if meter is None else f"{meter.address}: syncing ("
+        before = self.gateway.count(needle)
         # After failed sessions the gateway backs off 2 s, doubling (docs/gateway.md).
-        self.gateway.wait_log(": syncing (", before + 1, timeout * self.patience)
-        return before + 1
+        self.gateway.wait_log(needle, before + 1, timeout * self.patience)
+
+    def session_cursor(self, meter: Meter) -> int:
+        """The cursor the gateway's latest session of ``meter`` started from (its log
+        line ``<address>: syncing (<profile>, cursor N)``)."""
+        for line in reversed(self.gateway.lines()):
+            found = SYNCING.search(line)
+            if found and found.group(1).upper() == meter.address.upper():
+                return 0 if found.group(2) == "None" else int(found.group(2))
+        raise HarnessError(f"no session of {meter.address} in the gateway log")
+
+    def wait_download_start(self, meter: Meter) -> int:
+        """Wait for the next session of ``meter``; returns how many records it has to
+        download (0 when an earlier session already took them)."""
+        self.wait_session(meter)
+        return max(0, meter.top - self.session_cursor(meter))
 
     def cut_link(self, meter: Meter, from_device: bool) -> None:
         """Drop the BLE link: the meter hangs up, or the gateway side's BlueZ does."""

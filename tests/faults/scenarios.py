@@ -157,9 +157,8 @@ def gateway_sigkill(c: Chain, n: int) -> Counts:
     c.start_ingest()
     c.feed(meter, first)
     for portion in rest:
-        remaining = meter.top - c.cursors().get(meter.address.upper(), 0)
         c.start_gateway()
-        c.wait_session()
+        remaining = c.wait_download_start(meter)
         span = remaining * c.record_interval_s * 1.3 + 0.2
         time.sleep(c.rng.uniform(0.0, span))  # the injection point, not a wait
         c.gateway.kill()
@@ -180,14 +179,17 @@ def ble_link_cut(c: Chain, n: int) -> Counts:
     _start(c)
     c.feed(meter, first)
     for i, portion in enumerate(rest):
-        c.wait_session()
-        span = max(portion + first, 1) * c.record_interval_s
-        time.sleep(c.rng.uniform(0.05, max(span, 0.1)))  # the injection point
+        c.feed(meter, portion)
+        remaining = c.wait_download_start(meter)
+        if remaining == 0:
+            c.note("cuts skipped (nothing left to download)")
+            continue
+        # the injection point: within the first 80 % of the records' transfer
+        time.sleep(c.rng.uniform(0.05, 0.05 + 0.8 * remaining * c.record_interval_s))
         try:
             c.cut_link(meter, from_device=i % 2 == 1)
         except HarnessError as exc:  # the session ended just before the cut
             c.say(f"[{c.name}] cut {i} missed: {exc}")
-        c.feed(meter, portion)
     counts = c.settle()
     counts.evidence["links lost mid-download"] = c.device_errors("link_lost")
     return counts
@@ -286,18 +288,21 @@ def _phase_gateway_kill(c: Chain, meters: list[Meter], n: int) -> None:
     c.gateway.kill()
     _feed_all(c, meters, n)
     c.start_gateway()
-    c.wait_session()
-    time.sleep(c.rng.uniform(0.0, n * c.record_interval_s + 0.2))  # the injection point
+    remaining = c.wait_download_start(meters[0])
+    time.sleep(c.rng.uniform(0.0, remaining * c.record_interval_s + 0.2))  # the injection point
     c.gateway.kill()
     c.start_gateway()
 
 
 def _phase_link_cut(c: Chain, meters: list[Meter], n: int) -> None:
     _feed_all(c, meters, n)
-    c.wait_session()
-    time.sleep(c.rng.uniform(0.05, n * c.record_interval_s + 0.1))  # the injection point
+    meter = c.rng.choice(meters)
+    remaining = c.wait_download_start(meter)
+    if remaining == 0:
+        return
+    time.sleep(c.rng.uniform(0.05, 0.05 + 0.8 * remaining * c.record_interval_s))
     try:
-        c.cut_link(c.rng.choice(meters), from_device=c.rng.random() < 0.5)
+        c.cut_link(meter, from_device=c.rng.random() < 0.5)
     except HarnessError as exc:
         c.say(f"[{c.name}] cut missed: {exc}")
 
