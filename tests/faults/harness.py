@@ -111,12 +111,13 @@ class Counts:
     lost: int
     mismatched: int
     unexpected: int
-    dead_letters: int
+    dead_letters: int  # open dead letters of the scenario's gateway
     examples: list[str] = field(default_factory=list)
     elapsed_s: float = 0.0
     # Proof that the faults happened as intended (kills mid-download, links lost...):
     # a harness that injects nothing must not pass.
     evidence: dict[str, int] = field(default_factory=dict)
+    dead_letters_total: int = 0  # also those re-processed since (e.g. parked, then stored)
 
     @property
     def ok(self) -> bool:
@@ -131,7 +132,8 @@ class Counts:
         return (
             f"{self.scenario}: sent {self.sent} stored {self.stored} duplicates"
             f" {self.duplicates} lost {self.lost} mismatched {self.mismatched}"
-            f" unexpected {self.unexpected} (dead letters {self.dead_letters},"
+            f" unexpected {self.unexpected} (dead letters {self.dead_letters} open"
+            f" / {self.dead_letters_total},"
             f" {self.elapsed_s:.0f} s) {'OK' if self.ok else 'FAIL'}"
             + (
                 f" [{', '.join(f'{k} {v}' for k, v in self.evidence.items())}]"
@@ -150,6 +152,7 @@ class Counts:
             "mismatched": self.mismatched,
             "unexpected": self.unexpected,
             "dead_letters": self.dead_letters,
+            "dead_letters_total": self.dead_letters_total,
             "ok": self.ok,
             "elapsed_s": round(self.elapsed_s, 1),
             "evidence": self.evidence,
@@ -680,12 +683,15 @@ class Chain:
             return -1
         return int(row[0]) if row else 0
 
-    def dead_letters(self) -> int:
+    def dead_letters(self) -> tuple[int, int]:
+        """(open, total) dead letters of this gateway."""
         with psycopg.connect(self.database_url, connect_timeout=5) as conn:
             row = conn.execute(
-                "SELECT count(*) FROM dead_letters WHERE gateway_id = %s", (self.gateway_id,)
+                "SELECT count(*) FILTER (WHERE reprocessed_at IS NULL), count(*)"
+                " FROM dead_letters WHERE gateway_id = %s",
+                (self.gateway_id,),
             ).fetchone()
-        return int(row[0]) if row else 0
+        return (int(row[0]), int(row[1])) if row else (0, 0)
 
     def _probes_seen(self) -> int:
         try:
@@ -743,7 +749,7 @@ class Chain:
     def counts(self) -> Counts:
         records = [r for m in self.meters for r in m.records]
         counts = judge(self.name, records, self.rows(), self.patient_id)
-        counts.dead_letters = self.dead_letters()
+        counts.dead_letters, counts.dead_letters_total = self.dead_letters()
         counts.elapsed_s = time.monotonic() - self.started
         counts.evidence = dict(self.evidence)
         return counts
