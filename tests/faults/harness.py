@@ -118,6 +118,9 @@ class Counts:
     # a harness that injects nothing must not pass.
     evidence: dict[str, int] = field(default_factory=dict)
     dead_letters_total: int = 0  # also those re-processed since (e.g. parked, then stored)
+    # Verdicts taken part-way (mixed: after each fault) that failed: a later full
+    # re-download must not hide a loss that was on the chart for a while.
+    checkpoints_failed: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -126,6 +129,7 @@ class Counts:
             and self.duplicates == 0
             and self.mismatched == 0
             and self.unexpected == 0
+            and not self.checkpoints_failed
         )
 
     def line(self) -> str:
@@ -156,6 +160,7 @@ class Counts:
             "ok": self.ok,
             "elapsed_s": round(self.elapsed_s, 1),
             "evidence": self.evidence,
+            "checkpoints_failed": self.checkpoints_failed,
             "examples": self.examples,
         }
 
