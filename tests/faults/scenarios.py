@@ -230,7 +230,8 @@ def skew_change(c: Chain, n: int, move_s: float) -> Counts:
 # 9 ------------------------------------------------------------------------------------
 def mixed(c: Chain, n: int) -> Counts:
     """Two meters; every fault above once, in a seeded random order, readings streaming
-    throughout."""
+    throughout.  The verdict is also taken after each fault: a re-pair's full download
+    later in the run must not hide readings that were missing (or doubled) meanwhile."""
     phases: list[Callable[[Chain, list[Meter], int], None]] = [
         _phase_ingest_kills,
         _phase_broker_restart,
@@ -246,9 +247,15 @@ def mixed(c: Chain, n: int) -> Counts:
     _start(c)
     for meter, k in zip(c.meters, _split(portions[0], len(c.meters)), strict=True):
         c.feed(meter, k)
+    failed: list[str] = []
     for phase, portion in zip(phases, portions[1:], strict=True):
         phase(c, c.meters, portion)
-    return c.settle()
+        checkpoint = c.settle()
+        if not checkpoint.ok:
+            failed.append(f"after {phase.__name__.removeprefix('_phase_')}: {checkpoint.line()}")
+    counts = c.settle()
+    counts.checkpoints_failed = failed
+    return counts
 
 
 def _feed_all(c: Chain, meters: list[Meter], n: int) -> None:
