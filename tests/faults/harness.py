@@ -144,6 +144,7 @@ class Counts:
                 if self.evidence
                 else ""
             )
+            + "".join(f"\n    checkpoint FAIL {c}" for c in self.checkpoints_failed)
         )
 
     def to_json(self) -> dict[str, Any]:
