@@ -19,11 +19,14 @@ The verdict of a run (``Counts``): for every record a meter held,
   ledger's (time: within ``TIME_TOLERANCE_S``, the device clock's resolution);
 * unexpected -- rows of our devices that match no record at all.
 
-A run passes when stored == sent and duplicates == mismatched == unexpected == 0.
+A run passes when stored == sent and duplicates == mismatched == unexpected == 0 (and,
+for ``mixed``, so did the verdict taken after each of its faults).
 
 Waits are on events, each bounded: a device's cursor and the outbox in
 ``homevitals gateway status --json``, a log line of a process, rows in the database,
-and -- to know ingest has processed everything the broker accepted -- a *probe*: a
+what the gateway published (``Observer``, a plain subscription on its readings topic:
+with commit receipts the outbox stays full while ingest or the database is down), and
+-- to know ingest has processed everything the broker accepted -- a *probe*: a
 message the harness publishes after the gateway's outbox drained, through the same
 broker and the same shared subscription, which ingest turns into a dead letter of the
 probe's own gateway id.  The broker queues a subscriber's messages in order and ingest
