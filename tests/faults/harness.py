@@ -692,6 +692,15 @@ class Chain:
             return -1
         return int(row[0]) if row else 0
 
+    def wait_rows_beyond(self, stored: int, timeout: float = 60) -> None:
+        """Wait until more than ``stored`` rows of these meters are in the database."""
+        wait_until(
+            lambda: self.stored_count() > stored,
+            timeout * self.patience,
+            f"more than {stored} rows",
+            step=0.02,
+        )
+
     def dead_letters(self) -> tuple[int, int]:
         """(open, total) dead letters of this gateway."""
         with psycopg.connect(self.database_url, connect_timeout=5) as conn:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import Chain, Counts, HarnessError, Meter, Services, wait_until
+from harness import Chain, Counts, HarnessError, Meter, Services
 
 from simulators.testbed import TestbedInfo
 
@@ -96,7 +96,7 @@ def database_restart(c: Chain, n: int) -> Counts:
     pg.start()
     stored = c.stored_count()
     c.feed(meter, portions[2])
-    wait_until(lambda: c.stored_count() > stored, 60 * c.patience, "rows to arrive", 0.02)
+    c.wait_rows_beyond(stored)
     pg.stop()  # rows of this portion are landing: stop now
     c.wait_published()
     pg.start()
@@ -120,7 +120,7 @@ def ingest_sigkill(c: Chain, n: int, kills: int = 10) -> Counts:
         if point == "downloaded":
             c.wait_downloaded()
         elif point == "committing":
-            wait_until(lambda s=stored: c.stored_count() > s, 60, "rows to start arriving", 0.02)
+            c.wait_rows_beyond(stored)
         c.ingest.kill()
         c.note(f"kills ({point})")
         c.start_ingest()
@@ -140,7 +140,7 @@ def ingest_sigkill_shared(c: Chain, n: int, kills: int = 6) -> Counts:
         c.feed(meter, portion)
         victim = c.rng.choice([c.ingest, other])
         if c.rng.random() < 0.5:
-            wait_until(lambda s=stored: c.stored_count() > s, 60, "rows to start arriving", 0.02)
+            c.wait_rows_beyond(stored)
         victim.kill()
         c.note(f"kills ({victim.name})")
         c.start_ingest(victim)
