@@ -1,7 +1,7 @@
 # HomeVitals: `make demo` runs the pipeline on simulated devices; `make test` runs every check.
 VENV := .venv/bin
 
-.PHONY: setup demo test lock lock-check lint typecheck pytest services-up services-down bench clean
+.PHONY: setup demo test lock lock-check lint typecheck pytest services-up services-down bench soak clean
 
 setup:
 	@scripts/setup.sh
@@ -38,6 +38,14 @@ services-down:
 
 bench: setup
 	for b in benchmarks/bench_*.py; do $(VENV)/python $$b || exit 1; done
+
+# The whole-chain fault scenarios of tests/faults (issue #13), longer; prints the counts.
+READINGS ?= 5000
+SEED ?= 13
+ROUNDS ?= 1
+soak: setup
+	$(VENV)/python benchmarks/soak.py --readings $(READINGS) --seed $(SEED) --rounds $(ROUNDS) \
+		$(foreach s,$(SCENARIOS),--scenario $(s))
 
 clean: services-down
 	rm -rf .homevitals
