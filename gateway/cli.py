@@ -223,13 +223,29 @@ def gateway() -> None:
     default=None,
     help="Seconds a device that synced fine is left alone (default 300).",
 )
+@click.option(
+    "--receipt-timeout",
+    envvar="HOMEVITALS_GATEWAY_RECEIPT_TIMEOUT_S",
+    type=click.FloatRange(1.0),
+    default=None,
+    help="Seconds before a batch without ingest's commit receipt is sent again, doubling"
+    " up to 10 min (default 30).",
+)
 @with_config
 def run(
-    config: GatewayConfig, once: bool, duration: float | None, resync_interval: float | None
+    config: GatewayConfig,
+    once: bool,
+    duration: float | None,
+    resync_interval: float | None,
+    receipt_timeout: float | None,
 ) -> None:
     """Run the gateway daemon (scan, sync, publish)."""
     from gateway.daemon import run_gateway
 
+    if receipt_timeout is not None and config.mqtt is not None:
+        config = dataclasses.replace(
+            config, mqtt=dataclasses.replace(config.mqtt, receipt_timeout_s=receipt_timeout)
+        )
     if resync_interval is not None:
         config = dataclasses.replace(
             config, sync=dataclasses.replace(config.sync, resync_interval_s=resync_interval)

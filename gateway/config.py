@@ -34,6 +34,8 @@ class MqttSettings:
     # Reconnect backoff (paho doubles the delay from min to max).
     reconnect_min_s: int = 1
     reconnect_max_s: int = 60
+    # A batch without ingest's commit receipt is sent again after this (then doubling).
+    receipt_timeout_s: float = 30.0
 
     @classmethod
     def from_url(

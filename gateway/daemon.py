@@ -84,7 +84,11 @@ class GatewayDaemon:
         self.publisher: Publisher | None = None
         if config.mqtt is not None:
             self.publisher = Publisher(
-                config.mqtt, config.gateway_id, self.outbox, batch_size=config.batch_size
+                config.mqtt,
+                config.gateway_id,
+                self.outbox,
+                batch_size=config.batch_size,
+                receipt_timeout_s=config.mqtt.receipt_timeout_s,
             )
         self.env = SessionEnv(
             adapter=config.adapter,

@@ -34,7 +34,7 @@ from zoneinfo import ZoneInfo
 # A skew smaller than this is clock granularity and transport delay, not an error.
 NEGLIGIBLE_SKEW_S = 2.0
 # A new measurement within this of the device's previous skew keeps the previous one.
-SKEW_TOLERANCE_S = 30.0
+SKEW_TOLERANCE_S = 1.0
 
 
 def localize(wall: datetime, zone: ZoneInfo) -> datetime:
@@ -55,11 +55,13 @@ def measure_skew(device_now: datetime, gateway_now: datetime, zone: ZoneInfo) ->
 
 def stable_skew(measured: float, previous: float | None) -> float:
     """The skew to use for this session: whole seconds (0 when negligible), and the
-    previous value while the new measurement stays within ``SKEW_TOLERANCE_S`` of it.
+    previous value while the new measurement stays within ``SKEW_TOLERANCE_S`` of it
+    (the jitter of one measurement: whole-second device clocks and transport delay), so a
+    record fetched again gets the same UTC time.
 
-    Ingest deduplicates on (id, time); a record fetched again after a crash must get
-    the same UTC time, not one that moved with the millisecond jitter of a new skew
-    measurement.  Device clocks tick in whole seconds anyway.
+    Identity no longer depends on time (``readings.identity``: ingest keeps one row per
+    reading id), so any real clock change is applied at once: a 20 s correction of the
+    device clock moves the next readings by 20 s, not "kept within 30 s" as before.
     """
     rounded = float(round(measured))
     if abs(rounded) <= NEGLIGIBLE_SKEW_S:

@@ -478,7 +478,19 @@ class Chain:
         env = process_env(bed)
         self.gateway = Service(
             "gateway",
-            [PY, "-m", "homevitals", "--json-logs", "gateway", "run", "--resync-interval", "1"],
+            [
+                PY,
+                "-m",
+                "homevitals",
+                "--json-logs",
+                "gateway",
+                "run",
+                "--resync-interval",
+                "1",
+                # A lost batch comes back in seconds, not after the 30 s default.
+                "--receipt-timeout",
+                "3",
+            ],
             {},
             workdir / "gateway.log",
         )

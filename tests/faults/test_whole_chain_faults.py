@@ -39,29 +39,14 @@ CI_SCENARIOS = [
 # The scenarios that fail on main at 35b33b6 (before the delivery and identity fixes),
 # with the counts seen there (240 readings, seed 13).  Remove a mark when its fix lands:
 # strict xfail turns the first pass into a failure (XPASS) so the mark cannot linger.
-XFAIL: dict[str, str] = {
-    "broker-restart": (
-        "PUBACK is not storage: Mosquitto 2.0.11 does not restore ingest's $share"
-        " subscription after a restart, so the outbox the gateway re-publishes before ingest"
-        " re-subscribes is acknowledged, deleted and dropped (sent 240 stored 160 lost 80)"
-    ),
-    "broker-restart-ingest-down": (
-        "the same, with ingest down: everything published after the broker restart and"
-        " before ingest is back is lost (sent 240 stored 120 lost 120)"
-    ),
-    "skew-drift": (
-        "clock.stable_skew keeps the previous skew while a new measurement is within 30 s:"
-        " readings measured after a 20 s clock correction are charted 20 s off"
-        " (sent 240 stored 240 mismatched 120)"
-    ),
-    "mixed": (
-        "after the broker restart 30 of 180 readings are missing (as in broker-restart; a"
-        " later full re-download brings them back); a re-pair after the meter's clock moved"
-        " re-downloads old records with the new skew: same reading id, another time, so"
-        " (id, time) stores them twice, at the wrong time (sent 240 stored 240 duplicates"
-        " 44 mismatched 44)"
-    ),
-}
+# On 35b33b6 (240 readings, seed 13) four scenarios failed and were marked here:
+#   broker-restart              sent 240 stored 160 lost 80 (PUBACK taken as delivery)
+#   broker-restart-ingest-down  sent 240 stored 120 lost 120
+#   skew-drift                  sent 240 stored 240 mismatched 120 (skew kept within 30 s)
+#   mixed                       sent 240 stored 240 duplicates 44 mismatched 44 ((id, time))
+# Commit receipts, identity on the source record alone and a 1 s skew tolerance fixed
+# them; the marks went (docs/faults.md).  A scenario that fails again goes here.
+XFAIL: dict[str, str] = {}
 
 
 @pytest.fixture(scope="module")

@@ -79,7 +79,9 @@ UTC_ZONE = ZoneInfo("UTC")
 
 def test_stable_skew_keeps_the_previous_value_within_tolerance() -> None:
     assert stable_skew(10799.6, None) == 10800.0
-    assert stable_skew(10803.2, 10800.0) == 10800.0  # jitter: same UTC times on re-fetch
+    assert stable_skew(10800.6, 10800.0) == 10800.0  # jitter: same UTC times on re-fetch
+    assert stable_skew(10799.2, 10800.0) == 10800.0
+    assert stable_skew(10820.0, 10800.0) == 10820.0  # a 20 s clock change is applied
     assert stable_skew(10900.0, 10800.0) == 10900.0  # a real change
     assert stable_skew(0.4, 10800.0) == 0.0  # the clock was set
 
