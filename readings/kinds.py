@@ -72,14 +72,16 @@ class FhirCode:
 
 @dataclass(frozen=True, slots=True)
 class Display:
-    """How the dashboard shows a value: ``f"{value:.{decimals}f} {unit}"``."""
+    """How the dashboard shows a value: ``f"{value:.{decimals}f} {unit}"`` (no unit: the
+    number alone)."""
 
     label: str
     unit: str
     decimals: int
 
     def format(self, value: float) -> str:
-        return f"{value:.{self.decimals}f} {self.unit}"
+        number = f"{value:.{self.decimals}f}"
+        return f"{number} {self.unit}" if self.unit else number
 
 
 @dataclass(frozen=True, slots=True)

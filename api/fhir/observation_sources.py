@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from api.fhir import body_vitals as bv
 from api.fhir import resources as fr
+from device_profiles.model import Kind
 from readings import BODY_TABLE, KINDS, ComponentSpec, KindSpec
 
 
@@ -25,7 +26,7 @@ def _excluded(spec: KindSpec) -> list[str]:
     return [f"NOT ('{c.value}' = ANY(conditions))" for c in sorted(spec.not_exported_when)]
 
 
-NOT_CONTROL = "NOT ('control_solution' = ANY(conditions))"
+NOT_CONTROL = " AND ".join(_excluded(KINDS[Kind.GLUCOSE]))
 
 
 def _dedicated(spec: KindSpec) -> list[Source]:
