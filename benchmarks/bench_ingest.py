@@ -44,7 +44,7 @@ from device_profiles.model import Component, Kind
 from homevitals.services.mosquitto import LocalMosquitto
 from homevitals.services.postgres import LocalPostgres
 from homevitals.services.system import free_port
-from ingest.columns import GLUCOSE_COLUMNS
+from ingest.columns import COPY_TABLES
 from ingest.migrations import migrate
 from ingest.patients import enroll_patient
 from ingest.pipeline import Message
@@ -125,7 +125,7 @@ def raw_copy(url: str, readings: list[wire.Reading], claims: bool = False) -> fl
     column types and dumpers); ``claims``: preceded by the COPY of their identity claims
     into ``reading_identity`` in the same transaction, as the writer does."""
     from ingest.columns import Flat, Origin, glucose_rows
-    from ingest.writer import COPY_TYPES, register_dumpers
+    from ingest.writer import register_dumpers
 
     flat = Flat()
     flat.add(Origin("", GATEWAY), readings)
@@ -142,9 +142,9 @@ def raw_copy(url: str, readings: list[wire.Reading], claims: bool = False) -> fl
                     copy.set_types(["bytea", "text", "timestamptz"])
                     for row in rows:
                         copy.write_row((row[1], "glucose", row[0]))
-            columns = ", ".join(GLUCOSE_COLUMNS)
+            columns = ", ".join(COPY_TABLES["glucose"].columns)
             with cur.copy(f"COPY glucose ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
-                copy.set_types(COPY_TYPES["glucose"])
+                copy.set_types(COPY_TABLES["glucose"].types)
                 for row in rows:
                     copy.write_row(row)
         elapsed = time.perf_counter() - started

@@ -21,9 +21,20 @@ import orjson
 
 from device_profiles.model import Component, Condition, Kind
 from ingest.validation import COMPONENTS_OF, EARLIEST, FUTURE_TOLERANCE, PLAUSIBLE, REQUIRED
-from readings import RECORD_TYPES_OF, USUAL_RECORD_TYPE, Original, Reading
+from readings import (
+    BODY_TABLE,
+    BP_TABLE,
+    GLUCOSE_TABLE,
+    KINDS,
+    RECORD_TYPES_OF,
+    TABLE_OF_KIND,
+    USUAL_RECORD_TYPE,
+    InconsistentKinds,
+    Original,
+    Reading,
+    RecordType,
+)
 
-HI_LO = frozenset({Condition.RESULT_ABOVE_RANGE, Condition.RESULT_BELOW_RANGE})
 # Reading ids are written as binary uuid: only the canonical text form is accepted.
 _UUID_TEXT = re.compile(
     r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
@@ -33,68 +44,12 @@ _UUID_TEXT = re.compile(
 # (Blood Pressure Service 1.1, 3.1: 0xFF = unknown user) in an int2 column.
 SEQUENCE_RANGE = (0, 2**31 - 1)
 USER_ID_RANGE = (0, 255)
-GLUCOSE_COLUMNS = (
-    "time",
-    "reading_id",
-    "device_id",
-    "patient_id",
-    "source",
-    "mgdl",
-    "conditions",
-    "sequence",
-    "device_time",
-    "skew_s",
-    "original_value",
-    "original_unit",
-    "gateway_id",
-    "trend_mgdl_min",
-    "quality_pct",
-    "details",
-    "record_type",
-)
-BP_COLUMNS = (
-    "time",
-    "reading_id",
-    "device_id",
-    "patient_id",
-    "systolic",
-    "diastolic",
-    "mean_arterial",
-    "pulse",
-    "conditions",
-    "device_time",
-    "skew_s",
-    "original_unit",
-    "user_id",
-    "gateway_id",
-    "details",
-    "record_type",
-    "original",
-)
-BODY_COLUMNS = (
-    "time",
-    "reading_id",
-    "device_id",
-    "patient_id",
-    "kind",
-    "components",
-    "conditions",
-    "device_time",
-    "skew_s",
-    "gateway_id",
-    "details",
-    "record_type",
-    "original",
-)
-
-TABLE_OF_KIND: dict[Kind, str] = {
-    Kind.GLUCOSE: "glucose",
-    Kind.CGM: "glucose",
-    Kind.BLOOD_PRESSURE: "blood_pressure",
-    Kind.WEIGHT: "body_readings",
-    Kind.SPO2: "body_readings",
-    Kind.TEMPERATURE: "body_readings",
-}
+# Reading ids arrive as UUID text and go out as the 16 bytes of binary COPY's uuid field,
+# converted for a whole batch at once (``uuid_bytes``); declared ``bytea`` so psycopg
+# copies them in C instead of calling a Python dumper per row.
+UUID_AS_BYTES = "bytea"
+# Likewise jsonb fields prepared by ``details_jsonb`` / ``original_jsonb``.
+JSONB_AS_BYTES = "bytea"
 
 
 @dataclass(slots=True)
@@ -236,16 +191,25 @@ def validate(flat: Flat, known_devices: set[str], now: datetime) -> Split:
                 np.isin(np.arange(n), rows[bad]),
                 partial(_implausible, component.value, full, low, high),
             )
-    no_value_ok = np.fromiter(
-        (bool(r.conditions) and not HI_LO.isdisjoint(r.conditions) for r in readings), bool, n
-    )
+    # Readings allowed to lack their required values (a meter's HI/LO), per condition set.
+    no_value_ok: dict[frozenset[Condition], BoolArray] = {}
     for kind, required in REQUIRED.items():
         of_kind = kinds == KIND_CODE[kind]
+        absent_when = KINDS[kind].absent_when
         for component in required:
             has = present.get(component, np.zeros(n, dtype=bool))
             missing = of_kind & ~has
-            if kind in (Kind.GLUCOSE, Kind.CGM):
-                missing &= ~no_value_ok
+            if absent_when:
+                if absent_when not in no_value_ok:
+                    no_value_ok[absent_when] = np.fromiter(
+                        (
+                            bool(r.conditions) and not absent_when.isdisjoint(r.conditions)
+                            for r in readings
+                        ),
+                        bool,
+                        n,
+                    )
+                missing &= ~no_value_ok[absent_when]
             reject(missing, partial(_same, f"{kind.value} reading without {component.value}"))
     unknown = np.fromiter((r.device not in known_devices for r in readings), bool, n)
     reject(
@@ -380,13 +344,9 @@ def glucose_rows(flat: Flat, idx: list[int], patients: list[int | None]) -> list
     gateways = [o.gateway for o in flat.origins]
     origin = flat.origin
     ids = uuid_bytes([readings[i].id for i in idx])
-    glucose, trend, quality, cgm = (
-        Component.GLUCOSE,
-        Component.CGM_TREND,
-        Component.CGM_QUALITY,
-        Kind.CGM,
-    )
-    usual = USUAL_RECORD_TYPE
+    glucose, trend, quality = Component.GLUCOSE, Component.CGM_TREND, Component.CGM_QUALITY
+    source = _GLUCOSE_SOURCE
+    usual = _USUAL  # a plain dict: the fastest lookup in this loop
     dumps = orjson.dumps
     for i, patient, rid in zip(idx, patients, ids, strict=True):
         r = readings[i]
@@ -399,7 +359,7 @@ def glucose_rows(flat: Flat, idx: list[int], patients: list[int | None]) -> list
                 rid,
                 r.device,
                 patient,
-                "cgm" if r.kind is cgm else "smbg",
+                source[r.kind],
                 values.get(glucose),
                 r.conditions,
                 r.seq,
@@ -423,6 +383,7 @@ def bp_rows(flat: Flat, idx: list[int], patients: list[int | None]) -> list[tupl
     ids = uuid_bytes([readings[i].id for i in idx])
     for i, patient, rid in zip(idx, patients, ids, strict=True):
         r = readings[i]
+        values = r.values
         original = r.original.get(Component.SYSTOLIC) if r.original else None
         out.append(
             (
@@ -430,10 +391,7 @@ def bp_rows(flat: Flat, idx: list[int], patients: list[int | None]) -> list[tupl
                 rid,
                 r.device,
                 patient,
-                r.values[Component.SYSTOLIC],
-                r.values[Component.DIASTOLIC],
-                r.values.get(Component.MEAN_ARTERIAL),
-                r.values.get(Component.PULSE),
+                *[values[c] if needed else values.get(c) for c, needed in _BP_COMPONENTS],
                 r.conditions,
                 r.device_time,
                 r.skew_s,
@@ -472,3 +430,115 @@ def body_rows(flat: Flat, idx: list[int], patients: list[int | None]) -> list[tu
             )
         )
     return out
+
+
+RowBuilder = Callable[[Flat, list[int], list[int | None]], list[tuple[Any, ...]]]
+
+
+@dataclass(frozen=True, slots=True)
+class CopyTable:
+    """One readings table as the writer COPYs it: its fields (column, binary COPY type)
+    in the order of the tuples ``rows`` builds."""
+
+    name: str
+    fields: tuple[tuple[str, str], ...]
+    rows: RowBuilder
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return tuple(column for column, _ in self.fields)
+
+    @property
+    def types(self) -> list[str]:
+        return [copy_type for _, copy_type in self.fields]
+
+
+# Every readings row starts with these (the writer's identity claim reads the first two).
+_HEAD = (
+    ("time", "timestamptz"),
+    ("reading_id", UUID_AS_BYTES),
+    ("device_id", "text"),
+    ("patient_id", "int8"),
+)
+_USUAL: dict[Kind, RecordType] = dict(USUAL_RECORD_TYPE)
+_GLUCOSE_SOURCE: dict[Kind, str] = {
+    kind: spec.source for kind, spec in KINDS.items() if spec.table == GLUCOSE_TABLE and spec.source
+}
+# (component, required) of the cuff's columns, in declaration (= column) order.
+_BP_COMPONENTS: tuple[tuple[Component, bool], ...] = tuple(
+    (c.component, c.required) for c in KINDS[Kind.BLOOD_PRESSURE].components
+)
+
+COPY_TABLES: dict[str, CopyTable] = {
+    GLUCOSE_TABLE: CopyTable(
+        GLUCOSE_TABLE,
+        (
+            *_HEAD,
+            ("source", "text"),
+            ("mgdl", "float8"),
+            ("conditions", "text[]"),
+            ("sequence", "int4"),
+            ("device_time", "text"),
+            ("skew_s", "float8"),
+            ("original_value", "float8"),
+            ("original_unit", "text"),
+            ("gateway_id", "text"),
+            ("trend_mgdl_min", "float8"),
+            ("quality_pct", "float8"),
+            ("details", JSONB_AS_BYTES),
+            ("record_type", "text"),
+        ),
+        glucose_rows,
+    ),
+    BP_TABLE: CopyTable(
+        BP_TABLE,
+        (
+            *_HEAD,
+            *((str(c.column), "float8") for c in KINDS[Kind.BLOOD_PRESSURE].components),
+            ("conditions", "text[]"),
+            ("device_time", "text"),
+            ("skew_s", "float8"),
+            ("original_unit", "text"),
+            ("user_id", "int2"),
+            ("gateway_id", "text"),
+            ("details", JSONB_AS_BYTES),
+            ("record_type", "text"),
+            ("original", JSONB_AS_BYTES),
+        ),
+        bp_rows,
+    ),
+    BODY_TABLE: CopyTable(
+        BODY_TABLE,
+        (
+            *_HEAD,
+            ("kind", "text"),
+            ("components", JSONB_AS_BYTES),  # {component: value} of every declared component
+            ("conditions", "text[]"),
+            ("device_time", "text"),
+            ("skew_s", "float8"),
+            ("gateway_id", "text"),
+            ("details", JSONB_AS_BYTES),
+            ("record_type", "text"),
+            ("original", JSONB_AS_BYTES),
+        ),
+        body_rows,
+    ),
+}
+
+
+def _check_storage() -> None:
+    """Every kind's table is one of these, and every component it declares has a column
+    there (or goes into the body table's ``components``)."""
+    for spec in KINDS.values():
+        table = COPY_TABLES.get(spec.table)
+        if table is None:
+            raise InconsistentKinds(f"{spec.kind.value}: no COPY table {spec.table!r}")
+        for c in spec.components:
+            column = "components" if c.column is None else c.column
+            if column not in table.columns or (c.column is None) != (table.name == BODY_TABLE):
+                raise InconsistentKinds(
+                    f"{spec.kind.value}.{c.component.value}: no column {column!r} in {table.name}"
+                )
+
+
+_check_storage()

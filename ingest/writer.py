@@ -12,7 +12,7 @@ Duplicates are rare, so nearly every batch costs two COPYs per table.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -21,93 +21,13 @@ import psycopg
 from psycopg import sql
 from psycopg.types.string import BytesBinaryDumper
 
-from ingest.columns import (
-    BODY_COLUMNS,
-    BP_COLUMNS,
-    GLUCOSE_COLUMNS,
-    Flat,
-    Rejected,
-    Split,
-    body_rows,
-    bp_rows,
-    glucose_rows,
-)
+from ingest.columns import COPY_TABLES, UUID_AS_BYTES, Rejected, Split
 from ingest.registry import BindingCache
 
 NOTIFY_CHANNEL = "hv_readings"
 
-# Reading ids arrive as UUID text and go out as the 16 bytes of binary COPY's uuid field,
-# converted for a whole batch at once (``columns.uuid_bytes``); declared ``bytea`` so
-# psycopg copies them in C instead of calling a Python dumper per row.
-UUID_AS_BYTES = "bytea"
-# Likewise jsonb fields prepared by ``columns.details_jsonb``.
-JSONB_AS_BYTES = "bytea"
-
-COPY_TYPES: dict[str, list[str]] = {
-    "glucose": [
-        "timestamptz",
-        UUID_AS_BYTES,
-        "text",
-        "int8",
-        "text",
-        "float8",
-        "text[]",
-        "int4",
-        "text",
-        "float8",
-        "float8",
-        "text",
-        "text",
-        "float8",
-        "float8",
-        JSONB_AS_BYTES,
-        "text",
-    ],
-    "blood_pressure": [
-        "timestamptz",
-        UUID_AS_BYTES,
-        "text",
-        "int8",
-        "float8",
-        "float8",
-        "float8",
-        "float8",
-        "text[]",
-        "text",
-        "float8",
-        "text",
-        "int2",
-        "text",
-        JSONB_AS_BYTES,
-        "text",
-        JSONB_AS_BYTES,
-    ],
-    "body_readings": [
-        "timestamptz",
-        UUID_AS_BYTES,
-        "text",
-        "int8",
-        "text",
-        JSONB_AS_BYTES,
-        "text[]",
-        "text",
-        "float8",
-        "text",
-        JSONB_AS_BYTES,
-        "text",
-        JSONB_AS_BYTES,
-    ],
-}
-_COLUMNS: dict[str, tuple[str, ...]] = {
-    "glucose": GLUCOSE_COLUMNS,
-    "blood_pressure": BP_COLUMNS,
-    "body_readings": BODY_COLUMNS,
-}
-_ROWS: dict[str, Callable[[Flat, list[int], list[int | None]], list[tuple[Any, ...]]]] = {
-    "glucose": glucose_rows,
-    "blood_pressure": bp_rows,
-    "body_readings": body_rows,
-}
+# The tables' COPY fields and row builders: ``columns.COPY_TABLES`` (one structure per
+# table, checked against the kinds' declaration).
 
 
 @dataclass(slots=True)
@@ -140,10 +60,11 @@ def register_dumpers(conn: psycopg.Connection[Any]) -> None:
 def _copy(
     cur: psycopg.Cursor[Any], target: sql.Composable, table: str, rows: Sequence[tuple[Any, ...]]
 ) -> None:
-    columns = sql.SQL(", ").join(sql.Identifier(c) for c in _COLUMNS[table])
+    spec = COPY_TABLES[table]
+    columns = sql.SQL(", ").join(sql.Identifier(c) for c in spec.columns)
     statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(target, columns)
     with cur.copy(statement) as copy:
-        copy.set_types(COPY_TYPES[table])
+        copy.set_types(spec.types)
         for row in rows:
             copy.write_row(row)
 
@@ -183,7 +104,8 @@ def _write_table(
         ).format(staging, sql.Identifier(table))
     )
     _copy(cur, staging, table, rows)
-    columns = sql.SQL(", ").join(sql.Identifier(c) for c in _COLUMNS[table])
+    names = COPY_TABLES[table].columns
+    columns = sql.SQL(", ").join(sql.Identifier(c) for c in names)
     cur.execute(
         sql.SQL(
             "WITH claimed AS ("
@@ -199,7 +121,7 @@ def _write_table(
             staging=staging,
             table=sql.Identifier(table),
             cols=columns,
-            s_cols=sql.SQL(", ").join(sql.Identifier("s", c) for c in _COLUMNS[table]),
+            s_cols=sql.SQL(", ").join(sql.Identifier("s", c) for c in names),
         )
     )
     inserted = max(cur.rowcount, 0)
@@ -240,7 +162,7 @@ def write_split(
                     seen = latest.get(patient)
                     if seen is None or when > seen:
                         latest[patient] = when
-            rows = _ROWS[table](split.flat, located, patients)
+            rows = COPY_TABLES[table].rows(split.flat, located, patients)
             _write_table(cur, table, rows, result)
         rejected = [*split.rejected, *extra_rejected]
         write_dead_letters(cur, rejected)

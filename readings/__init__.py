@@ -1,11 +1,13 @@
 """The reading contract every role shares: the MQTT wire format and its JSON Schema,
-reading identity (``identity``: the natural key of the source record), device clock -> UTC, measurement -> wire reading, MQTT URLs and log set-up.
+reading identity (``identity``: the natural key of the source record), every reading kind
+declared once (``kinds``), device clock -> UTC, measurement -> wire reading, MQTT URLs
+and log set-up.
 
 Depends only on ``device_profiles``; the gateway, the simulators and ingest sit above it as
 siblings and import it through this module (tests/test_layers.py).
 """
 
-from readings import clock, decode, identity, logs, mqtt_url, wire
+from readings import clock, decode, identity, kinds, logs, mqtt_url, wire
 from readings.clock import (
     NEGLIGIBLE_SKEW_S,
     SKEW_TOLERANCE_S,
@@ -39,6 +41,26 @@ from readings.identity import (
     reading_id,
     record_type_of,
     wire_record_type,
+)
+from readings.kinds import (
+    BODY_TABLE,
+    BP_TABLE,
+    COMPONENTS_OF,
+    GLUCOSE_TABLE,
+    HI_LO,
+    KINDS,
+    LABORATORY,
+    PLAUSIBLE,
+    REQUIRED,
+    TABLE_OF_KIND,
+    VITAL_SIGNS,
+    Coding,
+    ComponentSpec,
+    Display,
+    FhirCode,
+    InconsistentKinds,
+    KindSpec,
+    Panel,
 )
 from readings.logs import (
     JsonLinesFormatter,
@@ -107,17 +129,26 @@ from readings.wire import (
 )
 
 __all__ = [
+    "BODY_TABLE",
+    "BP_TABLE",
+    "COMPONENTS_OF",
     "E2E_CRC_MISSING",
     "EVENTS_SUBSCRIPTION",
     "FUTURE_TOLERANCE",
+    "GLUCOSE_TABLE",
+    "HI_LO",
     "IDENTITY_VERSION",
+    "KINDS",
+    "LABORATORY",
     "MAX_ATTRIBUTE_BYTES",
     "MAX_MALFORMED_REASON",
     "MAX_PAYLOAD_BYTES",
     "MAX_READINGS_PER_MESSAGE",
     "NEGLIGIBLE_SKEW_S",
+    "PLAUSIBLE",
     "READINGS_SUBSCRIPTION",
     "RECORD_TYPES_OF",
+    "REQUIRED",
     "SCHEMA_EVENT",
     "SCHEMA_EVENT_V2",
     "SCHEMA_READINGS",
@@ -127,27 +158,36 @@ __all__ = [
     "SERVICE_ACCOUNT_PREFIX",
     "SKEW_TOLERANCE_S",
     "STATUS_SUBSCRIPTION",
+    "TABLE_OF_KIND",
     "TOPIC_ROOT",
     "U16",
     "USUAL_RECORD_TYPE",
+    "VITAL_SIGNS",
     "BatchId",
     "BatchReceipt",
     "CgmSession",
     "CharacteristicUuid",
+    "Coding",
+    "ComponentSpec",
     "DeviceEvent",
     "DeviceInventory",
     "DevicePaired",
     "DeviceRecordMalformed",
     "DeviceSynced",
     "DeviceUnpaired",
+    "Display",
     "Event",
     "EventsMessage",
+    "FhirCode",
     "GatewayId",
     "GatewayStatus",
+    "InconsistentKinds",
     "JsonLinesFormatter",
+    "KindSpec",
     "MqttTarget",
     "MqttUrlError",
     "Original",
+    "Panel",
     "Parser",
     "RawHex",
     "Reading",
@@ -178,6 +218,7 @@ __all__ = [
     "identity",
     "is_service_account",
     "json_schema",
+    "kinds",
     "localize",
     "logs",
     "measure_skew",

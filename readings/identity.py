@@ -38,13 +38,13 @@ the field, their outboxes and the rows already stored keep their identity.
 
 from __future__ import annotations
 
-import enum
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final
 
 from device_profiles.model import Kind
+from readings.kinds import RECORD_TYPES_OF, USUAL_RECORD_TYPE, RecordType
 
 # The recipe's version: part of the hashed text; bumped only if the recipe changes in a
 # way that changes ids (it never has: new fields are appended only when set).
@@ -52,37 +52,17 @@ IDENTITY_VERSION: Final = "hv-id-1"
 SEPARATOR: Final = "\x1f"
 
 
-class RecordType(enum.StrEnum):
-    """What kind of record of its kind a reading is (Tidepool's cbg/smbg subtypes;
-    LibreView record types 0 historic, 1 scan, 2 strip)."""
-
-    CGM = "cgm"  # a continuous sensor's periodic record (LibreView "historic")
-    SCAN = "scan"  # a sensor value read on demand (LibreView record type 1)
-    STRIP = "strip"  # a fingerstick blood test (LibreView record type 2)
-    CONTROL = "control"  # a control-solution test (GLS type 10 / location 4)
-    MANUAL = "manual"  # entered by hand, not measured by the device
-    MEASURED = "measured"  # a device measurement of a kind without finer types
-
-
-USUAL_RECORD_TYPE: Final[dict[Kind, RecordType]] = {
-    Kind.CGM: RecordType.CGM,
-    Kind.GLUCOSE: RecordType.STRIP,
-    Kind.BLOOD_PRESSURE: RecordType.MEASURED,
-    Kind.WEIGHT: RecordType.MEASURED,
-    Kind.SPO2: RecordType.MEASURED,
-    Kind.TEMPERATURE: RecordType.MEASURED,
-}
-# Record types a reading of each kind may carry (ingest rejects the others).
-RECORD_TYPES_OF: Final[dict[Kind, frozenset[RecordType]]] = {
-    Kind.CGM: frozenset({RecordType.CGM}),
-    Kind.GLUCOSE: frozenset(
-        {RecordType.STRIP, RecordType.SCAN, RecordType.CONTROL, RecordType.MANUAL}
-    ),
-    **{
-        kind: frozenset({RecordType.MEASURED, RecordType.MANUAL})
-        for kind in (Kind.BLOOD_PRESSURE, Kind.WEIGHT, Kind.SPO2, Kind.TEMPERATURE)
-    },
-}
+# Usual and allowed record types per kind: declared with the kind (readings/kinds.py).
+__all__ = [
+    "IDENTITY_VERSION",
+    "RECORD_TYPES_OF",
+    "USUAL_RECORD_TYPE",
+    "RecordKey",
+    "RecordType",
+    "reading_id",
+    "record_type_of",
+    "wire_record_type",
+]
 
 
 def record_type_of(kind: Kind, record_type: RecordType | None) -> RecordType:

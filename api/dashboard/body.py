@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import psycopg
 
 from device_profiles.model import Component, Kind
-from ingest.validation import PLAUSIBLE
+from readings import PLAUSIBLE
 
 SPO2_LOW = 90.0  # % - the usual threshold for home oximetry follow-up
 
@@ -69,7 +69,7 @@ def zone(name: str) -> ZoneInfo:
 
 
 def _number(component: Component) -> str:
-    # Constants only (enum value and ingest's float bounds), never request input.
+    # Constants only (enum value and the declared float bounds), never request input.
     lo, hi = PLAUSIBLE[component]
     key = f"components->'{component.value}'"
     return (

@@ -43,6 +43,8 @@ from api.routes.flags import FlagAction, transition
 from api.routes.panel import triage_panel
 from api.routes.patients import fetch_patient, patient_devices
 from api.routes.targets import effective
+from device_profiles.model import Component, Kind
+from readings import KINDS, Display
 
 router = APIRouter(include_in_schema=False)
 
@@ -398,6 +400,12 @@ def _signed(value: float, digits: int, suffix: str) -> str:
     return ("+" if value > 0 else "\u2212") + text + suffix
 
 
+def _display(kind: Kind, component: Component) -> Display:
+    display = KINDS[kind].spec(component).display
+    assert display is not None  # tests/test_kinds.py: every component has one
+    return display
+
+
 def _pct(value: float) -> str:
     # 89.6 % must not read as "90 %" next to a count of readings below 90 %.
     return f"{value:.1f}".removesuffix(".0") + " %"
@@ -407,12 +415,21 @@ def _day(value: datetime, tz: ZoneInfo) -> str:
     return value.astimezone(tz).date().isoformat()
 
 
+# How values are shown: declared with their kinds (readings/kinds.py).
+_WEIGHT = _display(Kind.WEIGHT, Component.WEIGHT)
+_BMI = _display(Kind.WEIGHT, Component.BMI)
+_TEMPERATURE = _display(Kind.TEMPERATURE, Component.TEMPERATURE)
+
+
 def _weight_part(w: Weight | None, tz: ZoneInfo, first_day: date, last_day: date) -> str:
     if w is None:
         return ""
     kg = w.latest.value
     pairs = [
-        (f"latest weight, {_day(w.latest.time, tz)}", f"{kg:.1f} kg ({kg * LB_PER_KG:.1f} lb)")
+        (
+            f"latest weight, {_day(w.latest.time, tz)}",
+            f"{_WEIGHT.format(kg)} ({kg * LB_PER_KG:.1f} lb)",
+        )
     ]
     if w.first.time < w.latest.time:
         delta = kg - w.first.value
@@ -423,9 +440,9 @@ def _weight_part(w: Weight | None, tz: ZoneInfo, first_day: date, last_day: date
             )
         )
     if w.bmi is not None:
-        pairs.append(("BMI", f"{w.bmi:.1f}"))
+        pairs.append((_BMI.label, _BMI.format(w.bmi)))
     return (
-        '<h3>Weight</h3><div id="weight">'
+        f'<h3>{KINDS[Kind.WEIGHT].label}</h3><div id="weight">'
         + _stats(pairs)
         + charts.weight_svg(w.daily, first_day, last_day)
         + "</div>"
@@ -441,17 +458,18 @@ def _spo2_part(s: Spo2 | None, tz: ZoneInfo) -> str:
         (f"readings below {SPO2_LOW:g} %", str(s.below_low)),
         ("readings", str(s.n)),
     ]
-    return '<h3>SpO2</h3><div id="spo2">' + _stats(pairs) + "</div>"
+    return f'<h3>{KINDS[Kind.SPO2].label}</h3><div id="spo2">' + _stats(pairs) + "</div>"
 
 
 def _temperature_part(t: Temperature | None, tz: ZoneInfo) -> str:
     if t is None:
         return ""
     pairs = [
-        (f"latest temperature, {_day(t.latest.time, tz)}", f"{t.latest.value:.1f} \u00b0C"),
-        ("highest", f"{t.highest:.1f} \u00b0C"),
+        (f"latest temperature, {_day(t.latest.time, tz)}", _TEMPERATURE.format(t.latest.value)),
+        ("highest", _TEMPERATURE.format(t.highest)),
     ]
-    return '<h3>Temperature</h3><div id="temperature">' + _stats(pairs) + "</div>"
+    label = KINDS[Kind.TEMPERATURE].label
+    return f'<h3>{label}</h3><div id="temperature">' + _stats(pairs) + "</div>"
 
 
 def _body_section(v: BodyVitals, tz: ZoneInfo, start: datetime, end: datetime) -> str:

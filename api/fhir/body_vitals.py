@@ -11,6 +11,8 @@ and US Core model them:
   like the cuff's (``hasMember`` / ``derivedFrom``);
 * thermometer: body temperature 8310-5 ``Cel``.
 
+The codes, units and links are declared with each kind (readings/kinds.py).
+
 Ids are ``<prefix>-<reading uuid>``; the pulse shares the ``hr`` prefix with the cuff's
 pulse (reading uuids are unique across tables).  An IEEE-11073 special value (ingest
 keeps it as ``details["special_<component>"]``, never as a number) gives an
@@ -24,7 +26,6 @@ from typing import Any
 
 from api.fhir.resources import (
     DATA_ABSENT,
-    HEART_RATE,
     LOINC,
     _base_observation,
     _category,
@@ -33,6 +34,8 @@ from api.fhir.resources import (
     original_of,
     with_original,
 )
+from device_profiles.model import Component, Kind
+from readings import BODY_TABLE, KINDS
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,51 +47,45 @@ class VitalSign:
     unit: str  # human-readable unit
     ucum: str
     factor: float = 1.0  # stored canonical unit -> ``ucum``
+    category: tuple[str, str] = ("vital-signs", "Vital Signs")
+    member_of: str | None = None  # prefix of the Observation it is a member of
+    derived_from: tuple[str, ...] = ()  # prefixes of the Observations it is computed from
 
 
-BODY_WEIGHT = "29463-7"
-BODY_HEIGHT = "8302-2"
-BMI = "39156-5"
-SPO2_PULSE_OX = "59408-5"
-SPO2 = "2708-6"
-BODY_TEMPERATURE = "8310-5"
-
-# Observation id prefix -> what it shows.
+# Observation id prefix -> what it shows: every component of a body kind with a FHIR
+# code of its own (readings/kinds.py).
 VITALS: dict[str, VitalSign] = {
-    "wt": VitalSign("weight", "weight", ((BODY_WEIGHT, "Body weight"),), "Body weight", "kg", "kg"),
-    # Stored in m (the GSS canonical unit); FHIR's body-length units are cm or [in_i].
-    "ht": VitalSign(
-        "weight", "height", ((BODY_HEIGHT, "Body height"),), "Body height", "cm", "cm", 100.0
-    ),
-    "bmi": VitalSign(
-        "weight", "bmi", ((BMI, "Body mass index (BMI) [Ratio]"),), "BMI", "kg/m2", "kg/m2"
-    ),
-    "spo2": VitalSign(
-        "spo2",
-        "spo2",
-        (
-            (SPO2_PULSE_OX, "Oxygen saturation in Arterial blood by Pulse oximetry"),
-            (SPO2, "Oxygen saturation in Arterial blood"),
-        ),
-        "Oxygen saturation",
-        "%",
-        "%",
-    ),
-    "hr": VitalSign(
-        "spo2", "pulse", ((HEART_RATE, "Heart rate"),), "Pulse rate", "beats/minute", "/min"
-    ),
-    "temp": VitalSign(
-        "temperature",
-        "temperature",
-        ((BODY_TEMPERATURE, "Body temperature"),),
-        "Body temperature",
-        "°C",
-        "Cel",
-    ),
+    str(fhir.prefix): VitalSign(
+        spec.kind.value,
+        c.component.value,
+        tuple((k.code, k.display) for k in fhir.codings),
+        fhir.text,
+        fhir.unit,
+        fhir.ucum,
+        fhir.factor,
+        spec.category,
+        fhir.member_of,
+        fhir.derived_from,
+    )
+    for spec in KINDS.values()
+    if spec.table == BODY_TABLE
+    for c in spec.components
+    for fhir in c.fhir
+    if fhir.prefix is not None
 }
-# The scale's weight, the oximeter's saturation and the thermometer's temperature are
-# required by ingest; height/BMI and the pulse may be missing.
-PRIMARY = {"weight": "wt", "spo2": "spo2", "temperature": "temp"}
+# The Observation of each body kind's required component (the scale's weight, the
+# oximeter's saturation, the thermometer's temperature): always there, even without a
+# value; the others (height, BMI, pulse) only when the device reported them.
+PRIMARY: dict[str, str] = {
+    vital.kind: prefix
+    for prefix, vital in VITALS.items()
+    if KINDS[Kind(vital.kind)].spec(Component(vital.component)).required
+}
+# Prefix -> the prefixes of its member Observations (the oximeter's pulse).
+MEMBERS: dict[str, tuple[str, ...]] = {
+    prefix: tuple(p for p, v in VITALS.items() if v.member_of == prefix and v.kind == vital.kind)
+    for prefix, vital in VITALS.items()
+}
 
 # IEEE-11073 special values -> data-absent-reason codes.
 SPECIAL_ABSENT = {
@@ -136,7 +133,7 @@ def body_observation(prefix: str, row: dict[str, Any]) -> dict[str, Any] | None:
     primary = PRIMARY[vital.kind] == prefix
     if value is None and special is None and not primary:
         return None
-    obs = _base_observation(prefix, row, _category("vital-signs", "Vital Signs"))
+    obs = _base_observation(prefix, row, _category(*vital.category))
     obs["code"] = {
         "coding": [_coding(LOINC, code, display) for code, display in vital.codings],
         "text": vital.text,
@@ -153,12 +150,12 @@ def body_observation(prefix: str, row: dict[str, Any]) -> dict[str, Any] | None:
             "text": f"the device reported {special}" if special else "no value stored",
         }
     rid = row["reading_id"]
-    if prefix == "spo2" and body_observation("hr", row) is not None:
-        obs["hasMember"] = [{"reference": f"Observation/hr-{rid}"}]
-    elif prefix == "hr":
-        obs["derivedFrom"] = [{"reference": f"Observation/spo2-{rid}"}]
-    elif prefix == "bmi":
-        # The scale computes BMI from this weight and the height entered on it.
-        sources = ["wt"] + (["ht"] if body_observation("ht", row) is not None else [])
+    members = [p for p in MEMBERS[prefix] if body_observation(p, row) is not None]
+    sources = [p for p in vital.derived_from if body_observation(p, row) is not None]
+    if members:
+        obs["hasMember"] = [{"reference": f"Observation/{p}-{rid}"} for p in members]
+    elif vital.member_of is not None:
+        obs["derivedFrom"] = [{"reference": f"Observation/{vital.member_of}-{rid}"}]
+    elif sources:
         obs["derivedFrom"] = [{"reference": f"Observation/{p}-{rid}"} for p in sources]
     return obs

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 from api.fhir import body_vitals as bv
 from api.fhir import resources as fr
-
-NOT_CONTROL = "NOT ('control_solution' = ANY(conditions))"
+from device_profiles.model import Kind
+from readings import BODY_TABLE, KINDS, ComponentSpec, KindSpec
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,31 +21,64 @@ class Source:
     codes: tuple[str, ...]  # every LOINC code on the Observation's ``code``
 
 
+def _excluded(spec: KindSpec) -> list[str]:
+    # Constants of the declaration only (condition names), never request input.
+    return [f"NOT ('{c.value}' = ANY(conditions))" for c in sorted(spec.not_exported_when)]
+
+
+NOT_CONTROL = " AND ".join(_excluded(KINDS[Kind.GLUCOSE]))
+
+
+def _dedicated(spec: KindSpec) -> list[Source]:
+    """The Observations of a kind with a dedicated table: its panel, and each component
+    with a code of its own (the glucose value by the unit the meter reported, a pulse)."""
+    shared = sum(1 for other in KINDS.values() if other.table == spec.table) > 1
+    kind_where = [f"source = '{spec.source}'"] if shared else []
+    category = spec.category[0]
+    out: list[Source] = []
+    if spec.panel is not None:
+        where = " AND ".join([*kind_where, *_excluded(spec)]) or "true"
+        out.append(
+            Source(spec.panel.prefix, spec.table, where, category, (spec.panel.coding.code,))
+        )
+    for c in spec.components:
+        out += _own(spec, c, kind_where, category)
+    return out
+
+
+def _own(spec: KindSpec, c: ComponentSpec, kind_where: list[str], category: str) -> list[Source]:
+    units = [f.original_unit for f in c.fhir if f.original_unit is not None]
+    out = []
+    for fhir in c.fhir:
+        if fhir.prefix is None:
+            continue
+        where = list(kind_where)
+        if fhir.original_unit is not None:
+            where.append(f"original_unit = '{fhir.original_unit}'")
+        elif units:  # the codes of the other units take those readings
+            where += [f"original_unit IS DISTINCT FROM '{u}'" for u in units]
+        if not c.required:
+            where.append(f"{c.column} IS NOT NULL")
+        where += _excluded(spec)
+        codes = tuple(k.code for k in fhir.codings)
+        out.append(Source(fhir.prefix, spec.table, " AND ".join(where), category, codes))
+    return out
+
+
 def _body(prefix: str) -> Source:
     vital = bv.VITALS[prefix]
     codes = tuple(code for code, _ in vital.codings)
-    return Source(prefix, "body_readings", bv.sql_condition(prefix), "vital-signs", codes)
+    return Source(prefix, BODY_TABLE, bv.sql_condition(prefix), vital.category[0], codes)
 
 
-SOURCES: tuple[Source, ...] = (
-    Source(
-        "glu",
-        "glucose",
-        f"source = 'smbg' AND original_unit IS DISTINCT FROM 'mmol/L' AND {NOT_CONTROL}",
-        "laboratory",
-        (fr.GLUCOSE_MASS_BLOOD,),
-    ),
-    Source(
-        "glu",
-        "glucose",
-        f"source = 'smbg' AND original_unit = 'mmol/L' AND {NOT_CONTROL}",
-        "laboratory",
-        (fr.GLUCOSE_MOLES_BLOOD,),
-    ),
-    Source("glu", "glucose", f"source = 'cgm' AND {NOT_CONTROL}", "laboratory", (fr.GLUCOSE_CGM,)),
-    Source("bp", "blood_pressure", "true", "vital-signs", (fr.BP_PANEL,)),
-    Source("hr", "blood_pressure", "pulse IS NOT NULL", "vital-signs", (fr.HEART_RATE,)),
-    *(_body(prefix) for prefix in bv.VITALS),
+SOURCES: tuple[Source, ...] = tuple(
+    source
+    for spec in KINDS.values()
+    for source in (
+        [_body(p) for p, v in bv.VITALS.items() if v.kind == spec.kind.value]
+        if spec.table == BODY_TABLE
+        else _dedicated(spec)
+    )
 )
 
 

@@ -43,8 +43,9 @@ from fastapi.responses import Response
 
 from api.fhir.glucose_sample import add_sample
 from device_profiles import Kind
-from device_profiles.model import MGDL_PER_MMOLL
+from device_profiles.model import Component
 from device_profiles.profiles import PROFILES
+from readings import GLUCOSE_TABLE, KINDS, FhirCode, KindSpec
 
 FHIR_JSON = "application/fhir+json"
 UCUM = "http://unitsofmeasure.org"
@@ -64,15 +65,6 @@ GATEWAY_ID_SYSTEM = "urn:homevitals:gateway"
 RULE_SYSTEM = "urn:homevitals:rule"
 FLAG_SEVERITY_SYSTEM = "urn:homevitals:flag-severity"
 
-# LOINC codes.
-GLUCOSE_MASS_BLOOD = "2339-0"
-GLUCOSE_MOLES_BLOOD = "15074-8"
-GLUCOSE_CGM = "99504-3"
-BP_PANEL = "85354-9"
-SYSTOLIC = "8480-6"
-DIASTOLIC = "8462-4"
-MEAN_ARTERIAL = "8478-0"
-HEART_RATE = "8867-4"
 # MDC: absolute time stamp (coincident time stamp observation), device specialisations.
 MDC_ATTR_TIME_ABS = "67975"
 MDC_MOC_VMS_MDS_AHD = "531981"  # application hosting device = the gateway
@@ -81,14 +73,7 @@ MDC_MOC_VMS_MDS_AHD = "531981"  # application hosting device = the gateway
 # device's ``profile`` column holds a device profile id ("glucose-meter", "bp-cuff",
 # vendor variants...), so ``specialization`` goes profile -> family -> code.
 SPECIALIZATION: Mapping[Kind, tuple[str, str]] = MappingProxyType(
-    {
-        Kind.GLUCOSE: ("528401", "MDC_DEV_SPEC_PROFILE_GLUCOSE"),
-        Kind.BLOOD_PRESSURE: ("528391", "MDC_DEV_SPEC_PROFILE_BPM"),
-        Kind.CGM: ("528409", "MDC_DEV_SPEC_PROFILE_CGM"),
-        Kind.WEIGHT: ("528399", "MDC_DEV_SPEC_PROFILE_SCALE"),
-        Kind.SPO2: ("528388", "MDC_DEV_SPEC_PROFILE_PULS_OXIM"),
-        Kind.TEMPERATURE: ("528392", "MDC_DEV_SPEC_PROFILE_TEMP"),
-    }
+    {kind: (spec.device.code, spec.device.display) for kind, spec in KINDS.items()}
 )
 
 
@@ -106,11 +91,18 @@ def device_family(profile: str | None) -> Kind | None:
         return None
 
 
+# The glucose table's kinds by its ``source`` column, and the codes of their glucose.
+GLUCOSE_KIND_OF_SOURCE: Mapping[str, KindSpec] = MappingProxyType(
+    {spec.source: spec for spec in KINDS.values() if spec.table == GLUCOSE_TABLE and spec.source}
+)
 GLUCOSE_DISPLAY = {
-    GLUCOSE_MASS_BLOOD: "Glucose [Mass/volume] in Blood",
-    GLUCOSE_MOLES_BLOOD: "Glucose [Moles/volume] in Blood",
-    GLUCOSE_CGM: "Glucose [Mass/volume] in Interstitial fluid",
+    coding.code: coding.display
+    for spec in GLUCOSE_KIND_OF_SOURCE.values()
+    for fhir in spec.spec(Component.GLUCOSE).fhir
+    for coding in fhir.codings
 }
+BP = KINDS[Kind.BLOOD_PRESSURE]
+BP_PULSE = BP.spec(Component.PULSE).fhir[0]
 
 
 # --- ids ---------------------------------------------------------------------------------
@@ -154,7 +146,21 @@ def parse_device_id(fhir_id: str) -> tuple[str, str, str] | None:
 
 
 # Body readings' Observations (weight, height, BMI, SpO2, temperature): ``body_vitals``.
-OBS_PREFIXES = ("glu", "bp", "hr", "cts", "wt", "ht", "bmi", "spo2", "temp")
+OBS_PREFIXES = tuple(
+    dict.fromkeys(
+        [
+            *(spec.panel.prefix for spec in KINDS.values() if spec.panel is not None),
+            *(
+                fhir.prefix
+                for spec in KINDS.values()
+                for c in spec.components
+                for fhir in c.fhir
+                if fhir.prefix is not None
+            ),
+            "cts",
+        ]
+    )
+)
 
 
 def parse_observation_id(fhir_id: str) -> tuple[str, uuid.UUID] | None:
@@ -257,16 +263,28 @@ def _base_observation(
     return obs
 
 
+def glucose_fhir(row: dict[str, Any]) -> FhirCode:
+    """The code of a glucose row: its kind's (by ``source``), the one for the unit the
+    meter reported when there is one (mmol/L), else the kind's first."""
+    codes = GLUCOSE_KIND_OF_SOURCE[row["source"]].spec(Component.GLUCOSE).fhir
+    unit = row.get("original_unit")
+    return next(
+        (c for c in codes if c.original_unit is not None and c.original_unit == unit), codes[0]
+    )
+
+
 def glucose_code(row: dict[str, Any]) -> str:
-    if row["source"] == "cgm":
-        return GLUCOSE_CGM
-    return GLUCOSE_MOLES_BLOOD if row.get("original_unit") == "mmol/L" else GLUCOSE_MASS_BLOOD
+    return glucose_fhir(row).codings[0].code
 
 
 def glucose_observation(row: dict[str, Any]) -> dict[str, Any]:
-    obs = _base_observation("glu", row, _category("laboratory", "Laboratory"))
-    code = glucose_code(row)
-    obs["code"] = {"coding": [_coding(LOINC, code, GLUCOSE_DISPLAY[code])], "text": "Glucose"}
+    spec = GLUCOSE_KIND_OF_SOURCE[row["source"]]
+    obs = _base_observation("glu", row, _category(*spec.category))
+    fhir = glucose_fhir(row)
+    obs["code"] = {
+        "coding": [_coding(LOINC, c.code, c.display) for c in fhir.codings],
+        "text": fhir.text,
+    }
     conditions = row.get("conditions") or []
     if row.get("mgdl") is None:
         high = "result_above_range" in conditions
@@ -277,14 +295,13 @@ def glucose_observation(row: dict[str, Any]) -> dict[str, Any]:
         obs["interpretation"] = [
             {"coding": [_coding(INTERPRETATION, "H" if high else "L", "High" if high else "Low")]}
         ]
-    elif code == GLUCOSE_MOLES_BLOOD:
-        mmol = row.get("original_value") or row["mgdl"] / MGDL_PER_MMOLL
-        obs["valueQuantity"] = with_original(
-            _quantity(mmol, "mmol/L", "mmol/L"), original_of(row, "glucose")
-        )
     else:
+        # The meter's own value when it reported this unit (no conversion round trip).
+        value = (row.get("original_value") if fhir.original_unit is not None else None) or (
+            row["mgdl"] * fhir.factor
+        )
         obs["valueQuantity"] = with_original(
-            _quantity(row["mgdl"], "mg/dL", "mg/dL"), original_of(row, "glucose")
+            _quantity(value, fhir.unit, fhir.ucum), original_of(row, "glucose")
         )
     if row["source"] == "smbg":
         add_sample(obs, row.get("details"), row["patient_id"])
@@ -292,48 +309,45 @@ def glucose_observation(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def bp_observation(row: dict[str, Any]) -> dict[str, Any]:
-    obs = _base_observation("bp", row, _category("vital-signs", "Vital Signs"))
+    panel = BP.panel
+    assert panel is not None  # declared in readings/kinds.py
+    obs = _base_observation(panel.prefix, row, _category(*BP.category))
     obs["code"] = {
-        "coding": [_coding(LOINC, BP_PANEL, "Blood pressure panel with all children optional")],
-        "text": "Blood pressure",
+        "coding": [_coding(LOINC, panel.coding.code, panel.coding.display)],
+        "text": panel.text,
     }
-    components = [
-        {
-            "code": {"coding": [_coding(LOINC, SYSTOLIC, "Systolic blood pressure")]},
-            "valueQuantity": with_original(
-                _quantity(row["systolic"], "mmHg", "mm[Hg]"), original_of(row, "systolic")
-            ),
-        },
-        {
-            "code": {"coding": [_coding(LOINC, DIASTOLIC, "Diastolic blood pressure")]},
-            "valueQuantity": with_original(
-                _quantity(row["diastolic"], "mmHg", "mm[Hg]"), original_of(row, "diastolic")
-            ),
-        },
-    ]
-    if row.get("mean_arterial") is not None:
-        components.append(
-            {
-                "code": {"coding": [_coding(LOINC, MEAN_ARTERIAL, "Mean blood pressure")]},
-                "valueQuantity": with_original(
-                    _quantity(row["mean_arterial"], "mmHg", "mm[Hg]"),
-                    original_of(row, "mean_arterial"),
-                ),
-            }
-        )
+    components = []
+    for c in BP.components:
+        column = str(c.column)
+        for fhir in c.fhir:
+            if fhir.prefix is not None or (not c.required and row.get(column) is None):
+                continue
+            components.append(
+                {
+                    "code": {"coding": [_coding(LOINC, k.code, k.display) for k in fhir.codings]},
+                    "valueQuantity": with_original(
+                        _quantity(row[column] * fhir.factor, fhir.unit, fhir.ucum),
+                        original_of(row, c.component.value),
+                    ),
+                }
+            )
     obs["component"] = components
     if row.get("pulse") is not None:
-        obs["hasMember"] = [{"reference": f"Observation/hr-{row['reading_id']}"}]
+        obs["hasMember"] = [{"reference": f"Observation/{BP_PULSE.prefix}-{row['reading_id']}"}]
     return obs
 
 
 def heart_rate_observation(row: dict[str, Any]) -> dict[str, Any]:
-    obs = _base_observation("hr", row, _category("vital-signs", "Vital Signs"))
-    obs["code"] = {"coding": [_coding(LOINC, HEART_RATE, "Heart rate")], "text": "Pulse rate"}
+    hr = BP_PULSE
+    obs = _base_observation(str(hr.prefix), row, _category(*BP.category))
+    obs["code"] = {
+        "coding": [_coding(LOINC, c.code, c.display) for c in hr.codings],
+        "text": hr.text,
+    }
     obs["valueQuantity"] = with_original(
-        _quantity(row["pulse"], "beats/minute", "/min"), original_of(row, "pulse")
+        _quantity(row["pulse"] * hr.factor, hr.unit, hr.ucum), original_of(row, "pulse")
     )
-    obs["derivedFrom"] = [{"reference": f"Observation/bp-{row['reading_id']}"}]
+    obs["derivedFrom"] = [{"reference": f"Observation/{hr.member_of}-{row['reading_id']}"}]
     return obs
 
 
