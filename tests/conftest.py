@@ -1,13 +1,21 @@
-"""Session fixtures: the project's real PostgreSQL+TimescaleDB and Mosquitto.
+"""Session fixtures: the project's real PostgreSQL+TimescaleDB and Mosquitto, and the
+one BlueZoo BLE test bed of the session.
 
-They run in their own state directory (``.homevitals/pytest``) on free ports, so a
-test run never touches the demo's services nor a system PostgreSQL/Mosquitto.
+The services run in their own state directory (``.homevitals/pytest``) on free ports, so
+a test run never touches the demo's services nor a system PostgreSQL/Mosquitto.
+
+Markers follow from fixtures: a test whose fixture closure holds a services fixture gets
+``services``, one that holds the BLE bed gets ``ble`` (``pytest_collection_modifyitems``),
+so ``pytest -m "not services and not ble"`` starts nothing and no test file has to
+remember its marker.  A test that reaches one of them another way (``getfixturevalue``)
+without the marker fails at set-up instead of starting services behind ``-m``'s back.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -16,9 +24,60 @@ import pytest
 from homevitals.services.mosquitto import LocalMosquitto
 from homevitals.services.postgres import LocalPostgres
 from homevitals.services.system import free_port, pid_alive
+from simulators.testbed import AdapterInfo, TestbedInfo, env_for, running_testbed
 
 REPO = Path(__file__).resolve().parent.parent
 TEST_STATE_ROOT = REPO / ".homevitals" / "pytest"
+
+# The fixtures that start a process, and the marker a test using them must carry.  Every
+# other services fixture depends on one of these.
+MARKER_OF_FIXTURE = {
+    "services_state_dir": "services",
+    "local_postgres": "services",
+    "local_mosquitto": "services",
+    "ble_bed": "ble",
+}
+
+# Device adapters of the session's one BLE bed.  Every simulated device takes a fresh one
+# (a fresh address: no test sees another test's device, bond or GATT cache); 38 are used
+# today (gateway 26, simulators 10, end-to-end 2).
+BLE_DEVICE_ADAPTERS = 44
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        names = getattr(item, "fixturenames", ())  # the whole closure, not only arguments
+        needs = {MARKER_OF_FIXTURE[n] for n in names if n in MARKER_OF_FIXTURE}
+        for marker in sorted(needs):
+            if item.get_closest_marker(marker) is None:
+                item.add_marker(marker)
+
+
+_running: list[pytest.Item] = []  # the test being set up / run, for the guard below
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> object:
+    _running.append(item)
+    try:
+        return (yield)
+    finally:
+        _running.pop()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_fixture_setup(fixturedef: pytest.FixtureDef[object]) -> None:
+    marker = MARKER_OF_FIXTURE.get(fixturedef.argname)
+    if marker is None or not _running:
+        return
+    item = _running[-1]
+    if item.get_closest_marker(marker) is None:
+        pytest.fail(
+            f"{item.nodeid} starts {fixturedef.argname!r} without the {marker!r} marker: "
+            f"request the fixture as an argument (the marker then follows) or mark the test",
+            pytrace=False,
+        )
 
 
 def _clean_stale_runs() -> None:
@@ -96,3 +155,41 @@ def database_url(local_postgres: LocalPostgres) -> str:
     url = local_postgres.create_database("hv_test")
     migrate(url)
     return url
+
+
+@pytest.fixture(scope="session")
+def ble_bed() -> Iterator[TestbedInfo]:
+    """The session's one BlueZoo bed; ``DBUS_SYSTEM_BUS_ADDRESS`` points at it meanwhile
+    (bleak reads it when its BlueZ manager first connects in an event loop)."""
+    if shutil.which("dbus-daemon") is None:
+        pytest.skip("dbus-daemon not installed (Debian package dbus)")
+    # Unix socket paths are short (108 bytes): the bed lives under /tmp, not in a deep
+    # pytest directory.
+    state = Path(tempfile.mkdtemp(prefix="hv-ble-"))
+    previous = os.environ.get("DBUS_SYSTEM_BUS_ADDRESS")
+    try:
+        with running_testbed(state, BLE_DEVICE_ADAPTERS) as info:
+            os.environ.update(env_for(info))
+            yield info
+    finally:
+        if previous is None:
+            os.environ.pop("DBUS_SYSTEM_BUS_ADDRESS", None)
+        else:
+            os.environ["DBUS_SYSTEM_BUS_ADDRESS"] = previous
+        shutil.rmtree(state, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def ble_adapter(ble_bed: TestbedInfo) -> Callable[[], AdapterInfo]:
+    """``take()`` -> a device adapter no simulated device has used in this session."""
+    free = iter(ble_bed.device_adapters)
+
+    def take() -> AdapterInfo:
+        try:
+            return next(free)
+        except StopIteration:
+            pytest.fail(
+                f"more than {BLE_DEVICE_ADAPTERS} simulated devices: raise BLE_DEVICE_ADAPTERS"
+            )
+
+    return take
