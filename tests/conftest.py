@@ -73,16 +73,16 @@ def pytest_runtest_protocol(item: pytest.Item) -> object:
         _running.pop()
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_fixture_setup(fixturedef: pytest.FixtureDef[object]) -> None:
-    marker = MARKER_OF_FIXTURE.get(fixturedef.argname)
-    if marker is None or not _running:
-        return
-    item = _running[-1]
-    if item.get_closest_marker(marker) is None:
+def _require_marker(fixture: str) -> None:
+    """Fail the test that starts ``fixture`` without its marker (called by the fixture
+    itself: a ``pytest_fixture_setup`` hook here would not see session fixtures, whose
+    hooks come from the session's directory, above tests/)."""
+    marker = MARKER_OF_FIXTURE[fixture]
+    item = _running[-1] if _running else None
+    if item is not None and item.get_closest_marker(marker) is None:
         pytest.fail(
-            f"{item.nodeid} starts {fixturedef.argname!r} without the {marker!r} marker: "
-            f"request the fixture as an argument (the marker then follows) or mark the test",
+            f"{item.nodeid} starts {fixture!r} without the {marker!r} marker: request the "
+            f"fixture as an argument (the marker then follows) or mark the test",
             pytrace=False,
         )
 
@@ -101,6 +101,7 @@ def _clean_stale_runs() -> None:
 @pytest.fixture(scope="session")
 def services_state_dir() -> Iterator[Path]:
     """A state directory of this test run alone (concurrent runs don't collide)."""
+    _require_marker("services_state_dir")
     _clean_stale_runs()
     state = TEST_STATE_ROOT / str(os.getpid())
     state.mkdir(parents=True)
@@ -110,6 +111,7 @@ def services_state_dir() -> Iterator[Path]:
 
 @pytest.fixture(scope="session")
 def local_mosquitto(services_state_dir: Path) -> Iterator[LocalMosquitto]:
+    _require_marker("local_mosquitto")
     broker = LocalMosquitto(services_state_dir, free_port(), tls_port=free_port())
     broker.start()
     yield broker
@@ -148,6 +150,7 @@ def gateway_mqtt_url(local_mosquitto: LocalMosquitto) -> Callable[[str], str]:
 
 @pytest.fixture(scope="session")
 def local_postgres(services_state_dir: Path) -> Iterator[LocalPostgres]:
+    _require_marker("local_postgres")
     cluster = LocalPostgres(services_state_dir, free_port())
     cluster.start()
     yield cluster
@@ -168,6 +171,7 @@ def database_url(local_postgres: LocalPostgres) -> str:
 def ble_bed() -> Iterator[TestbedInfo]:
     """The session's one BlueZoo bed; ``DBUS_SYSTEM_BUS_ADDRESS`` points at it meanwhile
     (bleak reads it when its BlueZ manager first connects in an event loop)."""
+    _require_marker("ble_bed")
     if shutil.which("dbus-daemon") is None:
         pytest.skip("dbus-daemon not installed (Debian package dbus)")
     # Unix socket paths are short (108 bytes): the bed lives under /tmp, not in a deep
