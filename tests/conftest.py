@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 from hypothesis import settings
+from waiting import broker_accepts, wait_until
 
 from homevitals.services.mosquitto import LocalMosquitto
 from homevitals.services.postgres import LocalPostgres
@@ -46,8 +47,8 @@ MARKER_OF_FIXTURE = {
 }
 
 # Device adapters of the session's one BLE bed.  Every simulated device takes a fresh one
-# (a fresh address: no test sees another test's device, bond or GATT cache); 38 are used
-# today (gateway 26, simulators 10, end-to-end 2).
+# (a fresh address: no test sees another test's device, bond or GATT cache).  At most 38
+# today: the gateway tests' former pool of 26, the simulator tests' 10, end-to-end 2.
 BLE_DEVICE_ADAPTERS = 44
 
 
@@ -143,7 +144,11 @@ def gateway_mqtt_url(local_mosquitto: LocalMosquitto) -> Callable[[str], str]:
     def provision(gateway_id: str) -> str:
         password = local_mosquitto.password_for(gateway_id)
         local_mosquitto.set_user(gateway_id, password)
-        return local_mosquitto.url_for(gateway_id, password)
+        url = local_mosquitto.url_for(gateway_id, password)
+        # The broker applies the password file on SIGHUP, in its own time: wait for the
+        # account to be live (a CONNACK), not for a while.
+        wait_until(lambda: broker_accepts(url), 10, what=f"the broker to accept {gateway_id}")
+        return url
 
     return provision
 
