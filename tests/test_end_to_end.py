@@ -15,11 +15,9 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -33,6 +31,7 @@ import httpx
 import psycopg
 import pytest
 import uvicorn
+from waiting import suback_event, wait_until
 
 from analytics.runner import evaluate_patients, full_pass
 from api.bootstrap import add_to_panel, create_user
@@ -56,17 +55,6 @@ PATIENT = "e2e-patient"
 CGM_GATEWAY = "e2e-gw-cgm"
 CGM_PATIENT = "e2e-cgm-patient"
 PASSWORD = "correct horse battery staple"
-
-
-@pytest.fixture(scope="module")
-def bed() -> Iterator[tb.TestbedInfo]:
-    # Unix socket paths are short: keep the bed under /tmp, not in a deep pytest dir.
-    state = Path(tempfile.mkdtemp(prefix="hv-e2e-"))
-    try:
-        with tb.running_testbed(state, 2) as info:  # the meter (hci1), the CGM sensor (hci2)
-            yield info
-    finally:
-        shutil.rmtree(state, ignore_errors=True)
 
 
 def meter_records(now: datetime) -> list[Reading]:
@@ -95,30 +83,19 @@ def serve(app: object, port: int) -> tuple[uvicorn.Server, threading.Thread]:
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))  # type: ignore[arg-type]
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "API did not start"
-        time.sleep(0.05)
+    wait_until(lambda: server.started, 20, what="the API to start")
     return server, thread
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.2)
-    return predicate()
 
 
 @contextmanager
 def ingest_running(database_url: str, mqtt_url: str, group: str) -> Iterator[IngestWorker]:
     """The real ingest worker (shared subscription), in a thread, for one test."""
     worker = IngestWorker(IngestConfig(database_url, mqtt_url, group=group, max_wait_s=0.01))
+    subscribed = suback_event(worker.client)
     thread = threading.Thread(target=worker.run, kwargs={"duration_s": 240}, daemon=True)
     thread.start()
     try:
-        assert worker.connected.wait(10)
+        assert subscribed.wait(10), "ingest got no SUBACK"
         yield worker
     finally:
         worker.stop()
@@ -166,7 +143,8 @@ def pair_and_sync(
 
 
 def test_meter_to_clinician(
-    bed: tb.TestbedInfo,
+    ble_bed: tb.TestbedInfo,
+    ble_adapter: Callable[[], tb.AdapterInfo],
     database_url: str,
     local_mosquitto: LocalMosquitto,
     ingest_mqtt_url: str,
@@ -180,11 +158,11 @@ def test_meter_to_clinician(
     gateway_url = local_mosquitto.provision_gateway(GATEWAY)
 
     with ingest_running(database_url, ingest_mqtt_url, "e2e"):
-        adapter = bed.device_adapters[0].name
-        address = bed.address_of(adapter)
-        with DeviceFleet(bed, tmp_path / "devices") as fleet:
-            fleet.start_many([DeviceSpec("glucose-meter", adapter, readings=tuple(records))])
-            sync_line = pair_and_sync(bed, tmp_path / "gw", gateway_url, address, GATEWAY)
+        adapter = ble_adapter()
+        address = adapter.address
+        with DeviceFleet(ble_bed, tmp_path / "devices") as fleet:
+            fleet.start_many([DeviceSpec("glucose-meter", adapter.name, readings=tuple(records))])
+            sync_line = pair_and_sync(ble_bed, tmp_path / "gw", gateway_url, address, GATEWAY)
         assert (sync_line["device"], sync_line["readings"]) == (address, len(records))
 
         def stored() -> list[tuple[float, int]]:
@@ -195,7 +173,7 @@ def test_meter_to_clinician(
                 ).fetchall()
             return [(float(r[0]), int(r[1]) if r[1] is not None else -1) for r in rows]
 
-        assert wait_for(lambda: len(stored()) == len(records), 30), stored()
+        wait_until(lambda: len(stored()) == len(records), 30, what=stored)
         assert stored() == [(r.mg_dl, patient_id) for r in records]  # values, order, attribution
 
         with psycopg.connect(database_url, autocommit=True) as conn:
@@ -251,7 +229,8 @@ def expected_agp(
 
 
 def test_cgm_sensor_to_clinician(
-    bed: tb.TestbedInfo,
+    ble_bed: tb.TestbedInfo,
+    ble_adapter: Callable[[], tb.AdapterInfo],
     database_url: str,
     local_mosquitto: LocalMosquitto,
     ingest_mqtt_url: str,
@@ -282,11 +261,11 @@ def test_cgm_sensor_to_clinician(
     gateway_url = local_mosquitto.provision_gateway(CGM_GATEWAY)
 
     with ingest_running(database_url, ingest_mqtt_url, "e2e-cgm"):
-        adapter = bed.device_adapters[1].name
-        address = bed.address_of(adapter)
+        adapter = ble_adapter()
+        address = adapter.address
         sensor = DeviceSpec(
             "cgm",
-            adapter,
+            adapter.name,
             readings=tuple(records),
             session_start=start_local,
             time_zone_minutes=-300,
@@ -294,9 +273,9 @@ def test_cgm_sensor_to_clinician(
             e2e_crc=True,
             clock_skew_s=EDT.total_seconds(),  # the sensor's clock: EDT, like its session
         )
-        with DeviceFleet(bed, tmp_path / "devices") as fleet:
+        with DeviceFleet(ble_bed, tmp_path / "devices") as fleet:
             fleet.start_many([sensor])
-            sync_line = pair_and_sync(bed, tmp_path / "gw", gateway_url, address, CGM_GATEWAY)
+            sync_line = pair_and_sync(ble_bed, tmp_path / "gw", gateway_url, address, CGM_GATEWAY)
         assert (sync_line["device"], sync_line["readings"]) == (address, len(records))
 
         def stored() -> list[tuple[Any, ...]]:
@@ -309,7 +288,7 @@ def test_cgm_sensor_to_clinician(
                     (address,),
                 ).fetchall()
 
-        assert wait_for(lambda: len(stored()) == len(records), 30), stored()
+        wait_until(lambda: len(stored()) == len(records), 30, what=stored)
         assert stored() == [
             (
                 t,  # UTC: session start (EDT wall time + 4 h) + offset

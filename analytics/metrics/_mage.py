@@ -19,11 +19,15 @@ The crossing search is vectorized per segment (see ``_crossings``).  The extremu
 sequential (each range starts at the previous turning point) but is solved for all segments
 of all patients at once as a fixed point (see ``_turning_points``).  The elimination step
 stays a loop over turning points, O(1) work per turning point (see ``_eliminate``).
-``tests/analytics/mage_reference.py`` keeps the original loop-per-turning-point port, and a
-property test checks that the results are identical.
+The moving averages come from cumulative sums; where their difference is within the
+sums' rounding it is recomputed as R's ``mean`` does (see ``_ma_difference``).
+``tests/analytics/mage_reference.py`` is an independent oracle (iglu's algorithm re-derived
+in plain Python, sharing no code with this module); property tests compare every stage.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -82,7 +86,7 @@ def mage_from_grids(
             if not sd > 0:
                 # A flat segment has no excursion (iglu's elimination loop never ends on sd == 0).
                 continue
-            delta = _rolling_mean(seg, short_ma) - _rolling_mean(seg, long_ma)
+            delta = _ma_difference(seg, short_ma, long_ma)
             ids, types = _crossings(seg, delta)
             segs.append((pat, (n - 1) * grid_min, ids + (first + lo), types, sd))
     if not segs:
@@ -142,6 +146,37 @@ def _rolling_mean(gl: FloatArray, width: int) -> FloatArray:
         out[width - 1 :] = np.where(c > 0, s / np.maximum(c, 1), np.nan)
     out[: width - 1] = out[width - 1]
     return out
+
+
+def _ma_difference(gl: FloatArray, short_ma: int, long_ma: int) -> FloatArray:
+    """Short minus long moving average; only its sign is used (the crossings).
+
+    Cumulative sums carry rounding (~1e-14 on a fortnight), so on a flat stretch the two
+    averages' difference gets random signs: spurious crossings where iglu, whose ``mean``
+    of equal values is exactly that value, finds none (found by the independent oracle,
+    tests/analytics/mage_reference.py).  Where the difference is within that rounding,
+    both averages are recomputed as R's ``mean`` does: sum / n, refined by the mean
+    deviation from it.
+    """
+    delta = _rolling_mean(gl, short_ma) - _rolling_mean(gl, long_ma)
+    ok = ~np.isnan(gl)
+    if not ok.any():
+        return delta
+    bound = 8.0 * np.finfo(np.float64).eps * len(gl) * float(np.max(np.abs(gl[ok])))
+    for i in np.flatnonzero(np.abs(delta) <= bound).tolist():
+        delta[i] = _r_mean(gl, i, short_ma) - _r_mean(gl, i, long_ma)
+    return delta
+
+
+def _r_mean(gl: FloatArray, i: int, width: int) -> float:
+    """R's ``mean`` of the window of ``width`` ending at ``i`` (NaN ignored; the first
+    windows are back-filled, as in ``_rolling_mean``)."""
+    end = max(i, width - 1) + 1
+    window = [v for v in gl[end - width : end].tolist() if not math.isnan(v)]
+    if not window:
+        return float("nan")
+    m = math.fsum(window) / len(window)
+    return m + math.fsum(v - m for v in window) / len(window)
 
 
 def _crossings(gl: FloatArray, delta: FloatArray) -> tuple[IntArray, IntArray]:

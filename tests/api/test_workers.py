@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +17,7 @@ import httpx
 import psycopg
 import pytest
 from api_helpers import PASSWORD, Clinic
+from waiting import wait_until
 
 from api.bootstrap import create_user
 from homevitals.services.system import free_port, pid_alive
@@ -74,11 +74,12 @@ def api_server(database_url: str, tmp_path: Path) -> Iterator[tuple[str, subproc
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while len(_workers(proc.pid)) < 2 or not _healthy(base):
+
+        def serving() -> bool:
             assert proc.poll() is None, (tmp_path / "api.log").read_text()
-            assert time.monotonic() < deadline, (tmp_path / "api.log").read_text()
-            time.sleep(0.25)
+            return len(_workers(proc.pid)) >= 2 and _healthy(base)
+
+        wait_until(serving, START_TIMEOUT_S, what=(tmp_path / "api.log").read_text, step=0.25)
         yield base, proc
     finally:
         if proc.poll() is None:

@@ -1,5 +1,6 @@
-"""BLE fixtures of the gateway tests: the BlueZoo test bed, simulated devices as
-processes, and the gateway CLI as a process (so a test can SIGKILL it)."""
+"""BLE fixtures of the gateway tests: simulated devices as processes on the session's
+BlueZoo bed (``tests/conftest.py``), and the gateway CLI as a process (so a test can
+SIGKILL it)."""
 
 from __future__ import annotations
 
@@ -16,40 +17,20 @@ from delivery_helpers import WorkerThread
 from gw_ble import REPO, GatewayCli, SimDevice, process_env
 
 from homevitals.services.postgres import LocalPostgres
-from simulators.testbed import TestbedInfo, running_testbed
-
-DEVICE_ADAPTERS = 26  # one fresh adapter (= device address) per device per test
-
-
-@pytest.fixture(scope="session")
-def ble_bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestbedInfo]:
-    with running_testbed(tmp_path_factory.mktemp("ble"), DEVICE_ADAPTERS) as info:
-        yield info
-
-
-@pytest.fixture(scope="session")
-def next_adapter(ble_bed: TestbedInfo) -> Callable[[], str]:
-    adapters = iter(a.name for a in ble_bed.device_adapters)
-
-    def take() -> str:
-        try:
-            return next(adapters)
-        except StopIteration:
-            pytest.fail(f"more than {DEVICE_ADAPTERS} simulated devices: raise DEVICE_ADAPTERS")
-
-    return take
+from simulators.testbed import AdapterInfo, TestbedInfo
 
 
 @pytest.fixture
 def sim_devices(
-    ble_bed: TestbedInfo, next_adapter: Callable[[], str], tmp_path: Path
+    ble_bed: TestbedInfo, ble_adapter: Callable[[], AdapterInfo], tmp_path: Path
 ) -> Iterator[Callable[..., SimDevice]]:
-    """``start(profile, readings=[...], **spec)`` -> a running simulated device."""
+    """``start(profile, readings=[...], **spec)`` -> a running simulated device, on a
+    fresh adapter (address) of the session's bed."""
     started: list[SimDevice] = []
     counter = itertools.count()
 
     def start(profile: str, readings: list[dict[str, Any]] | None = None, **spec: Any) -> SimDevice:
-        adapter = next_adapter()
+        adapter = ble_adapter().name
         n = next(counter)
         control = tmp_path / f"dev{n}.ctl"
         spec_json = {

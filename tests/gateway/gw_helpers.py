@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -13,6 +12,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from waiting import suback_event, wait_until
 
 from device_profiles.model import Component, Kind
 from readings import (
@@ -67,7 +67,7 @@ class Listener:
         client.username_pw_set(unquote(parts.username or ""), unquote(parts.password or ""))
         client.on_connect = self._on_connect
         client.on_message = self._on_message
-        client.on_subscribe = lambda *a: self._subscribed.set()
+        self._subscribed = suback_event(client)
         client.reconnect_delay_set(1, 2)
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = 3600
@@ -109,12 +109,11 @@ class Listener:
             return [e for m in self.events for e in m.events]
 
     def wait_for(self, predicate: Callable[[Listener], bool], timeout: float = 30.0) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate(self):
-                return True
-            time.sleep(0.05)
-        return predicate(self)
+        return wait_until(
+            lambda: predicate(self),
+            timeout,
+            what=lambda: f"{len(self.statuses)} statuses, {len(self.batches)} batches seen",
+        )
 
     def stop(self, *, forget: bool = True) -> None:
         if self._client is None:

@@ -11,8 +11,9 @@ from collections.abc import Callable
 import pytest
 from dbus_fast import Message, MessageType
 from dbus_fast.aio import MessageBus
-from gw_ble import GatewayCli, SimDevice, glucose_readings, wait_until
+from gw_ble import GatewayCli, SimDevice, glucose_readings
 from gw_helpers import Listener
+from waiting import wait_until
 
 from homevitals.services.mosquitto import LocalMosquitto
 from simulators.testbed import TestbedInfo

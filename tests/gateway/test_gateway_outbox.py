@@ -120,7 +120,7 @@ def test_sigkill_never_loses_or_duplicates(tmp_path: Path) -> None:
     db_path = tmp_path / "gw.sqlite3"
     total = 30_000
     rng = random.Random(5)
-    env = {**os.environ, "PYTHONPATH": f"{REPO}:{HERE}"}
+    env = {**os.environ, "PYTHONPATH": f"{REPO}:{HERE}:{HERE.parent}"}  # gw_helpers, waiting
     kills = 0
     for _ in range(200):
         proc = subprocess.Popen(

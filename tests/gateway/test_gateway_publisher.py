@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from delivery_helpers import WorkerThread
 from gw_helpers import Listener, make_reading
+from waiting import wait_until_async
 
 from gateway.config import MqttSettings
 from gateway.outbox import Outbox
@@ -91,11 +92,14 @@ def test_outbox_holds_while_broker_is_down_then_drains_in_order(
         assert await publisher.drain(20)
         mosquitto_control.stop()
         try:
-            await asyncio.sleep(0.5)
+            await wait_until_async(lambda: not publisher.state.connected, 30, "the disconnect")
             _fill(outbox, 301, 900)
+            published = publisher.state.published_rows
             publisher.notify()
-            await asyncio.sleep(1.0)
+            # The run loop took the wake-up (and, the broker being away, sent nothing).
+            await wait_until_async(lambda: not publisher._wake.is_set(), 10, "the wake-up taken")
             assert outbox.depth() == 600  # held while the broker is away
+            assert publisher.state.published_rows == published
             assert not publisher.state.connected
         finally:
             mosquitto_control.start()

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-import time
 from collections.abc import Callable
 from datetime import UTC, timedelta
+from typing import Any
 
 import psycopg
 import pytest
 from gw_ble import T0, GatewayCli, SimDevice, bp_readings, glucose_readings
 from gw_helpers import Listener
+from waiting import suback_event, wait_until
 
 from device_profiles import uuids
 from device_profiles.glucose import encode_glucose_measurement, glucose_measurement
@@ -230,12 +231,12 @@ def test_malformed_newest_record_is_not_fetched_again_and_becomes_a_dead_letter(
     worker = IngestWorker(
         IngestConfig(database_url, ingest_mqtt_url, group="gw-malformed", max_wait_s=0.01)
     )
+    subscribed = suback_event(worker.client)
     thread = threading.Thread(target=worker.run, kwargs={"duration_s": 240}, daemon=True)
     thread.start()
     listener = Listener(mqtt_url, gateway_cli.gateway_id, client_id="t-malformed-new").start()
     try:
-        assert worker.connected.wait(10)
-        time.sleep(0.3)  # the ingest subscriptions settle
+        assert subscribed.wait(10), "ingest got no SUBACK"
         gateway_cli.pair(meter.address)
         # Records 1..7 were downloaded before, then erased from the meter's memory.
         with sqlite3.connect(gateway_cli.state_dir / "gateway.sqlite3") as db:
@@ -258,9 +259,9 @@ def test_malformed_newest_record_is_not_fetched_again_and_becomes_a_dead_letter(
         assert len(_malformed(listener, meter.address)) == 1
 
         # Ingest parks the record as a dead letter and stores the valid readings.
-        deadline = time.monotonic() + 30
         with psycopg.connect(database_url, autocommit=True) as conn:
-            while time.monotonic() < deadline:
+
+            def landed() -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]] | None:
                 stored = conn.execute(
                     "SELECT sequence FROM glucose WHERE device_id = %s ORDER BY sequence",
                     (meter.address,),
@@ -269,9 +270,9 @@ def test_malformed_newest_record_is_not_fetched_again_and_becomes_a_dead_letter(
                     "SELECT topic, gateway_id, reason FROM dead_letters WHERE device_id = %s",
                     (meter.address,),
                 ).fetchall()
-                if len(stored) == 2 and parked:
-                    break
-                time.sleep(0.1)
+                return (stored, parked) if len(stored) == 2 and parked else None
+
+            stored, parked = wait_until(landed, 30, what="2 readings stored and 1 parked")
         assert [s[0] for s in stored] == [9, 10]
         assert parked == [
             (

@@ -11,15 +11,17 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from datetime import date
 from pathlib import Path
 
 import psycopg
 import pytest
+from mqtt_publish import publish_all
+from waiting import wait_until
 
 from homevitals.services.postgres import LocalPostgres
+from readings import wire
 from simulators.fleet import FleetConfig, FleetReport, publish_fleet
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
@@ -79,11 +81,13 @@ class Worker:
             self.proc = subprocess.Popen(
                 self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT
             )
-        deadline = time.monotonic() + 20
-        while "subscribed as group" not in self.log.read_text():
-            assert self.proc.poll() is None, self.log.read_text()
-            assert time.monotonic() < deadline, self.log.read_text()
-            time.sleep(0.1)
+        proc = self.proc
+
+        def subscribing() -> bool:
+            assert proc.poll() is None, self.log.read_text()
+            return "subscribed as group" in self.log.read_text()
+
+        wait_until(subscribing, 20, what=self.log.read_text)
 
     def kill(self) -> None:
         assert self.proc is not None
@@ -136,13 +140,21 @@ def publish_in_background(
     return thread, reports
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.2)
-    return predicate()
+def barrier(database_url: str, gateway_url: Callable[[str], str], gateway: str) -> None:
+    """Publish an unparseable batch after everything else and wait until ingest parked it.
+
+    Ingest handles one session's deliveries in order, so by then whatever the broker
+    delivered before it (late redeliveries included) has been processed too."""
+    query = "SELECT count(*) FROM dead_letters WHERE gateway_id = %s"
+
+    def parked() -> int:
+        with psycopg.connect(database_url) as conn:
+            row = conn.execute(query, (gateway,)).fetchone()
+        return int(row[0]) if row else 0
+
+    before = parked()
+    publish_all(gateway_url(gateway), [(wire.readings_topic(gateway), b'{"schema": ')])
+    wait_until(lambda: parked() > before, 30, what=f"the barrier batch of {gateway} parked")
 
 
 def expected(report: FleetReport) -> dict[str, int]:
@@ -172,13 +184,18 @@ def test_sigkill_mid_stream_then_restart_stores_everything_once(
     report = reports[0]
     assert report.rejected == 0
     want = expected(report)
-    assert wait_until(lambda: stored(database_url, prefix) == want, 90), (
-        stored(database_url, prefix),
-        want,
-        dead_letters(database_url),
-        worker.log.read_text()[-3000:],
+    wait_until(
+        lambda: stored(database_url, prefix) == want,
+        90,
+        what=lambda: (
+            stored(database_url, prefix),
+            want,
+            dead_letters(database_url),
+            worker.log.read_text()[-3000:],
+        ),
     )
-    time.sleep(2)  # nothing more arrives: no duplicates from late redeliveries either
+    # Nothing more arrives: no duplicates from late redeliveries either.
+    barrier(database_url, gateway_mqtt_url, "gw-barrier-kill")
     assert stored(database_url, prefix) == want
 
 
@@ -201,9 +218,13 @@ def test_database_restart_mid_stream_loses_nothing(
     thread.join(120)
     assert reports and reports[0].rejected == 0
     want = expected(reports[0])
-    assert wait_until(lambda: stored(database_url, prefix) == want, 90), (
-        stored(database_url, prefix),
-        want,
-        dead_letters(database_url),
-        worker.log.read_text()[-3000:],
+    wait_until(
+        lambda: stored(database_url, prefix) == want,
+        90,
+        what=lambda: (
+            stored(database_url, prefix),
+            want,
+            dead_letters(database_url),
+            worker.log.read_text()[-3000:],
+        ),
     )

@@ -4,7 +4,6 @@ dead-lettered with its reason, and the valid traffic around it is stored untouch
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -12,6 +11,7 @@ import msgspec
 import psycopg
 import pytest
 from mqtt_publish import publish_all
+from waiting import suback_event, wait_until
 
 from device_profiles.model import Component, Kind
 from ingest.patients import enroll_patient
@@ -205,14 +205,15 @@ def test_every_bad_message_is_dead_lettered_and_good_traffic_flows(
     worker = IngestWorker(
         IngestConfig(database_url, ingest_mqtt_url, group="corpus", max_wait_s=0.01)
     )
+    subscribed = suback_event(worker.client)
     thread = threading.Thread(target=worker.run, kwargs={"duration_s": 60}, daemon=True)
     thread.start()
-    assert worker.connected.wait(10)
-    time.sleep(0.3)
+    assert subscribed.wait(10), "ingest got no SUBACK"
     publish_all(gateway_mqtt_url(GATEWAY), messages)
-    deadline = time.monotonic() + 30
-    while worker.totals["messages"] < len(messages) and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait_until(
+        lambda: worker.totals["messages"] >= len(messages),
+        what=lambda: f"{worker.totals} of {len(messages)} messages",
+    )
     worker.stop()
     thread.join(30)
 

@@ -4,7 +4,6 @@ letters, on the real database and through the real broker, beside valid traffic.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -12,6 +11,7 @@ from typing import Any
 import psycopg
 import pytest
 from mqtt_publish import publish_all
+from waiting import suback_event, wait_until
 
 from device_profiles import uuids
 from device_profiles.model import Component, Kind
@@ -196,18 +196,17 @@ def test_ingest_service_parks_a_malformed_record_from_the_broker(
     worker = IngestWorker(
         IngestConfig(database_url, ingest_mqtt_url, group="malformed-test", max_wait_s=0.01)
     )
+    subscribed = suback_event(worker.client)
     thread = threading.Thread(target=worker.run, kwargs={"duration_s": 60}, daemon=True)
     thread.start()
     try:
-        assert worker.connected.wait(10)
-        time.sleep(0.3)  # the subscriptions settle
+        assert subscribed.wait(10), "ingest got no SUBACK"
         publish_all(gateway_mqtt_url(gw), stream(gw, dev))
-        deadline = time.monotonic() + 30
         with psycopg.connect(database_url, autocommit=True) as conn:
-            while time.monotonic() < deadline:
-                if len(stored_seqs(conn, dev)) == 3 and dead_letters(conn, dev):
-                    break
-                time.sleep(0.1)
+            wait_until(
+                lambda: len(stored_seqs(conn, dev)) == 3 and dead_letters(conn, dev),
+                what=lambda: f"stored {stored_seqs(conn, dev)}, parked {dead_letters(conn, dev)}",
+            )
             assert stored_seqs(conn, dev) == [41, 42, 44]
             [(_, topic, gateway, device, payload, reason, _)] = dead_letters(conn, dev)
             patient = conn.execute(

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
 from mqtt_publish import publish_all
+from waiting import suback_event, wait_until
 
 from device_profiles.model import Component, Kind
 from ingest.patients import enroll_patient
@@ -60,15 +60,6 @@ def stored(url: str, device: str) -> int:
     return int(row[0]) if row else 0
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return predicate()
-
-
 def test_two_workers_share_the_stream_without_loss_or_duplicates(
     database_url: str, ingest_mqtt_url: str, gateway_mqtt_url: Callable[[str], str]
 ) -> None:
@@ -82,19 +73,22 @@ def test_two_workers_share_the_stream_without_loss_or_duplicates(
         )
         for i in range(2)
     ]
+    subscribed = [suback_event(w.client) for w in workers]
     threads = [
         threading.Thread(target=w.run, kwargs={"duration_s": 60}, daemon=True) for w in workers
     ]
     for t in threads:
         t.start()
-    assert all(w.connected.wait(10) for w in workers)
-    time.sleep(0.3)  # subscriptions settle
+    assert all(s.wait(10) for s in subscribed), "a worker got no SUBACK"
     messages = gateway_messages(gateway, device, n_batches=200, per_batch=50)
     publish_all(gateway_mqtt_url(gateway), messages)
-    assert wait_for(lambda: stored(database_url, device) >= 10_000)
+    wait_until(lambda: stored(database_url, device) >= 10_000, what="10,000 rows stored")
     # Re-publish everything: redeliveries must not create a single duplicate.
     publish_all(gateway_mqtt_url(gateway), messages)
-    assert wait_for(lambda: sum(w.totals["messages"] for w in workers) >= 2 * len(messages))
+    wait_until(
+        lambda: sum(w.totals["messages"] for w in workers) >= 2 * len(messages),
+        what=lambda: [w.totals for w in workers],
+    )
     for w in workers:
         w.stop()
     for t in threads:
@@ -111,16 +105,16 @@ def test_gateway_cannot_publish_under_another_gateway(
     worker = IngestWorker(
         IngestConfig(database_url, ingest_mqtt_url, group="acl-test", max_wait_s=0.01)
     )
+    subscribed = suback_event(worker.client)
     thread = threading.Thread(target=worker.run, kwargs={"duration_s": 30}, daemon=True)
     thread.start()
-    assert worker.connected.wait(10)
-    time.sleep(0.3)
+    assert subscribed.wait(10), "ingest got no SUBACK"
     intruder = gateway_mqtt_url("gw-svc-intruder")
     forged = gateway_messages("gw-svc-2", "dev-svc-forged", n_batches=1, per_batch=5)
     publish_all(intruder, forged)  # MQTT 5 acks with "not authorized"; nothing is forwarded
     own = gateway_messages("gw-svc-intruder", "dev-svc-own", n_batches=1, per_batch=5)
     publish_all(intruder, own)
-    assert wait_for(lambda: stored(database_url, "dev-svc-own") == 5)
+    wait_until(lambda: stored(database_url, "dev-svc-own") == 5, what="the 5 own readings")
     worker.stop()
     thread.join(30)
     assert stored(database_url, "dev-svc-forged") == 0

@@ -8,13 +8,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from mqtt_publish import publish_all
+from waiting import wait_until
 
 from device_profiles.model import Component, Kind
 from readings import identity, wire
@@ -67,11 +67,11 @@ def readings(n: int) -> bytes:
 
 
 def wait_for_line(path: Path, fragment: str, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 30
-    while fragment not in path.read_text():
+    def logged() -> bool:
         assert proc.poll() is None, path.read_text()
-        assert time.monotonic() < deadline, path.read_text()
-        time.sleep(0.1)
+        return fragment in path.read_text()
+
+    wait_until(logged, 30, what=path.read_text)
 
 
 def progress_total(path: Path) -> int:
@@ -127,10 +127,8 @@ def test_ingest_worker_logs_json_lines_with_fields(
             ],
         )
         wait_for_line(log_file, "dead letters", proc)
-        deadline = time.monotonic() + 30
-        while progress_total(log_file) < 7:  # the progress line after the commit
-            assert time.monotonic() < deadline, log_file.read_text()
-            time.sleep(0.1)
+        # the progress line after the commit
+        wait_until(lambda: progress_total(log_file) >= 7, 30, what=log_file.read_text)
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import ssl
 import threading
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import paho.mqtt.client as mqtt
 import psycopg
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
+from waiting import suback_event, wait_until
 
 from gateway.config import GatewayConfig, MqttSettings
 from gateway.outbox import Outbox
@@ -47,9 +47,10 @@ def test_gateway_and_ingest_over_tls(
             max_wait_s=0.01,
         )
     )
+    subscribed = suback_event(worker.client)
     thread = threading.Thread(target=worker.run, kwargs={"duration_s": 30}, daemon=True)
     thread.start()
-    assert worker.connected.wait(10), "ingest could not connect over TLS"
+    assert subscribed.wait(20), "ingest could not connect and subscribe over TLS"
 
     config = GatewayConfig(
         gateway_id=GATEWAY,
@@ -64,14 +65,13 @@ def test_gateway_and_ingest_over_tls(
     outbox.enqueue_event(DevicePaired(device=DEVICE, at=datetime.now(UTC), profile="glucose-meter"))
     assert asyncio.run(publish_pending(config, outbox, 20.0)), "gateway could not publish over TLS"
 
-    deadline = time.monotonic() + 20
-    found = None
-    while found is None and time.monotonic() < deadline:
+    def bound() -> tuple[object, ...] | None:
         with psycopg.connect(database_url) as conn:
-            found = conn.execute(
+            return conn.execute(
                 "SELECT gateway_id FROM devices WHERE id = %s", (DEVICE,)
             ).fetchone()
-        time.sleep(0.2)
+
+    found = wait_until(bound, 20, what="the paired device's row")
     worker.stop()
     thread.join(30)
     assert found == (GATEWAY,)

@@ -1,15 +1,13 @@
-"""BLE test bed fixtures: a private D-Bus + patched bluezoo, and simulated devices.
+"""Simulated devices on the session's BLE bed (``ble_bed`` in ``tests/conftest.py``).
 
-``DBUS_SYSTEM_BUS_ADDRESS`` is set in ``os.environ`` before any test touches bleak: bleak
-connects its BlueZ manager (once per event loop) to whatever that variable says.  Each
-test keeps its bleak use inside one ``asyncio.run``.
+The bed sets ``DBUS_SYSTEM_BUS_ADDRESS`` in ``os.environ`` before any test touches bleak:
+bleak connects its BlueZ manager (once per event loop) to whatever that variable says.
+Each test keeps its bleak use inside one ``asyncio.run``.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 
 import pytest
@@ -17,12 +15,11 @@ import pytest
 from device_profiles.model import Kind
 from simulators.ble import DeviceFleet, DeviceProcess, DeviceSpec, Reading
 from simulators.ble.testing import Central, bp_readings, glucose_readings
-from simulators.testbed import Testbed, TestbedInfo, env_for
+from simulators.testbed import AdapterInfo, TestbedInfo
 
-DEVICE_ADAPTERS = 8
-
-
-# The session's devices, by role.  Tests that change a device's state own it alone.
+# The session's devices, by role.  Tests that change a device's state own it alone.  The
+# adapters named here are placeholders (they fix each device's serial and name); each
+# device runs on a fresh adapter of the shared bed.
 SPECS: dict[str, DeviceSpec] = {
     "reader": DeviceSpec("glucose-meter", "hci1", readings=glucose_readings(10)),
     "deleter": DeviceSpec(
@@ -56,32 +53,27 @@ SPECS: dict[str, DeviceSpec] = {
 
 
 @pytest.fixture(scope="session")
-def ble_testbed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestbedInfo]:
-    if shutil.which("dbus-daemon") is None:
-        pytest.skip("dbus-daemon not installed (Debian package dbus)")
-    state = tmp_path_factory.mktemp("ble")
-    previous = os.environ.get("DBUS_SYSTEM_BUS_ADDRESS")
-    with Testbed(state, DEVICE_ADAPTERS) as bed:
-        os.environ.update(env_for(bed.info))
-        try:
-            yield bed.info
-        finally:
-            if previous is None:
-                os.environ.pop("DBUS_SYSTEM_BUS_ADDRESS", None)
-            else:
-                os.environ["DBUS_SYSTEM_BUS_ADDRESS"] = previous
+def ble_testbed(ble_bed: TestbedInfo) -> TestbedInfo:
+    return ble_bed
 
 
 @pytest.fixture(scope="session")
-def ble_fleet(ble_testbed: TestbedInfo) -> Iterator[DeviceFleet]:
-    with DeviceFleet(ble_testbed) as fleet:
-        fleet.start_many(list(SPECS.values()))
+def ble_roles(ble_adapter: Callable[[], AdapterInfo]) -> dict[str, DeviceSpec]:
+    return {role: spec.with_changes(adapter=ble_adapter().name) for role, spec in SPECS.items()}
+
+
+@pytest.fixture(scope="session")
+def ble_fleet(ble_testbed: TestbedInfo, ble_roles: dict[str, DeviceSpec]) -> Iterator[DeviceFleet]:
+    with DeviceFleet(ble_testbed, ble_testbed.state_dir / "simulators") as fleet:
+        fleet.start_many(list(ble_roles.values()))
         yield fleet
 
 
 @pytest.fixture(scope="session")
-def ble_devices(ble_fleet: DeviceFleet) -> dict[str, DeviceProcess]:
-    return {role: ble_fleet.devices[spec.adapter] for role, spec in SPECS.items()}
+def ble_devices(
+    ble_fleet: DeviceFleet, ble_roles: dict[str, DeviceSpec]
+) -> dict[str, DeviceProcess]:
+    return {role: ble_fleet.devices[spec.adapter] for role, spec in ble_roles.items()}
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""The simulated CGM sensor (CGMS v1.0.1) driven by plain bleak on its own small bed.
+"""The simulated CGM sensor (CGMS v1.0.1) driven by plain bleak on the session's bed.
 
 RACP with filter type 0x01 = Time Offset (CGMS §3.6), every response code we answer,
 CGM Feature / Status / Session Start Time / Session Run Time reads, E2E-CRC on writes,
@@ -8,9 +8,7 @@ and Start/Stop Session on the CGM Specific Ops Control Point (CGMS §3.7).
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -42,7 +40,7 @@ from device_profiles.racp import RacpResponseCode as Code
 from simulators.ble import DeviceFleet, DeviceProcess, DeviceSpec, Reading
 from simulators.ble.cgm_sensor import CGM_SESSION_RUN_TIME
 from simulators.ble.testing import Central
-from simulators.testbed import Testbed, TestbedInfo, env_for
+from simulators.testbed import AdapterInfo, TestbedInfo
 
 pytestmark = pytest.mark.ble
 
@@ -72,26 +70,19 @@ SPECS = {
 
 
 @pytest.fixture(scope="module")
-def cgm_bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestbedInfo]:
-    if shutil.which("dbus-daemon") is None:
-        pytest.skip("dbus-daemon not installed (Debian package dbus)")
-    previous = os.environ.get("DBUS_SYSTEM_BUS_ADDRESS")
-    with Testbed(tmp_path_factory.mktemp("cgm-ble"), len(SPECS)) as bed:
-        os.environ.update(env_for(bed.info))
-        try:
-            yield bed.info
-        finally:
-            if previous is None:
-                os.environ.pop("DBUS_SYSTEM_BUS_ADDRESS", None)
-            else:
-                os.environ["DBUS_SYSTEM_BUS_ADDRESS"] = previous
+def cgm_bed(ble_bed: TestbedInfo) -> TestbedInfo:
+    return ble_bed
 
 
 @pytest.fixture(scope="module")
-def sensors(cgm_bed: TestbedInfo) -> Iterator[dict[str, DeviceProcess]]:
-    with DeviceFleet(cgm_bed) as fleet:
-        fleet.start_many(list(SPECS.values()))
-        yield {role: fleet.devices[spec.adapter] for role, spec in SPECS.items()}
+def sensors(
+    ble_bed: TestbedInfo, ble_adapter: Callable[[], AdapterInfo]
+) -> Iterator[dict[str, DeviceProcess]]:
+    """The sensors of SPECS, each on a fresh adapter of the session's bed."""
+    specs = {role: spec.with_changes(adapter=ble_adapter().name) for role, spec in SPECS.items()}
+    with DeviceFleet(ble_bed, ble_bed.state_dir / "cgm") as fleet:
+        fleet.start_many(list(specs.values()))
+        yield {role: fleet.devices[spec.adapter] for role, spec in specs.items()}
 
 
 @dataclass

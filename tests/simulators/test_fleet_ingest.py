@@ -5,12 +5,12 @@ equals, per kind, what the simulator says it sent."""
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from datetime import date
 
 import psycopg
 import pytest
+from waiting import suback_event, wait_until
 
 from ingest.patients import attach_gateway, upsert_patient
 from ingest.service import IngestConfig, IngestWorker
@@ -36,9 +36,10 @@ def test_fleet_100x3x30_is_stored_exactly(
                     upsert_patient(conn, f"fleet-{patient.patient_id}", patient.timezone),
                 )
     worker = IngestWorker(IngestConfig(database_url, ingest_mqtt_url, group="fleet-test"))
+    subscribed = suback_event(worker.client)
     thread = threading.Thread(target=worker.run, kwargs={"duration_s": 600}, daemon=True)
     thread.start()
-    assert worker.connected.wait(10)
+    assert subscribed.wait(10), "ingest got no SUBACK"
     report = publish_fleet(config, "", gateway_url=gateway_mqtt_url, progress=False, connections=8)
     assert report.rejected == 0
     assert report.gateways == 100 and report.devices == 300
@@ -60,10 +61,10 @@ def test_fleet_100x3x30_is_stored_exactly(
     want = {
         kind: (report.readings_by_kind.get(kind, 0),) * 2 for kind in queries
     }  # all attributed too
-    deadline = time.monotonic() + 300
-    while stored() != want and time.monotonic() < deadline:
-        time.sleep(1)
-    worker.stop()
-    thread.join(60)
+    try:
+        wait_until(lambda: stored() == want, 300, what=lambda: (stored(), want), step=1.0)
+    finally:
+        worker.stop()
+        thread.join(60)
     assert stored() == want
     assert sum(n for n, _ in want.values()) > 600_000
