@@ -14,13 +14,34 @@ from homevitals.cli import echo_json, settings_endpoints
 from homevitals.config import load_settings
 
 
+def ingest_group(state_dir: Path) -> str:
+    """The installation's shared-subscription group: not guessable by a hub.
+
+    Mosquitto grants any client a ``$share/<group>/...`` subscription and applies the read
+    ACL only when delivering, so a hub subscribed in ingest's group takes (and the broker
+    then drops) its share of every hub's messages; receipts make them come back, late.
+    A secret group name leaves such a hub alone in a group of its own."""
+    from homevitals.services.system import read_or_create_secret
+
+    return "ingest-" + read_or_create_secret(state_dir / "secrets" / "ingest_group", 8).replace(
+        "_", ""
+    ).replace("-", "")
+
+
 @click.group()
 def ingest() -> None:
     """The MQTT -> TimescaleDB ingest service."""
 
 
 @ingest.command("run")
-@click.option("--group", default="ingest", show_default=True, help="Shared-subscription group.")
+@click.option(
+    "--group",
+    envvar="HOMEVITALS_INGEST_GROUP",
+    default=None,
+    help="Shared-subscription group.  Default: 'ingest-' and a secret kept in the state"
+    " directory (secrets/ingest_group), the same for every worker of this installation; a"
+    " hub that joined a guessable group would take its share of every hub's messages.",
+)
 @click.option(
     "--batch", "max_batch", default=500, show_default=True, help="Max messages per DB batch."
 )
@@ -48,7 +69,7 @@ def ingest() -> None:
     " remain may a longer expiry help a restarted worker get its unacknowledged messages back.",
 )
 def run(
-    group: str,
+    group: str | None,
     max_batch: int,
     max_wait: float,
     duration: float | None,
@@ -71,6 +92,8 @@ def run(
 
         start_http_server(metrics_port, addr="127.0.0.1")
     settings = load_settings()
+    if group is None:
+        group = ingest_group(settings.state_dir)
     slot = None
     if client_id is None:
         slot, client_id = _claim_slot(settings.state_dir / "ingest")
