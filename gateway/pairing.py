@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -138,7 +139,7 @@ async def publish_pending(config: GatewayConfig, outbox: Outbox, timeout_s: floa
         config.gateway_id,
         outbox,
         batch_size=config.batch_size,
-        client_id=f"hv-gateway-{config.gateway_id}-cli",
+        client_id=f"hv-gateway-{config.gateway_id}-cli-{secrets.token_hex(8)}",
     )
     await publisher.start()
     runner = asyncio.create_task(publisher.run())

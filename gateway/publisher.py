@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import ssl
 import sys
 import uuid
@@ -118,7 +119,10 @@ class Publisher:
         self.receipt_timeout_s = receipt_timeout_s
         self.receipt_timeout_max_s = receipt_timeout_max_s
         self.state = BrokerState()
-        self._client_id = client_id or f"hv-gateway-{gateway_id}"
+        # Mosquitto closes the older of two connections with one client id, whoever opens
+        # the newer: a guessable id would let any client knock this hub off the broker.
+        # Sessions are not resumed (clean start), so a fresh unguessable id costs nothing.
+        self._client_id = client_id or f"hv-gateway-{gateway_id}-{secrets.token_hex(8)}"
         self._client: mqtt.Client | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake = asyncio.Event()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import secrets
 import socket
 import sys
 from pathlib import Path
@@ -128,7 +129,9 @@ def _claim_slot(directory: Path) -> tuple[IO[str], str]:
         except BlockingIOError:
             handle.close()
             continue
-        return handle, f"hv-ingest-{host}-{n}"
+        # Unguessable (a client reusing a connected client id makes Mosquitto close the
+        # older connection); clean sessions make a new id per start free.
+        return handle, f"hv-ingest-{host}-{n}-{secrets.token_hex(8)}"
     raise click.ClickException("no free ingest slot")
 
 
