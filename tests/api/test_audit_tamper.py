@@ -297,3 +297,59 @@ def test_eight_concurrent_writers_keep_one_valid_chain(own_db: str) -> None:
     assert ids == sorted(ids) and len(set(ids)) == 240
     ats = [r[2] for r in rows]
     assert ats == sorted(ats)
+
+
+# --- migration 0013 ---------------------------------------------------------------------
+
+
+def _legacy_db(local_postgres: LocalPostgres) -> str:
+    """A database at migration 0012 holding rows chained the 0009 way, one of them
+    backdated by its writer (as 0009 allowed) and one with an id far ahead."""
+    url = local_postgres.create_database(f"hv_audit_v1_{uuid.uuid4().hex[:6]}")
+    migrate(url, upto=12)
+    _write(url, 4, "old")
+    with _connect(url) as conn:
+        conn.execute(
+            "INSERT INTO audit_log (id, at, actor, role, action) OVERRIDING SYSTEM VALUE"
+            " VALUES (500, %s, 'drzed', 'clinician', 'patient.read')",
+            (BACKDATED,),
+        )
+    _write(url, 2, "old")
+    return url
+
+
+def test_migration_rehashes_the_existing_chain(local_postgres: LocalPostgres) -> None:
+    url = _legacy_db(local_postgres)
+    with _connect(url) as conn:
+        old = conn.execute("SELECT id, at FROM audit_log ORDER BY chain_seq").fetchall()
+    assert 13 in migrate(url)
+    _write(url, 3, "new")
+    with _connect(url) as conn:
+        report = verify(conn)
+        rows = conn.execute("SELECT id, at, chain_seq FROM audit_log ORDER BY chain_seq").fetchall()
+        head = conn.execute("SELECT strict_from, last_id FROM audit_chain_head").fetchone()
+    assert report.ok, report.findings
+    assert report.rows == 10 and head is not None and head[0] == 8
+    # History keeps its ids and times (the backdated one too: 0009 let writers set it);
+    # the new rows are numbered and dated by the trigger after all of them.
+    assert [(r[0], r[1]) for r in rows[:7]] == [(r[0], r[1]) for r in old]
+    assert [r[0] for r in rows[7:]] == [501, 502, 503] and head[1] == 503
+    assert all(r[1] >= max(o[1] for o in old) for r in rows[7:])
+
+
+def test_migration_refuses_to_rehash_a_broken_chain(
+    local_postgres: LocalPostgres, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Re-hashing a chain that is already broken would launder the tampering."""
+    url = _legacy_db(local_postgres)
+    with _connect(url) as conn:
+        _owner_unlocks(conn)
+        conn.execute("UPDATE audit_log SET actor = 'someone-else' WHERE chain_seq = 2")
+    with pytest.raises(psycopg.errors.RaiseException, match="already broken at chain position 2"):
+        migrate(url)
+    with _connect(url) as conn:
+        conn.execute("ALTER TABLE audit_log ENABLE TRIGGER audit_log_no_update")
+    monkeypatch.setenv("PGOPTIONS", "-c homevitals.audit_rechain_broken=on")
+    assert 13 in migrate(url)
+    with _connect(url) as conn:
+        assert verify(conn).ok
