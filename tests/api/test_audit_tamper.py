@@ -199,6 +199,34 @@ def test_delete_and_rechain_after_an_anchor_is_caught(own_db: str) -> None:
     assert "rewritten: chain position 70 no longer has the hash anchored" in result.output
 
 
+def test_delete_and_rechain_by_hand_keeping_ids_is_caught(own_db: str) -> None:
+    """The same with the chain trigger off, every later row keeping its id and time and
+    re-hashed by hand: the ids, handed out one by one, now have a hole."""
+    _write(own_db, 70)
+    with _connect(own_db) as conn:
+        _owner_unlocks(conn)
+        conn.execute("ALTER TABLE audit_log DISABLE TRIGGER audit_log_chain")
+        victim = conn.execute("SELECT id FROM audit_log WHERE chain_seq = 60").fetchone()
+        assert victim is not None
+        conn.execute("DELETE FROM audit_log WHERE chain_seq = 60")
+        conn.execute("DROP INDEX audit_log_chain_seq")
+        conn.execute(
+            "DO $$ DECLARE r audit_log; prev bytea; BEGIN"
+            " SELECT row_hash INTO prev FROM audit_log WHERE chain_seq = 59;"
+            " FOR r IN SELECT * FROM audit_log WHERE chain_seq > 60 ORDER BY chain_seq LOOP"
+            "  r.chain_seq := r.chain_seq - 1; r.prev_hash := prev;"
+            "  r.row_hash := sha256(prev || audit_canonical(r));"
+            "  UPDATE audit_log SET chain_seq = r.chain_seq, prev_hash = r.prev_hash,"
+            "   row_hash = r.row_hash WHERE id = r.id;"
+            "  prev := r.row_hash;"
+            " END LOOP; END $$"
+        )
+        _point_head_at(conn, 69)
+    result = _verify()
+    assert result.exit_code == 1, result.output
+    assert f"deleted: row id(s) {victim[0]}..{victim[0]} missing" in result.output
+
+
 # --- 3. cutting the newest rows --------------------------------------------------------
 
 
