@@ -97,6 +97,9 @@ class Anchor:
     row_id: int | None = None
     at: str | None = None
     taken_at: str | None = None
+    # The first position checked for time and id order (migration 0013): moving it
+    # later would exempt rows from those checks.
+    strict_from: int | None = None
 
     def to_json(self) -> str:
         return json.dumps(
@@ -106,6 +109,7 @@ class Anchor:
                 "id": self.row_id,
                 "at": self.at,
                 "taken_at": self.taken_at,
+                "strict_from": self.strict_from,
             },
             separators=(",", ":"),
         )
@@ -116,7 +120,12 @@ class Anchor:
         digest = bytes.fromhex(data["hash"])
         if not isinstance(data["seq"], int) or data["seq"] < 0 or len(digest) != 32:
             raise ValueError("an anchor needs seq >= 0 and a 32-byte hash")
-        return cls(data["seq"], digest, data.get("id"), data.get("at"), data.get("taken_at"))
+        strict = data.get("strict_from")
+        if strict is not None and not isinstance(strict, int):
+            raise ValueError("strict_from must be an integer")
+        return cls(
+            data["seq"], digest, data.get("id"), data.get("at"), data.get("taken_at"), strict
+        )
 
 
 def read_anchors(path: Path) -> list[Anchor]:
@@ -140,6 +149,7 @@ class Report:
     head_hash: bytes = GENESIS
     head_id: int | None = None
     head_at: datetime | None = None
+    strict_from: int = 1
     anchors: int = 0
     findings: list[Finding] = field(default_factory=list)
 
@@ -155,6 +165,7 @@ class Report:
             self.head_id,
             None if self.head_at is None else self.head_at.astimezone(UTC).isoformat(),
             taken_at.astimezone(UTC).isoformat(),
+            self.strict_from,
         )
 
 
@@ -190,7 +201,20 @@ def verify(
 def _verify(conn: psycopg.Connection[Any], max_findings: int, anchors: list[Anchor]) -> Report:
     report = Report(anchors=len(anchors))
     head = conn.execute("SELECT seq, hash, last_id, strict_from FROM audit_chain_head").fetchone()
-    strict_from = 1 if head is None else int(head[3])
+    strict_from = report.strict_from = 1 if head is None else int(head[3])
+    for a in anchors:
+        if a.strict_from is not None and strict_from > a.strict_from:
+            report.findings.append(
+                Finding(
+                    "rewritten",
+                    None,
+                    strict_from,
+                    f"the chain head's strict_from moved from position {a.strict_from}"
+                    f" (anchored{_when(a)}) to {strict_from}: rows exempted from the time"
+                    " and id checks",
+                )
+            )
+            break
     outside = conn.execute(
         "SELECT id FROM audit_log WHERE chain_seq IS NULL ORDER BY id LIMIT %s",
         (max_findings,),

@@ -286,12 +286,25 @@ def test_anchor_records_the_head_outside_the_database(own_db: str, tmp_path: Pat
     assert len(lines) == 1
     anchor = json.loads(lines[0])
     assert anchor["seq"] == 4 and len(bytes.fromhex(anchor["hash"])) == 32
+    assert anchor["strict_from"] == 1
     assert lines[0] in out.output
     _write(own_db, 2)
     _anchor()
     assert len(anchors.read_text().splitlines()) == 2
     ok = _verify()
     assert ok.exit_code == 0 and "2 anchor(s) hold" in ok.output
+
+
+def test_moving_the_strict_boundary_after_an_anchor_is_caught(own_db: str) -> None:
+    """Raising the head's strict_from would exempt a hand-chained backdated row from the
+    time check; the anchor recorded where it was."""
+    _write(own_db, 3)
+    _anchor()
+    with _connect(own_db) as conn:
+        conn.execute("UPDATE audit_chain_head SET strict_from = 100")
+    result = _verify()
+    assert result.exit_code == 1, result.output
+    assert "strict_from moved from position 1" in result.output
 
 
 def test_anchor_refuses_a_broken_chain(own_db: str, tmp_path: Path) -> None:
