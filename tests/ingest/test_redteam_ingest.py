@@ -310,3 +310,24 @@ def test_b7_a_hub_cannot_squat_the_bulk_import_device_namespace(
     assert report["readings_stored"] == 2
     owner = scalar(db, "SELECT patient_id FROM device_bindings WHERE device_id = %s", generic)
     assert owner == h.patient_b
+
+
+def test_b1_a_hub_without_a_patient_cannot_backdate_into_the_old_patients_chart(
+    ingest: Ingest, homes: Homes, db: psycopg.Connection[Any]
+) -> None:
+    h = homes
+    loose = f"gw-rt-x-{uuid.uuid4().hex[:6]}"  # a hub attached to no patient (yet)
+    ingest.send(h.hub_b, paired(h.hub_b, h.cuff, T0 - timedelta(days=1)))
+    ingest.send(h.hub_b, bp_batch(h.hub_b, h.cuff, range(0, 2)))
+    ingest.send(h.hub_b, unpaired(h.hub_b, h.cuff, T0 + timedelta(hours=5)))
+    ingest.send(loose, paired(loose, h.cuff, T0 + timedelta(hours=6)))
+    ingest.send(loose, bp_batch(loose, h.cuff, range(3, 5)), bp_batch(loose, h.cuff, [7]))
+    assert chart(db, h.patient_b, h.cuff) == 2
+    assert len(open_reasons(db, h.cuff, loose)) == 2
+    # Its own reading (no binding at its time) is stored, in nobody's chart.
+    unattributed = scalar(
+        db,
+        "SELECT count(*) FROM blood_pressure WHERE device_id = %s AND patient_id IS NULL",
+        h.cuff,
+    )
+    assert unattributed == 1
