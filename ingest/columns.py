@@ -35,7 +35,7 @@ from readings import (
     Reading,
     RecordType,
 )
-from readings.identity import id_bytes, source_key_texts
+from readings.identity import id_bytes, source_key_text, source_key_texts
 
 # Reading ids are written as binary uuid: only the canonical text form is accepted.
 _UUID_TEXT = re.compile(
@@ -343,11 +343,9 @@ def refuse_forged_ids(split: Split) -> int:
     if not located:
         return 0
     sha = hashlib.sha256
-    texts = source_key_texts
-    expected = np.frombuffer(
-        b"".join(sha(texts(readings[i])[0].encode()).digest()[:16] for i in located),
-        dtype=np.uint8,
-    ).reshape(-1, 16)
+    text = source_key_text
+    digests = b"".join([sha(text(readings[i]).encode()).digest() for i in located])
+    expected = np.frombuffer(digests, dtype=np.uint8).reshape(-1, 32)[:, :16]
     expected = (expected & _VERSION_MASK) | _VERSION_BITS
     claimed = np.frombuffer(b"".join(uuid_bytes([readings[i].id for i in located])), np.uint8)
     differ = np.flatnonzero(np.any(expected != claimed.reshape(-1, 16), axis=1))
@@ -357,7 +355,7 @@ def refuse_forged_ids(split: Split) -> int:
     for k in differ.tolist():
         r = readings[located[k]]
         claim = uuid_bytes([r.id])[0]
-        if not any(id_bytes(t) == claim for t in texts(r, lenient=True)):
+        if not any(id_bytes(t) == claim for t in source_key_texts(r)):
             forged.add(located[k])
     if not forged:
         return 0

@@ -66,6 +66,7 @@ __all__ = [
     "key_text",
     "reading_id",
     "record_type_of",
+    "source_key_text",
     "source_key_texts",
     "wire_record_type",
 ]
@@ -166,7 +167,7 @@ def _int_field(value: object) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def source_key_texts(reading: Reading, *, lenient: bool = False) -> list[str]:
+def source_key_text(reading: Reading) -> str:
     """The key text of the source record a wire reading says it is, from the reading's
     own fields, as every producer fills them from its :class:`RecordKey`
     (``readings.decode.to_reading``, the simulators):
@@ -179,28 +180,42 @@ def source_key_texts(reading: Reading, *, lenient: bool = False) -> list[str]:
     - the record type (omitted: the kind's usual one) and the device user,
       ``details.user_id``.
 
-    Ingest checks a hub's reading ids against this (``ingest.columns.refuse_forged_ids``):
-    a reading cannot claim the id of another device's record.  ``lenient`` adds the
-    other readings of the same fields, all of the same device and kind: a CGM record
-    numbered otherwise, and the key as issued before record type and user were part of
-    it (``hv-id-1`` without them: gateways older than the fields)."""
-    device, kind, details = reading.device, reading.kind, reading.details
-    user = _int_field(details.get("user_id")) if details else None
+    Ingest checks a hub's reading ids against it (``ingest.columns.refuse_forged_ids``):
+    a reading cannot claim the id of another device's record."""
     device_time = reading.device_time
     sequence = reading.seq
-    texts: list[str] = []
-    if kind is Kind.CGM and sequence is None and device_time is not None and details:
-        offset = _int_field(details.get("time_offset_min"))
-        if offset is not None:
-            texts.append(key_text(device, kind, device_time, offset))
-            if not lenient:
-                return texts
+    details = reading.details
+    if details:
+        kind = reading.kind
+        if kind is Kind.CGM and sequence is None and device_time is not None:
+            offset = _int_field(details.get("time_offset_min"))
+            if offset is not None:
+                return key_text(reading.device, kind, device_time, offset)
+        user = _int_field(details.get("user_id"))
+    else:
+        user = None
     if device_time is None:
         device_time = "" if sequence is not None else f"gw:{reading.time.isoformat()}"
-    texts.append(key_text(device, kind, device_time, sequence, reading.record_type, user))
-    if lenient:
-        texts.append(key_text(device, kind, device_time, sequence))
-    return texts
+    return key_text(reading.device, reading.kind, device_time, sequence, reading.record_type, user)
+
+
+def source_key_texts(reading: Reading) -> list[str]:
+    """:func:`source_key_text`, and the other readings of the same fields, all of the
+    same device and kind: a CGM record numbered otherwise, and the key as issued before
+    record type and user were part of it (``hv-id-1`` without them: gateways older than
+    those fields).  None of them can name another device's record."""
+    first = source_key_text(reading)
+    device_time = reading.device_time
+    sequence = reading.seq
+    if device_time is None:
+        device_time = "" if sequence is not None else f"gw:{reading.time.isoformat()}"
+    user = _int_field(reading.details.get("user_id")) if reading.details else None
+    texts = [
+        first,
+        key_text(reading.device, reading.kind, device_time, sequence, reading.record_type, user),
+        key_text(reading.device, reading.kind, device_time, sequence),
+    ]
+    return list(dict.fromkeys(texts))
 
 
 def id_bytes(text: str) -> bytes:
