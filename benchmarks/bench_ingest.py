@@ -17,6 +17,12 @@ Figures printed:
 measures what migration 0008's reading identity costs, in one run: raw COPY and the real
 pipeline (one worker), with the identity claims (as ingest writes now) and without
 them (the writer up to 0007: uniqueness only on (reading_id, time)), alternated.
+
+    .venv/bin/python benchmarks/bench_ingest.py --compare-id-check [--repeat 4]
+
+measures what checking each reading's id against its source record costs (red-team
+finding B2: ``ingest.columns.refuse_forged_ids``): the check alone on the batch in
+memory, and the real pipeline (one worker) with and without it, alternated.
 """
 
 from __future__ import annotations
@@ -260,6 +266,7 @@ def worker_process(
     stop: Any,
     decode_on_receive: bool = True,
     claims: bool = True,
+    id_check: bool = True,
 ) -> None:
     """One ingest worker process (the unit of scale-out), reporting commits to the parent.
 
@@ -269,6 +276,10 @@ def worker_process(
         from ingest import writer
 
         setattr(writer, "_claim", lambda *args: None)  # noqa: B010 - this process only
+    if not id_check:  # the baseline of --compare-id-check: ingest before finding B2's fix
+        from ingest import pipeline as ingest_pipeline
+
+        setattr(ingest_pipeline, "refuse_forged_ids", lambda split: 0)  # noqa: B010
 
     worker = IngestWorker(
         IngestConfig(
@@ -356,6 +367,7 @@ def pipeline(
     v2: bool = False,
     decode_on_receive: bool = True,
     claims: bool = True,
+    id_check: bool = True,
 ) -> tuple[float, np.ndarray[Any, np.dtype[np.float64]]]:
     """Readings/s from first publish to last commit, and per-message latencies."""
     committed = mp.Value("q", 0)
@@ -378,6 +390,7 @@ def pipeline(
                 stop,
                 decode_on_receive,
                 claims,
+                id_check,
             ),
         )
         proc.start()
@@ -427,6 +440,11 @@ def main() -> None:
         help="only: version 1 vs version 2 (receipts), alternating, 1 worker, 4 rounds each",
     )
     parser.add_argument("--compare-identity", action="store_true")
+    parser.add_argument(
+        "--compare-id-check",
+        action="store_true",
+        help="only: the reading-id check (B2) on and off, alternating, 1 worker",
+    )
     parser.add_argument("--repeat", type=int, default=2)
     args = parser.parse_args()
 
@@ -449,6 +467,9 @@ def main() -> None:
         url = bench_database(pg, "bench")
         gateway_url = broker.url_for(GATEWAY, "bench-secret")
         broker.set_user(GATEWAY, "bench-secret")
+        if args.compare_id_check:
+            compare_id_check(url, broker, gateway_url, readings, args)
+            return
         if args.receipts_cost:
             receipts_cost(url, broker, gateway_url, readings, args.per_message)
             return
@@ -491,6 +512,48 @@ def main() -> None:
     finally:
         broker.stop()
         pg.stop()
+
+
+def compare_id_check(
+    url: str, broker: LocalMosquitto, gateway_url: str, readings: list[wire.Reading], args: Any
+) -> None:
+    """The id check alone (in memory, the batch as a worker holds it), then the pipeline
+    with and without it, alternating so that both see the same machine load."""
+    from ingest.columns import Flat, Origin, Split, refuse_forged_ids
+
+    batch = readings[: min(len(readings), 50_000)]
+    timings = []
+    for _ in range(5):
+        flat = Flat()
+        flat.add(Origin("t", GATEWAY), batch)
+        split = Split(flat, {"glucose": list(range(len(batch)))})
+        started = time.perf_counter()
+        assert refuse_forged_ids(split) == 0
+        timings.append(time.perf_counter() - started)
+    per = min(timings) / len(batch) * 1e6
+    print(f"id check alone: {per:.2f} us per reading (best of 5, {len(batch):,} readings)")
+    rates: dict[str, list[float]] = {"without": [], "with": []}
+    for _ in range(args.repeat):
+        for label in ("without", "with"):
+            with psycopg.connect(url, autocommit=True) as conn:
+                empty(conn)
+            rate, _ = pipeline(
+                url,
+                broker.url,
+                gateway_url,
+                readings,
+                args.per_message,
+                None,
+                1,
+                id_check=label == "with",
+            )
+            rates[label].append(rate)
+            print(f"  {label} id check: {rate:12,.0f} readings/s")
+    off, on = (float(np.median(rates[k])) for k in ("without", "with"))
+    print(
+        f"id check cost (1 worker, median of {args.repeat}): {off:,.0f} -> {on:,.0f}"
+        f" readings/s ({100 * (on / off - 1):+.1f} %)"
+    )
 
 
 def receipts_cost(

@@ -18,8 +18,12 @@ were attributed from the binding alone).
 - ``unpaired`` from the custodian releases the device (binding closed at the event's
   time); from any other hub it is refused and recorded.
 - A reading is accepted only from the device's custodian (:func:`refuse_foreign`, after
-  validation): the rest are dead-lettered with the reason, logged and put on the
-  device's timeline.  Readings not from a hub (bulk import) carry their own authority.
+  validation), and only if the patient it is attributed to (the binding at its time) is
+  the hub's own or none: a hub cannot backdate readings of a device it was handed (or
+  given by a clinician) into the previous patient's chart.  The rest are dead-lettered
+  with the reason, logged and put on the device's timeline.  Readings not from a hub
+  (bulk import) carry their own authority, and the bulk-import namespace (``import:``)
+  is no hub's: pairing or readings of such a device from a hub are refused.
 
 Every decision is a ``device_events`` row (append-only: the device's timeline and the
 audit of ingest-side decisions); the API adds its ``audit_log`` rows for people's.
@@ -40,7 +44,15 @@ import psycopg
 # names at call time, so the import cycle is harmless (the module object, not a name).
 from ingest import registry
 from ingest.columns import Rejected, Split, reading_payload
-from readings import DeviceInventory, DevicePaired, DeviceUnpaired, Reading
+from readings import (
+    SCHEMA_EVENT,
+    DeviceInventory,
+    DevicePaired,
+    DeviceUnpaired,
+    EventsMessage,
+    Reading,
+    encode,
+)
 
 if TYPE_CHECKING:
     from ingest.registry import BindingCache
@@ -272,8 +284,12 @@ def _raise_flag(
         "INSERT INTO flags (patient_id, rule_id, severity, summary, evidence)"
         " VALUES (%s, %s, 'high', %s, %s)"
         " ON CONFLICT (patient_id, rule_id) WHERE status <> 'resolved' DO UPDATE SET"
-        " evidence = jsonb_set(flags.evidence, '{requests}',"
-        " coalesce(flags.evidence->'requests', '[]') || EXCLUDED.evidence->'requests'),"
+        # ``->`` binds no tighter than ``||``: the parentheses make it append the request
+        # ids (without them the array was concatenated with the object, and ``->`` of
+        # that array gave NULL: a NOT NULL violation that lost the whole events message).
+        " evidence = jsonb_set(coalesce(flags.evidence, '{}'::jsonb), '{requests}',"
+        " coalesce(flags.evidence->'requests', '[]'::jsonb)"
+        " || (EXCLUDED.evidence->'requests')),"
         " summary = EXCLUDED.summary, condition_active = true, cleared_at = NULL,"
         " updated_at = now()"
         " RETURNING id, xmax = 0",
@@ -347,37 +363,128 @@ def close_binding(conn: psycopg.Connection[Any], device: str, at: datetime) -> N
 
 # --- readings -------------------------------------------------------------------------
 
+# What the screen says of a hub's reading (the device's custodian, the patients its
+# bindings name, the import namespace), per device and hub.
+_OK = 0  # the hub's device, every binding its patient's: nothing to look at per reading
+_DATED = 1  # the hub's device, once another patient's: the binding at its time decides
+_FOREIGN = 2  # not the hub's device (maybe measured before the hub lost it)
+_CHART = 3  # would land in another patient's chart
+_RESERVED = 4  # a bulk-import source: no hub's
+IMPORT_NAMESPACE = "import:"
 
-def _suspects(split: Split, custodians: dict[str, str | None]) -> dict[str, list[int]]:
-    """Per table, the readings whose hub is not their device's custodian (one dict
-    lookup per reading; readings not from a hub are not suspects)."""
+
+def reserved_device(device: str) -> bool:
+    """A device id of the bulk-import namespace (``import:<format>:<serial>``,
+    ``ingest.bulk_import``): no hub may pair it or send its readings, or it could take a
+    patient's import source before the import (whose readings would then be refused)."""
+    return device[: len(IMPORT_NAMESPACE)].lower() == IMPORT_NAMESPACE
+
+
+def reserved_reason(device: str) -> str:
+    return (
+        f"{CUSTODY_PREFIX}device {device!r} is in the bulk-import namespace"
+        f" ({IMPORT_NAMESPACE!r}): no hub may pair it or send its readings"
+    )
+
+
+def chart_reason(device: str, hub: str) -> str:
+    return (
+        f"{CUSTODY_PREFIX}measured before hub {hub}'s custody of device {device!r} began:"
+        " it would land in another patient's chart"
+    )
+
+
+def refuse_reserved_pairing(
+    conn: psycopg.Connection[Any], topic: str, gateway: str, event: DevicePaired | DeviceInventory
+) -> Rejected | None:
+    """A hub's pairing of an import source: never applied; a dead letter of its own (the
+    events message's other events apply), the device's timeline, a WARNING.  None if it
+    is parked already (a redelivery)."""
+    payload = encode(EventsMessage(SCHEMA_EVENT, gateway, [event]))
+    reason = reserved_reason(event.device)
+    if registry.already_dead_lettered(conn, event.device, reason, payload):
+        return None
+    kind = "inventory" if isinstance(event, DeviceInventory) else "paired"
+    record(conn, event.device, "pairing.refused", event.at, gateway=gateway, detail={"event": kind})
+    log.warning(
+        "custody: %s of device %r from hub %r refused: a bulk-import source",
+        kind,
+        event.device,
+        gateway,
+        extra={"device": event.device, "gateway": gateway},
+    )
+    return Rejected(topic, gateway, event.device, payload, reason)
+
+
+def _verdict(cache: BindingCache, device: str, hub: str) -> int:
+    if reserved_device(device):
+        return _RESERVED
+    if cache.custodians.get(device, _MISSING) != hub:
+        return _FOREIGN
+    mine = cache.hub_patients.get(hub)
+    if all(b.patient_id == mine for b in cache.bindings_of(device)):
+        return _OK  # no binding, or only the hub's patient's: its own chart or none
+    return _DATED
+
+
+def _screen(split: Split, cache: BindingCache) -> dict[str, list[tuple[int, int]]]:
+    """Per table, the hub readings to refuse or to look at closer, with why: one memo
+    lookup per reading (per device and hub: custodian, patients bound, namespace), and
+    the binding at the reading's time only for a device once bound to someone else.
+    Readings not from a hub (bulk import) carry their own authority."""
     flat = split.flat
     hubs = [o.gateway for o in flat.origins]
     origin = flat.origin
     readings = flat.readings
-    get = custodians.get
-    found: dict[str, list[int]] = {}
+    memo: dict[tuple[str, str], int] = {}
+    patient_at = cache.patient_at
+    hub_patients = cache.hub_patients
+    found: dict[str, list[tuple[int, int]]] = {}
     for table, located in split.by_table.items():
-        bad = [
-            i
-            for i in located
-            if (hub := hubs[origin[i]]) is not None and get(readings[i].device, _MISSING) != hub
-        ]
+        bad: list[tuple[int, int]] = []
+        for i in located:
+            hub = hubs[origin[i]]
+            if hub is None:
+                continue
+            r = readings[i]
+            key = (r.device, hub)
+            verdict = memo.get(key)
+            if verdict is None:
+                verdict = memo[key] = _verdict(cache, r.device, hub)
+            if verdict == _OK:
+                continue
+            if verdict == _DATED:
+                patient = patient_at(r.device, r.time)
+                if patient is None or patient == hub_patients.get(hub):
+                    continue
+                verdict = _CHART
+            bad.append((i, verdict))
         if bad:
             found[table] = bad
     return found
 
 
 def refuse_foreign(conn: psycopg.Connection[Any], split: Split, cache: BindingCache) -> int:
-    """Dead-letter (in ``split``) the readings a hub sent for a device another hub holds;
-    returns how many.  The cache says who holds what; a refusal is confirmed against the
-    database first (a clinician's move may be newer than the cache), and a stale cache is
-    reloaded so attribution uses the move too."""
-    suspects = _suspects(split, cache.custodians)
+    """Dead-letter (in ``split``) what a hub may not write; returns how many:
+
+    - readings of a device another hub holds (or none), but for the former custodian's
+      own, measured before it lost the device;
+    - readings that would land in another patient's chart: the binding at their time is
+      not the hub's patient's (measured before the hub's custody began: a device handed
+      over, or moved by a clinician);
+    - readings of a bulk-import source.
+
+    The cache says who holds what; a refusal is confirmed against the database first (a
+    clinician's move or a hub's enrolment may be newer than the cache), and a stale
+    cache is reloaded so attribution uses the database's view too."""
+    suspects = _screen(split, cache)
     if not suspects:
         return 0
-    readings = split.flat.readings
-    devices = sorted({readings[i].device for located in suspects.values() for i in located})
+    flat = split.flat
+    readings = flat.readings
+    looked = [(i, flat.gateway(i)) for bad in suspects.values() for i, v in bad if v != _RESERVED]
+    devices = sorted({readings[i].device for i, _ in looked})
+    hubs = sorted({str(h) for _, h in looked})
     rows = conn.execute(
         "SELECT id, gateway_id, former_gateway_id, custody_ended_at FROM devices"
         " WHERE id = ANY(%s)",
@@ -385,57 +492,75 @@ def refuse_foreign(conn: psycopg.Connection[Any], split: Split, cache: BindingCa
     ).fetchall()
     current = {str(d): None if g is None else str(g) for d, g, _, _ in rows}
     former = {str(d): (f, ended) for d, _, f, ended in rows if f is not None and ended}
-    if any(cache.custodians.get(d, _MISSING) != current.get(d, _MISSING) for d in devices):
+    if any(
+        cache.custodians.get(d, _MISSING) != current.get(d, _MISSING) for d in devices
+    ) or cache.stale_for(conn, devices, hubs):
         cache.refresh(conn, force=True)
         cache.custodians.update(current)  # this transaction's view, whatever the refresh saw
-        suspects = _suspects(split, cache.custodians)
-    flat = split.flat
-    if former:  # the former custodian's readings from before it lost the device are its own
-        for table, bad in list(suspects.items()):
-            kept = [i for i in bad if not _before_release(former, readings[i], flat.gateway(i))]
-            suspects[table] = kept
-    refused: Counter[tuple[str, str]] = Counter()
+        suspects = _screen(split, cache)
+    refused: Counter[tuple[str, str, int]] = Counter()
     for table, bad in suspects.items():
-        if not bad:
-            continue
-        drop = set(bad)
-        split.by_table[table] = [i for i in split.by_table[table] if i not in drop]
-        if not split.by_table[table]:
-            del split.by_table[table]
-        for i in bad:
-            origin = flat.origins[flat.origin[i]]
-            hub = origin.gateway
+        drop: set[int] = set()
+        for i, screened in bad:
+            verdict = screened
+            r = readings[i]
+            hub = flat.gateway(i)
             assert hub is not None
-            device = readings[i].device
+            if verdict == _FOREIGN and _before_release(former, r, hub):
+                # The former custodian's own reading: into its patient's chart only.
+                patient = cache.patient_at(r.device, r.time)
+                if patient is None or patient == cache.hub_patients.get(hub):
+                    continue
+                verdict = _CHART
+            if verdict == _RESERVED:
+                reason = reserved_reason(r.device)
+            elif verdict == _CHART:
+                reason = chart_reason(r.device, hub)
+            else:
+                reason = custody_reason(r.device, cache.custodians.get(r.device), hub)
+            origin = flat.origins[flat.origin[i]]
             split.rejected.append(
                 Rejected(
                     origin.topic,
                     hub,
-                    device,
-                    reading_payload(hub, readings[i]),
-                    custody_reason(device, cache.custodians.get(device), hub),
+                    r.device,
+                    reading_payload(hub, r),
+                    reason,
                     flat.position[i],
                 )
             )
-            refused[(device, hub)] += 1
+            drop.add(i)
+            refused[(r.device, hub, verdict)] += 1
+        if drop:
+            split.by_table[table] = [i for i in split.by_table[table] if i not in drop]
+            if not split.by_table[table]:
+                del split.by_table[table]
     now = datetime.now(UTC)
-    for (device, hub), n in sorted(refused.items()):
+    for (device, hub, verdict), n in sorted(refused.items()):
         custodian = cache.custodians.get(device)
+        why = {_RESERVED: "import source", _CHART: "before custody"}.get(verdict, "custody")
         record(
             conn,
             device,
             "readings.refused",
             now,
             gateway=hub,
-            detail={"readings": n, "custodian": custodian},
+            detail={"readings": n, "custodian": custodian, "why": why},
         )
         log.warning(
-            "custody: %d readings of device %r from hub %r dead-lettered (custodian: %r)",
+            "custody: %d readings of device %r from hub %r dead-lettered (%s; custodian: %r)",
             n,
             device,
             hub,
+            why,
             custodian,
-            extra={"device": device, "gateway": hub, "custodian": custodian, "refused": n},
+            extra={
+                "device": device,
+                "gateway": hub,
+                "custodian": custodian,
+                "refused": n,
+                "why": why,
+            },
         )
     return sum(refused.values())
 

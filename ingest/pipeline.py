@@ -17,8 +17,8 @@ import numpy as np
 import psycopg
 from psycopg import sql
 
-from ingest.columns import Flat, Origin, Rejected, Split, validate
-from ingest.custody import refuse_foreign
+from ingest.columns import Flat, Origin, Rejected, Split, refuse_forged_ids, validate
+from ingest.custody import refuse_foreign, refuse_reserved_pairing, reserved_device
 from ingest.registry import (
     BindingCache,
     already_dead_lettered,
@@ -30,6 +30,8 @@ from ingest.registry import (
 from ingest.writer import WriteResult, write_dead_letters, write_split
 from readings import (
     SCHEMA_EVENT,
+    DeviceInventory,
+    DevicePaired,
     DeviceRecordMalformed,
     EventsMessage,
     ReadingsBatch,
@@ -227,6 +229,13 @@ def process(
                             parked = _malformed_record(conn, message.topic, gateway, event)
                             if parked is not None and parked not in rejected:
                                 rejected.append(parked)
+                        elif isinstance(event, DevicePaired | DeviceInventory) and (
+                            reserved_device(event.device)
+                        ):  # a bulk-import source: no hub's
+                            parked_here += 1
+                            parked = refuse_reserved_pairing(conn, message.topic, gateway, event)
+                            if parked is not None and parked not in rejected:
+                                rejected.append(parked)
                         else:
                             changed.extend(apply_event(conn, gateway, event))
                     if events.batch is not None:
@@ -252,7 +261,15 @@ def process(
         if unknown:  # paired a moment ago (maybe in this very batch, or by another worker)
             cache.add_known(conn, unknown)
         split = validate(flat, cache.devices, now)
-        refuse_foreign(conn, split, cache)  # only the device's own hub may send its readings
+        forged = refuse_forged_ids(split)  # an id names its own source record, no other
+        if forged:
+            log.warning(
+                "%d readings dead-lettered: id does not match the source record",
+                forged,
+                extra={"dead_letters": forged},
+            )
+        # Only the device's own hub may send its readings, and only into its own chart.
+        refuse_foreign(conn, split, cache)
         result = write_split(conn, split, cache, rejected)
         if outcomes is not None:
             _reading_outcomes(conn, split, sum(result.duplicates.values()), of_origin)

@@ -60,6 +60,9 @@ class BindingCache:
         self.devices: set[str] = set()
         # device -> the hub holding it (None: no hub); ``ingest.custody`` checks readings.
         self.custodians: dict[str, str | None] = {}
+        # hub -> its patient (None: not attached); ``ingest.custody`` keeps each hub's
+        # readings in its own patient's chart.
+        self.hub_patients: dict[str, int | None] = {}
         self._bindings: dict[str, list[Binding]] = {}
         # Devices with one open-ended binding (nearly all): no interval search per reading.
         self._always: dict[str, int] = {}
@@ -88,17 +91,8 @@ class BindingCache:
             for d, g in conn.execute("SELECT id, gateway_id FROM devices")
         }
         self.devices = set(self.custodians)
-        bindings: dict[str, list[Binding]] = {}
-        rows = conn.execute(
-            "SELECT device_id, patient_id,"
-            " coalesce(extract(epoch FROM lower(valid)), '-Infinity')::float8,"
-            " coalesce(extract(epoch FROM upper(valid)), 'Infinity')::float8"
-            " FROM device_bindings ORDER BY device_id, lower(valid) NULLS FIRST"
-        )
-        for device, patient, lower, upper in rows:
-            bindings.setdefault(str(device), []).append(
-                Binding(float(str(lower)), float(str(upper)), int(str(patient)))
-            )
+        self.hub_patients = _hub_patients(conn, None)
+        bindings = _bindings(conn, None)
         self._bindings = bindings
         self._always = {
             device: spans[0].patient_id
@@ -106,6 +100,21 @@ class BindingCache:
             if len(spans) == 1 and spans[0].lower == -math.inf and spans[0].upper == math.inf
         }
         self._loaded_at = time.monotonic()
+
+    def bindings_of(self, device: str) -> list[Binding]:
+        return self._bindings.get(device, [])
+
+    def stale_for(
+        self, conn: psycopg.Connection[tuple[object, ...]], devices: list[str], hubs: list[str]
+    ) -> bool:
+        """Whether the database (in this transaction) differs from the cache on these
+        devices' bindings or these hubs' patients: a suspected refusal is confirmed
+        before it is made."""
+        current = _bindings(conn, devices)
+        if any(current.get(d, []) != self._bindings.get(d, []) for d in devices):
+            return True
+        patients = _hub_patients(conn, hubs)
+        return any(patients.get(h) != self.hub_patients.get(h) for h in hubs)
 
     def patient_at(self, device: str, when: datetime) -> int | None:
         spans = self._bindings.get(device)
@@ -125,6 +134,37 @@ class BindingCache:
             patient = always.get(r.device, -1)
             out.append(self.patient_at(r.device, r.time) if patient == -1 else patient)
         return out
+
+
+def _bindings(
+    conn: psycopg.Connection[tuple[object, ...]], devices: list[str] | None
+) -> dict[str, list[Binding]]:
+    """Bindings per device, in time order (all devices', or these devices')."""
+    where = "" if devices is None else " WHERE device_id = ANY(%s)"
+    rows = conn.execute(
+        "SELECT device_id, patient_id,"
+        " coalesce(extract(epoch FROM lower(valid)), '-Infinity')::float8,"
+        " coalesce(extract(epoch FROM upper(valid)), 'Infinity')::float8"
+        f" FROM device_bindings{where} ORDER BY device_id, lower(valid) NULLS FIRST".encode(),
+        () if devices is None else (devices,),
+    )
+    bindings: dict[str, list[Binding]] = {}
+    for device, patient, lower, upper in rows:
+        bindings.setdefault(str(device), []).append(
+            Binding(float(str(lower)), float(str(upper)), int(str(patient)))
+        )
+    return bindings
+
+
+def _hub_patients(
+    conn: psycopg.Connection[tuple[object, ...]], hubs: list[str] | None
+) -> dict[str, int | None]:
+    """Each hub's patient (None: not attached to one); hubs unknown are left out."""
+    where = "" if hubs is None else " WHERE id = ANY(%s)"
+    rows = conn.execute(
+        f"SELECT id, patient_id FROM gateways{where}".encode(), () if hubs is None else (hubs,)
+    )
+    return {str(g): None if p is None else int(str(p)) for g, p in rows}
 
 
 def apply_event(

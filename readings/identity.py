@@ -41,10 +41,13 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from device_profiles.model import Kind
 from readings.kinds import RECORD_TYPES_OF, USUAL_RECORD_TYPE, RecordType
+
+if TYPE_CHECKING:
+    from readings.wire import Reading
 
 # The recipe's version: part of the hashed text; bumped only if the recipe changes in a
 # way that changes ids (it never has: new fields are appended only when set).
@@ -59,8 +62,12 @@ __all__ = [
     "USUAL_RECORD_TYPE",
     "RecordKey",
     "RecordType",
+    "id_bytes",
+    "key_text",
     "reading_id",
     "record_type_of",
+    "source_key_text",
+    "source_key_texts",
     "wire_record_type",
 ]
 
@@ -124,24 +131,99 @@ class RecordKey:
 
     def text(self) -> str:
         """The hashed key text (see the module docstring)."""
-        kind = self.kind  # a StrEnum: joins as its value
-        fields = [
-            IDENTITY_VERSION,
-            self.device,
-            kind,
-            self.device_time,
-            "" if self.sequence is None else str(self.sequence),
-        ]
-        record_type = self.record_type
-        if record_type is not None and record_type is not USUAL_RECORD_TYPE[kind]:
-            fields.append("type=" + record_type)
-        if self.user is not None:
-            fields.append(f"user={self.user}")
-        return SEPARATOR.join(fields)
+        return key_text(
+            self.device, self.kind, self.device_time, self.sequence, self.record_type, self.user
+        )
 
     @property
     def reading_id(self) -> str:
         return _uuid_text(hashlib.sha256(self.text().encode()).digest())
+
+
+def key_text(
+    device: str,
+    kind: Kind,
+    device_time: str,
+    sequence: int | None,
+    record_type: RecordType | None = None,
+    user: int | None = None,
+) -> str:
+    """The recipe: the hashed key text of these fields (see the module docstring)."""
+    fields = [
+        IDENTITY_VERSION,
+        device,
+        kind,  # a StrEnum: joins as its value
+        device_time,
+        "" if sequence is None else str(sequence),
+    ]
+    if record_type is not None and record_type is not USUAL_RECORD_TYPE[kind]:
+        fields.append("type=" + record_type)
+    if user is not None:
+        fields.append(f"user={user}")
+    return SEPARATOR.join(fields)
+
+
+def _int_field(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def source_key_text(reading: Reading) -> str:
+    """The key text of the source record a wire reading says it is, from the reading's
+    own fields, as every producer fills them from its :class:`RecordKey`
+    (``readings.decode.to_reading``, the simulators):
+
+    - the device time as sent; none: ``""`` when the record has a number, else the
+      gateway's receive time, which is then the reading's ``time``
+      (:meth:`RecordKey.received`);
+    - the number: ``seq``; a CGM record dated by its session (device time, no ``seq``)
+      is numbered by its Time Offset, ``details.time_offset_min`` (:meth:`RecordKey.cgm`);
+    - the record type (omitted: the kind's usual one) and the device user,
+      ``details.user_id``.
+
+    Ingest checks a hub's reading ids against it (``ingest.columns.refuse_forged_ids``):
+    a reading cannot claim the id of another device's record."""
+    device_time = reading.device_time
+    sequence = reading.seq
+    details = reading.details
+    if details:
+        kind = reading.kind
+        if kind is Kind.CGM and sequence is None and device_time is not None:
+            offset = _int_field(details.get("time_offset_min"))
+            if offset is not None:
+                return key_text(reading.device, kind, device_time, offset)
+        user = _int_field(details.get("user_id"))
+    else:
+        user = None
+    if device_time is None:
+        device_time = "" if sequence is not None else f"gw:{reading.time.isoformat()}"
+    return key_text(reading.device, reading.kind, device_time, sequence, reading.record_type, user)
+
+
+def source_key_texts(reading: Reading) -> list[str]:
+    """:func:`source_key_text`, and the other readings of the same fields, all of the
+    same device and kind: a CGM record numbered otherwise, and the key as issued before
+    record type and user were part of it (``hv-id-1`` without them: gateways older than
+    those fields).  None of them can name another device's record."""
+    first = source_key_text(reading)
+    device_time = reading.device_time
+    sequence = reading.seq
+    if device_time is None:
+        device_time = "" if sequence is not None else f"gw:{reading.time.isoformat()}"
+    user = _int_field(reading.details.get("user_id")) if reading.details else None
+    texts = [
+        first,
+        key_text(reading.device, reading.kind, device_time, sequence, reading.record_type, user),
+        key_text(reading.device, reading.kind, device_time, sequence),
+    ]
+    return list(dict.fromkeys(texts))
+
+
+def id_bytes(text: str) -> bytes:
+    """The 16 bytes of the id of a key text (version and variant bits set)."""
+    b = bytearray(hashlib.sha256(text.encode()).digest()[:16])
+    b[6] = (b[6] & 0x0F) | 0x50
+    b[8] = (b[8] & 0x3F) | 0x80
+    return bytes(b)
 
 
 def _uuid_text(digest: bytes) -> str:
