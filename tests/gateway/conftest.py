@@ -65,17 +65,21 @@ def sim_devices(
         device.stop()
 
 
-@pytest.fixture(scope="session")
-def gateway_ingest(local_postgres: LocalPostgres, ingest_mqtt_url: str) -> Iterator[WorkerThread]:
+@pytest.fixture(scope="module")
+def gateway_ingest(
+    local_postgres: LocalPostgres, ingest_mqtt_url: str, request: pytest.FixtureRequest
+) -> Iterator[WorkerThread]:
     """The real ingest worker: the gateway deletes outbox rows only on its receipts
     (docs/wire-format.md), so the gateway CLI tests run against one.  Its own database:
     simulated devices reuse adapter addresses, and what these tests store must not show
-    up in other tests' counts."""
+    up in other tests' counts.  One per module, stopped at its end: a module that tests a
+    gateway with no ingest at all (test_gateway_receipts) must not meet a running one."""
     from ingest.migrations import migrate
 
-    url = local_postgres.create_database("hv_test_gateway_ble")
+    module = request.module.__name__.rsplit(".", 1)[-1]
+    url = local_postgres.create_database(f"hv_gw_{module}"[:60])
     migrate(url)
-    worker = WorkerThread(url, ingest_mqtt_url, "gw-ble-tests", "hv-ingest-gw-ble")
+    worker = WorkerThread(url, ingest_mqtt_url, f"gw-{module}", f"hv-ingest-{module}")
     worker.start()
     yield worker
     worker.stop()

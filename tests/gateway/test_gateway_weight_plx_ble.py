@@ -77,13 +77,20 @@ def _sync_and_wait(gateway: GatewayCli, listener: Listener, address: str, syncs:
     assert listener.wait_for(lambda s: len(_synced(s, address)) >= syncs, timeout=20)
 
 
+def _user(reading: Reading) -> int | None:
+    """The device user a scale names (Weight Measurement User ID): part of the identity."""
+    user = reading.details.get("user_id")
+    return user if isinstance(user, int) and not isinstance(user, bool) else None
+
+
 def _check_resync(
     gateway: GatewayCli, listener: Listener, device: SimDevice, kind: Kind, count: int
 ) -> None:
     """Every record once, with its deterministic id; a second sync brings nothing new."""
     ids = {r.id for r in listener.readings}
     assert ids == {
-        reading_id(device.address, kind, r.device_time or "", None) for r in listener.readings
+        reading_id(device.address, kind, r.device_time or "", None, user=_user(r))
+        for r in listener.readings
     }
     assert len(ids) == count
     assert device.status()["unsent"] == 0
