@@ -27,6 +27,7 @@ from ingest.registry import (
     attribute_pending,
     malformed_record_reason,
 )
+from ingest.repeats import set_aside_repeats
 from ingest.writer import WriteResult, write_dead_letters, write_split
 from readings import (
     SCHEMA_EVENT,
@@ -93,8 +94,10 @@ def _reject(message: Message, gateway: str | None, reason: str) -> Rejected:
 
 
 def _decode_readings(message: Message, gateway: str, rejected: list[Rejected]) -> ReadingsBatch:
-    """The batch; a message that is JSON but for NaN/Infinity tokens keeps its good
-    readings, and each bad one becomes its own dead letter (``readings.salvage_batch``)."""
+    """The batch; a message with a sound envelope but some readings the strict decoder
+    refuses (NaN/Infinity tokens, an unknown kind, condition or field, a string for a
+    number) keeps its good readings, and each bad one becomes its own dead letter with
+    the reason (``readings.salvage_batch``)."""
     if message.decoded is not None:
         return message.decoded
     try:
@@ -112,7 +115,7 @@ def _decode_readings(message: Message, gateway: str, rejected: list[Rejected]) -
             Rejected(message.topic, gateway, bad.device, bad.payload, bad.reason, bad.index)
         )
     log.warning(
-        "message on %s: %d readings with NaN/Infinity tokens dead-lettered, %d kept",
+        "message on %s: %d readings dead-lettered one by one, %d kept",
         message.topic,
         len(salvaged.rejected),
         len(salvaged.batch.readings),
@@ -165,6 +168,16 @@ def _reading_outcomes(
         outcome.duplicate += int(again[k])
         outcome.stored += int(accepted[k] - again[k])
         outcome.dead_lettered += int(total[k] - accepted[k])
+
+
+def _repeat_outcomes(repeats: dict[int, int], of_origin: dict[int, BatchOutcome]) -> None:
+    """Repeats set aside as duplicates (``ingest.repeats``) are not in the split, so
+    ``_reading_outcomes`` counted them as dead-lettered: they are duplicates."""
+    for k, count in repeats.items():
+        outcome = of_origin.get(k)
+        if outcome is not None:
+            outcome.duplicate += count
+            outcome.dead_lettered -= count
 
 
 def process(
@@ -252,10 +265,12 @@ def process(
         if unknown:  # paired a moment ago (maybe in this very batch, or by another worker)
             cache.add_known(conn, unknown)
         split = validate(flat, cache.devices, now)
+        repeats = set_aside_repeats(split)  # an id twice in the transaction: decided here
         refuse_foreign(conn, split, cache)  # only the device's own hub may send its readings
         result = write_split(conn, split, cache, rejected)
         if outcomes is not None:
             _reading_outcomes(conn, split, sum(result.duplicates.values()), of_origin)
+            _repeat_outcomes(repeats, of_origin)
         if changed:
             attribute_pending(conn, changed)
     if outcomes is not None:

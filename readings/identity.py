@@ -19,6 +19,8 @@ the gateway computes or corrects (skew-corrected UTC, time zone):
   the session-local time (CGM Session Start Time + Time Offset) with the Time Offset
   (CGMS 1.0.1 §3.2.1.3: the offset numbers the records of a session); for devices
   without a record number (blood pressure, weight), the device-reported local time text;
+  for a record with neither (a cuff that keeps no time), the receive time of the gateway
+  session and the record's position in that session (:meth:`RecordKey.received`);
 - ``user``: the User ID of a multi-user device (BLS 1.1 §3.1.1.5, WSS 1.0 §3.1.1.4),
   so two users of one cuff measuring in the same second are two readings.
 
@@ -103,10 +105,20 @@ class RecordKey:
         received_at: datetime,
         record_type: RecordType | None = None,
         user: int | None = None,
+        position: int | None = None,
     ) -> RecordKey:
-        """A record with neither device time nor record number: the time the gateway
-        received it is all that tells it apart (a re-fetch is a new reading)."""
-        return cls(device, kind, record_type, f"gw:{received_at.isoformat()}", None, user)
+        """A record with neither device time nor record number: where and when the
+        gateway received it is all that tells it apart (a re-fetch is a new reading).
+
+        ``received_at`` is the receive time of the *session* (the download), ``position``
+        the record's place in that session's indication order (1, 2, ...): a cuff that
+        holds five undated measurements indicates them in one session, and they are five
+        records (``gw:<session time>#<position>``).  Without a position (a malformed
+        record decoded later from its own event) the text is ``gw:<receive time>``."""
+        text = f"gw:{received_at.isoformat()}"
+        if position is not None:
+            text += f"#{position}"
+        return cls(device, kind, record_type, text, None, user)
 
     @classmethod
     def export_row(

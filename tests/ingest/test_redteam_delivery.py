@@ -1,0 +1,250 @@
+"""Red-team findings on delivery, each an attack on the real pipeline and database:
+what is stored, what is dead-lettered and what the receipt tells the gateway must agree.
+
+A1  a cuff without time stamps: every measurement its own reading (gateway RecordBuffer
+    -> outbox -> ingest);
+A2  one id twice in one message: a duplicate if identical, a dead letter if not;
+A3  one schema-invalid reading must not take its batch down.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import msgspec
+import psycopg
+import pytest
+from delivery_helpers import glucose
+
+from device_profiles.blood_pressure import encode_blood_pressure_measurement
+from device_profiles.model import Component, Kind, Measurement, Quantity
+from device_profiles.profiles import get_profile
+from gateway.outbox import READING, Outbox
+from gateway.store import DeviceStore, GatewayDB, PairedDevice
+from gateway.sync import RecordBuffer
+from ingest.deadletters import reprocess
+from ingest.pipeline import BatchOutcome, Message, process
+from ingest.registry import BindingCache
+from readings import Reading, TimeContext, parser_for, wire
+
+NOW = datetime(2026, 3, 10, tzinfo=UTC)
+_reading = msgspec.json.Decoder(Reading)
+
+
+@pytest.fixture()
+def conn(database_url: str) -> Any:
+    with psycopg.connect(database_url, autocommit=True) as connection:
+        yield connection
+
+
+def _pair(conn: Any, gateway: str, device: str, profile: str = "glucose-meter") -> None:
+    event = wire.DevicePaired(device=device, at=datetime(2026, 1, 1, tzinfo=UTC), profile=profile)
+    events = wire.EventsMessage(wire.SCHEMA_EVENT, gateway, [event])
+    process(conn, [Message(wire.events_topic(gateway), wire.encode(events))], BindingCache())
+
+
+def _send(conn: Any, gateway: str, readings: list[Any], batch: str) -> BatchOutcome:
+    payload = json.dumps(
+        {"schema": wire.SCHEMA_READINGS_V2, "gateway": gateway, "sent_at": NOW.isoformat(),
+         "batch": batch, "readings": readings}
+    ).encode()  # fmt: skip
+    outcomes: list[BatchOutcome] = []
+    process(
+        conn, [Message(wire.readings_topic(gateway), payload)], BindingCache(), outcomes=outcomes
+    )
+    [outcome] = outcomes
+    return outcome
+
+
+def _as_json(reading: Reading) -> dict[str, Any]:
+    return dict(json.loads(msgspec.json.encode(reading)))
+
+
+def _open_dead_letters(conn: Any, gateway: str) -> list[tuple[str, bytes]]:
+    rows = conn.execute(
+        "SELECT reason, payload FROM dead_letters WHERE gateway_id = %s"
+        " AND reprocessed_at IS NULL ORDER BY id",
+        (gateway,),
+    ).fetchall()
+    return [(str(r[0]), bytes(r[1])) for r in rows]
+
+
+def _glucose_values(conn: Any, device: str) -> list[float]:
+    rows = conn.execute(
+        "SELECT mgdl FROM glucose WHERE device_id = %s ORDER BY mgdl", (device,)
+    ).fetchall()
+    return [float(r[0]) for r in rows]
+
+
+# --- A1: a cuff without time stamps ----------------------------------------------------
+
+
+def _undated_bp(systolic: float) -> bytes:
+    def mmhg(v: float) -> Quantity:
+        return Quantity(v, "mm[Hg]", v, "mm[Hg]")
+
+    m = Measurement(
+        kind=Kind.BLOOD_PRESSURE,
+        values={
+            Component.SYSTOLIC: mmhg(systolic),
+            Component.DIASTOLIC: mmhg(80),
+            Component.MEAN_ARTERIAL: mmhg(95),
+        },
+        device_time=None,
+        details={"units": "mmHg"},
+    )
+    return encode_blood_pressure_measurement(m)
+
+
+def test_a1_cuff_without_time_stamps_keeps_every_measurement(conn: Any, tmp_path: Path) -> None:
+    gw, cuff = "gw-rt-a1", "00:00:00:00:A1:01"
+    profile = get_profile("bp-cuff")
+    db = GatewayDB(tmp_path / "gw.sqlite3")
+    devices, outbox = DeviceStore(db), Outbox(db)
+    devices.add(PairedDevice(address=cuff, profile="bp-cuff"))
+    device = devices.get(cuff)
+    assert device is not None
+    buffer = RecordBuffer(
+        device=device,
+        profile=profile,
+        parse=parser_for(profile),
+        clock=TimeContext(ZoneInfo("UTC"), None, datetime.now(UTC)),
+        device_now=None,
+        db=db,
+        devices=devices,
+        outbox=outbox,
+        commit_every=250,
+    )
+    for systolic in (120, 121, 122, 123, 124):  # the cuff's indications, in order
+        buffer.add(_undated_bp(systolic))
+    buffer.flush()
+    rows = db.conn.execute("SELECT kind, payload FROM outbox ORDER BY id").fetchall()
+    readings = [_reading.decode(p) for k, p in rows if k == READING]
+    assert len(readings) == 5
+    assert len({r.id for r in readings}) == 5, "one id per measurement"
+    assert len({r.time for r in readings}) == 5, "each its own receive time"
+    assert [r.time for r in readings] == sorted(r.time for r in readings)
+
+    _pair(conn, gw, cuff, "bp-cuff")
+    outcome = _send(conn, gw, [_as_json(r) for r in readings], "a1")
+    assert outcome == BatchOutcome(gw, "a1", stored=5)
+    stored = conn.execute(
+        "SELECT systolic FROM blood_pressure WHERE device_id = %s ORDER BY systolic", (cuff,)
+    ).fetchall()
+    assert [float(r[0]) for r in stored] == [120, 121, 122, 123, 124]
+    # The gateway re-sends the same outbox rows: nothing new.
+    again = _send(conn, gw, [_as_json(r) for r in readings], "a1")
+    assert again == BatchOutcome(gw, "a1", duplicate=5)
+
+
+# --- A2: the same id twice in one message ------------------------------------------------
+
+
+def test_a2_one_id_with_two_values_is_a_dead_letter_not_a_silent_drop(conn: Any) -> None:
+    gw, dev = "gw-rt-a2", "dev-rt-a2"
+    _pair(conn, gw, dev)
+    first = glucose(dev, 1, value=100.0)
+    second = msgspec.structs.replace(first, values={Component.GLUCOSE: 200.0})
+    outcome = _send(conn, gw, [_as_json(first), _as_json(second)], "a2")
+    assert outcome == BatchOutcome(gw, "a2", stored=1, dead_lettered=1)
+    assert _glucose_values(conn, dev) == [100.0]
+    [(reason, payload)] = _open_dead_letters(conn, gw)
+    assert reason == "reading id repeated with different values"
+    assert json.loads(payload)["readings"][0]["values"] == {"glucose": 200.0}
+
+
+def test_a2_one_id_twice_with_the_same_content_is_a_duplicate(conn: Any) -> None:
+    gw, dev = "gw-rt-a2same", "dev-rt-a2same"
+    _pair(conn, gw, dev)
+    r = _as_json(glucose(dev, 1, value=100.0))
+    other = _as_json(glucose(dev, 2, value=110.0))
+    assert _send(conn, gw, [r, r, other], "a2s") == BatchOutcome(gw, "a2s", stored=2, duplicate=1)
+    assert _glucose_values(conn, dev) == [100.0, 110.0]
+    assert _open_dead_letters(conn, gw) == []
+    # Sent again: all three are duplicates now.
+    assert _send(conn, gw, [r, r, other], "a2s") == BatchOutcome(gw, "a2s", duplicate=3)
+
+
+# --- A3: one schema-invalid reading in a batch -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("case", "spoil", "why"),
+    [
+        ("kind", lambda r: r | {"kind": "ecg"}, "Invalid enum value 'ecg' - at `$.kind`"),
+        (
+            "condition",
+            lambda r: r | {"conditions": ["cuff_too_loose_v9"]},
+            "Invalid enum value 'cuff_too_loose_v9' - at `$.conditions[0]`",
+        ),
+        (
+            "field",
+            lambda r: r | {"glucose_trend_v3": 1},
+            "Object contains unknown field `glucose_trend_v3`",
+        ),
+        (
+            "string",
+            lambda r: r | {"values": {"glucose": "105"}},
+            "Expected `float`, got `str` - at `$.values[...]`",
+        ),
+    ],
+)
+def test_a3_one_invalid_reading_does_not_take_its_batch_down(
+    conn: Any, case: str, spoil: Any, why: str
+) -> None:
+    gw, dev = f"gw-rt-a3-{case}", f"dev-rt-a3-{case}"
+    _pair(conn, gw, dev)
+    readings = [_as_json(glucose(dev, s)) for s in (1, 2, 3, 4)]
+    readings[2] = spoil(readings[2])
+    outcome = _send(conn, gw, readings, "a3")
+    assert outcome == BatchOutcome(gw, "a3", stored=3, dead_lettered=1)
+    assert len(_glucose_values(conn, dev)) == 3
+    [(reason, payload)] = _open_dead_letters(conn, gw)
+    assert reason == f"invalid reading: {why}"
+    # The dead letter keeps the reading as sent (replayable once ingest knows it).
+    kept = json.loads(payload)
+    assert kept["readings"] == [readings[2]] and kept["gateway"] == gw
+    # A re-send of the batch: the 3 are duplicates, the bad one stays one dead letter.
+    again = _send(conn, gw, readings, "a3")
+    assert again == BatchOutcome(gw, "a3", duplicate=3, dead_lettered=1)
+    assert len(_open_dead_letters(conn, gw)) == 1
+
+
+def test_a3_a_dead_lettered_reading_is_stored_by_reprocess_once_valid(conn: Any) -> None:
+    """A gateway upgraded before ingest loses nothing: the reading ingest could not read
+    is kept whole and ``deadletters reprocess`` stores it once it reads (here: the dead
+    letter's payload fixed by hand, as an upgrade would make it readable)."""
+    gw, dev = "gw-rt-a3-rep", "dev-rt-a3-rep"
+    _pair(conn, gw, dev)
+    readings = [_as_json(glucose(dev, s)) for s in (1, 2)]
+    readings[1] = readings[1] | {"conditions": ["new_condition_v9"]}
+    assert _send(conn, gw, readings, "a3r") == BatchOutcome(gw, "a3r", stored=1, dead_lettered=1)
+    row = conn.execute(
+        "SELECT id, payload FROM dead_letters WHERE gateway_id = %s AND reprocessed_at IS NULL",
+        (gw,),
+    ).fetchone()
+    fixed = json.loads(bytes(row[1]))
+    fixed["readings"][0]["conditions"] = []
+    conn.execute(
+        "UPDATE dead_letters SET payload = %s WHERE id = %s", (json.dumps(fixed).encode(), row[0])
+    )
+    assert reprocess(conn, BindingCache(), ids=[row[0]]) == (1, 0)
+    assert len(_glucose_values(conn, dev)) == 2
+
+
+def test_a3_an_unsound_envelope_is_still_dead_lettered_whole(conn: Any) -> None:
+    gw, dev = "gw-rt-a3-env", "dev-rt-a3-env"
+    _pair(conn, gw, dev)
+    readings = [_as_json(glucose(dev, s)) for s in (1, 2)]
+    payload = json.dumps(
+        {"schema": wire.SCHEMA_READINGS_V2, "gateway": gw, "sent_at": "yesterday",
+         "batch": "env", "readings": readings}
+    ).encode()  # fmt: skip
+    outcomes: list[BatchOutcome] = []
+    process(conn, [Message(wire.readings_topic(gw), payload)], BindingCache(), outcomes=outcomes)
+    assert outcomes == [BatchOutcome(gw, "env", dead_lettered=1)]
+    assert _glucose_values(conn, dev) == []
