@@ -128,10 +128,17 @@ class RecordKey:
         record_type: RecordType | None,
         device_time: str,
         ordinal: int = 0,
+        value: str | None = None,
     ) -> RecordKey:
         """A row of a vendor export: its local time text; rows of one source, type and
-        minute with different values are told apart by their order (``ordinal``)."""
-        text = device_time if ordinal == 0 else f"{device_time}#{ordinal}"
+        time with different values are told apart by their order (``ordinal``), or, for
+        a source whose times have only minute resolution (LibreView), by the exported
+        ``value`` itself (``<time>#v=<value>``): two records of one source, type, minute
+        and value are the same record, whatever order an export lists them in."""
+        if value is not None:
+            text = f"{device_time}#v={value}"
+        else:
+            text = device_time if ordinal == 0 else f"{device_time}#{ordinal}"
         return cls(device, kind, record_type, text)
 
     def text(self) -> str:
