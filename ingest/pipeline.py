@@ -142,21 +142,14 @@ def _reading_outcomes(
     for located in split.by_table.values():
         accepted += np.bincount(origin[located], minlength=size)
     again = np.zeros(size, dtype=np.int64)
-    if duplicates:  # rare (a re-send): which readings were there before this transaction
+    if duplicates:  # rare (a re-send): which readings this transaction did not store
         try:
             with conn.transaction():  # a savepoint: the counts never cost the batch
                 for table, located in split.by_table.items():
                     ids = [flat.readings[i].id for i in located]
-                    rows = conn.execute(
-                        sql.SQL(
-                            "SELECT reading_id::text FROM {} WHERE reading_id = ANY(%s::uuid[])"
-                            " AND received_at < now()"
-                        ).format(sql.Identifier(table)),
-                        (ids,),
-                    ).fetchall()
-                    before = {str(row[0]) for row in rows}
+                    now_stored = _stored_now(conn, table, ids)
                     for i in located:
-                        if flat.readings[i].id in before:
+                        if flat.readings[i].id not in now_stored:
                             again[flat.origin[i]] += 1
         except psycopg.Error as exc:
             if not _about_the_data(exc, conn):
@@ -168,6 +161,21 @@ def _reading_outcomes(
         outcome.duplicate += int(again[k])
         outcome.stored += int(accepted[k] - again[k])
         outcome.dead_lettered += int(total[k] - accepted[k])
+
+
+def _stored_now(conn: psycopg.Connection[Any], table: str, ids: list[str]) -> set[str]:
+    """Which of ``ids`` have a row in ``table`` written by this transaction (``now()`` is
+    its start).  Everything else the writer skipped was claimed before: by an earlier
+    row of this table, or by one of another table (the id under another kind), which a
+    look for earlier rows of this table alone counted as stored."""
+    rows = conn.execute(
+        sql.SQL(
+            "SELECT reading_id::text FROM {} WHERE reading_id = ANY(%s::uuid[])"
+            " AND received_at = now()"
+        ).format(sql.Identifier(table)),
+        (ids,),
+    ).fetchall()
+    return {str(row[0]) for row in rows}
 
 
 def _repeat_outcomes(repeats: dict[int, int], of_origin: dict[int, BatchOutcome]) -> None:

@@ -353,3 +353,21 @@ def test_a4_rows_stored_under_the_old_ordinal_ids_are_met_not_stored_again(
     assert _scans(conn, serial) == [125.0, 130.0]
     n = conn.execute("SELECT count(*) FROM glucose WHERE device_id = %s", (device,)).fetchone()
     assert n[0] == 3
+
+
+def test_a2_an_id_stored_under_another_kind_is_not_reported_stored_again(conn: Any) -> None:
+    """The receipt's ``stored`` means a row committed now: an id already claimed by a row
+    of another table (another kind) is a duplicate, not 'stored'."""
+    gw, dev = "gw-rt-a2kind", "dev-rt-a2kind"
+    _pair(conn, gw, dev)
+    g = glucose(dev, 1, value=100.0)
+    assert _send(conn, gw, [_as_json(g)], "k1") == BatchOutcome(gw, "k1", stored=1)
+    bp = _as_json(g) | {
+        "kind": "blood_pressure",
+        "values": {"systolic": 120.0, "diastolic": 80.0, "mean_arterial": 93.0},
+        "seq": None,
+    }
+    del bp["seq"]
+    assert _send(conn, gw, [bp], "k2") == BatchOutcome(gw, "k2", duplicate=1)
+    n = conn.execute("SELECT count(*) FROM blood_pressure WHERE device_id = %s", (dev,))
+    assert n.fetchone()[0] == 0
