@@ -10,7 +10,7 @@ A3  one schema-invalid reading must not take its batch down.
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -371,3 +371,94 @@ def test_a2_an_id_stored_under_another_kind_is_not_reported_stored_again(conn: A
     assert _send(conn, gw, [bp], "k2") == BatchOutcome(gw, "k2", duplicate=1)
     n = conn.execute("SELECT count(*) FROM blood_pressure WHERE device_id = %s", (dev,))
     assert n.fetchone()[0] == 0
+
+
+# --- A5: unpair, measure, re-pair on the same hub for the same patient -------------------
+
+
+def _event(gateway: str, event: Any) -> Message:
+    return Message(
+        wire.events_topic(gateway),
+        wire.encode(wire.EventsMessage(wire.SCHEMA_EVENT, gateway, [event])),
+    )
+
+
+def _patients_of(conn: Any, device: str) -> list[tuple[float, int | None]]:
+    rows = conn.execute(
+        "SELECT mgdl, patient_id FROM glucose WHERE device_id = %s ORDER BY time", (device,)
+    ).fetchall()
+    return [(float(r[0]), None if r[1] is None else int(r[1])) for r in rows]
+
+
+def test_a5_readings_measured_while_unpaired_then_repaired_on_the_same_hub_are_attributed(
+    conn: Any, database_url: str
+) -> None:
+    from ingest.patients import enroll_patient
+
+    gw, dev = "gw-rt-a5", "dev-rt-a5"
+    patient = enroll_patient(database_url, "rt-a5", [gw])
+    t0 = datetime.now(UTC).replace(microsecond=0) - timedelta(days=2)
+
+    def at(hours: int) -> datetime:
+        return t0 + timedelta(hours=hours)
+
+    def reading(hours: int, value: float) -> dict[str, Any]:
+        g = glucose(dev, hours, value=value)
+        return _as_json(msgspec.structs.replace(g, time=at(hours)))
+
+    process(
+        conn,
+        [_event(gw, wire.DevicePaired(device=dev, at=at(0), profile="glucose-meter"))],
+        BindingCache(),
+    )
+    assert _send(conn, gw, [reading(1, 101.0)], "a5-1").stored == 1
+    process(conn, [_event(gw, wire.DeviceUnpaired(device=dev, at=at(2)))], BindingCache())
+    # Measured at hours 3 and 4 with no hub; re-paired on the same hub at hour 5, then synced.
+    process(
+        conn,
+        [_event(gw, wire.DevicePaired(device=dev, at=at(5), profile="glucose-meter"))],
+        BindingCache(),
+    )
+    outcome = _send(conn, gw, [reading(3, 103.0), reading(4, 104.0), reading(6, 106.0)], "a5-2")
+    assert outcome == BatchOutcome(gw, "a5-2", stored=3)
+    assert _patients_of(conn, dev) == [
+        (101.0, patient),
+        (103.0, patient),
+        (104.0, patient),
+        (106.0, patient),
+    ]
+
+
+def test_a5_a_gap_with_another_patient_or_hub_in_between_is_not_filled(
+    conn: Any, database_url: str
+) -> None:
+    """Only the same hub for the same patient continues the binding: after the device was
+    held by another hub (another patient) in between, the gap stays unattributed."""
+    from ingest.patients import enroll_patient
+
+    gw_a, gw_b, dev = "gw-rt-a5-a", "gw-rt-a5-b", "dev-rt-a5-x"
+    patient_a = enroll_patient(database_url, "rt-a5-a", [gw_a])
+    enroll_patient(database_url, "rt-a5-b", [gw_b])
+    t0 = datetime.now(UTC).replace(microsecond=0) - timedelta(days=2)
+
+    def at(hours: int) -> datetime:
+        return t0 + timedelta(hours=hours)
+
+    def reading(hours: int, value: float) -> dict[str, Any]:
+        return _as_json(msgspec.structs.replace(glucose(dev, hours, value=value), time=at(hours)))
+
+    def pairing(gw: str, hours: int, paired_: bool) -> None:
+        event: Any = (
+            wire.DevicePaired(device=dev, at=at(hours), profile="glucose-meter")
+            if paired_
+            else wire.DeviceUnpaired(device=dev, at=at(hours))
+        )
+        process(conn, [_event(gw, event)], BindingCache())
+
+    pairing(gw_a, 0, True)
+    pairing(gw_a, 1, False)
+    pairing(gw_b, 2, True)
+    pairing(gw_b, 3, False)
+    pairing(gw_a, 5, True)
+    _send(conn, gw_a, [reading(4, 104.0), reading(6, 106.0)], "a5-x")
+    assert _patients_of(conn, dev) == [(104.0, None), (106.0, patient_a)]
