@@ -273,8 +273,10 @@ def process(
         if unknown:  # paired a moment ago (maybe in this very batch, or by another worker)
             cache.add_known(conn, unknown)
         split = validate(flat, cache.devices, now)
-        repeats = set_aside_repeats(split)  # an id twice in the transaction: decided here
         refuse_foreign(conn, split, cache)  # only the device's own hub may send its readings
+        # An id twice in the transaction, among the readings still accepted (after custody:
+        # a refused reading must not make its custodian's twin a "duplicate").
+        repeats = set_aside_repeats(split)
         result = write_split(conn, split, cache, rejected)
         if outcomes is not None:
             _reading_outcomes(conn, split, sum(result.duplicates.values()), of_origin)

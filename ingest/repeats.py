@@ -11,8 +11,9 @@ decided here, so the receipt counts exactly:
 - across the messages of one transaction, a later message's occurrence is a duplicate,
   as it would be in a later transaction (the first arrival stays).
 
-Only readings that passed validation take part; the usual batch (no id twice) costs one
-set of its ids.
+Only readings that passed validation and the custody check take part (a reading refused
+for custody must not turn its custodian's twin into a "duplicate"); the usual batch (no
+id twice) costs one set of its ids.
 """
 
 from __future__ import annotations

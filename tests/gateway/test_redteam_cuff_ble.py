@@ -10,6 +10,7 @@ import pytest
 from delivery_helpers import WorkerThread
 from gw_ble import GatewayCli, SimDevice
 from gw_helpers import Listener
+from waiting import wait_until
 
 from device_profiles.model import Component
 
@@ -47,8 +48,6 @@ def test_cuff_without_time_stamps_stores_every_measurement(
         assert len({r.id for r in readings}) == 5, "one id per measurement"
         assert len({r.time for r in readings}) == 5, "each its own receive time"
         url = gateway_ingest.config.database_url
-        from waiting import wait_until
-
         wait_until(lambda: len(_stored(url, cuff.address)) >= 5, 20)
         assert _stored(url, cuff.address) == [120, 121, 122, 123, 124]
         assert cuff.status()["unsent"] == 0
