@@ -226,13 +226,14 @@ def to_reading(
         time = clock.received_at if received_at is None else received_at
         # No device time: with a sequence number the identity is still stable; without
         # one, the session's receive time and the record's place in it are all there is.
-        key = (
-            RecordKey(device_id, m.kind, record_type, "", m.sequence, user)
-            if m.sequence is not None
-            else RecordKey.received(
+        if m.sequence is not None:
+            key = RecordKey(device_id, m.kind, record_type, "", m.sequence, user)
+        else:
+            key = RecordKey.received(
                 device_id, m.kind, clock.received_at, record_type, user, position
             )
-        )
+            # What the id was made of, so it can be checked (and audited) downstream.
+            details["gw_key"] = key.device_time
     return Reading(
         id=key.reading_id,
         device=device_id,

@@ -29,7 +29,7 @@ from gateway.sync import RecordBuffer
 from ingest.deadletters import reprocess
 from ingest.pipeline import BatchOutcome, Message, process
 from ingest.registry import BindingCache
-from readings import Reading, TimeContext, parser_for, wire
+from readings import Reading, TimeContext, parser_for, reading_id, wire
 
 NOW = datetime(2026, 3, 10, tzinfo=UTC)
 _reading = msgspec.json.Decoder(Reading)
@@ -128,6 +128,11 @@ def test_a1_cuff_without_time_stamps_keeps_every_measurement(conn: Any, tmp_path
     assert len({r.id for r in readings}) == 5, "one id per measurement"
     assert len({r.time for r in readings}) == 5, "each its own receive time"
     assert [r.time for r in readings] == sorted(r.time for r in readings)
+    # The key text travels in the details: the id can be recomputed downstream.
+    for n, r in enumerate(readings, 1):
+        key = r.details["gw_key"]
+        assert isinstance(key, str) and key.endswith(f"#{n}")
+        assert reading_id(cuff, Kind.BLOOD_PRESSURE, key, None) == r.id
 
     _pair(conn, gw, cuff, "bp-cuff")
     outcome = _send(conn, gw, [_as_json(r) for r in readings], "a1")
