@@ -120,6 +120,8 @@ class RecordBuffer:
         self.pending_events: list[DeviceRecordMalformed] = []
         self._pending_cursor: int | None = None
         self._pending_time: str | None = None
+        self._position = 0  # records of this session so far, in indication order
+        self._arrived = datetime.min.replace(tzinfo=UTC)  # the last record's arrival
         self.result = SessionResult()
 
     @property
@@ -194,6 +196,11 @@ class RecordBuffer:
             self._pending_cursor = max(self._pending_cursor or 0, to)
 
     def _add(self, m: Measurement, raw: bytes) -> None:
+        # Every record's place in the session (and when it arrived): the identity of a
+        # record with neither device time nor number (readings.RecordKey.received).
+        self._position += 1
+        self._arrived = max(datetime.now(UTC), self._arrived + timedelta(microseconds=1))
+        position, arrived = self._position, self._arrived
         rejection = self.cursors.rejects(m, raw)
         if rejection is not None:
             self._malformed_record(raw, *rejection)
@@ -211,7 +218,14 @@ class RecordBuffer:
             self.devices.count_error(self.device.address, "implausible_time", raw.hex())
             return
         m = self.cursors.identity(m)
-        reading = to_reading(self.device.address, m, self.clock, self.cursors.session)
+        reading = to_reading(
+            self.device.address,
+            m,
+            self.clock,
+            self.cursors.session,
+            position=position,
+            received_at=arrived,
+        )
         self.pending.append(reading)
         self._move_cursor(self.cursors.position(m))
         # The device-local time the reading rests on (a CGM record's: session start +

@@ -14,9 +14,13 @@ Properties (docs/import.md):
   record type, local time text, ordinal)``, its time the local time read in the
   patient's zone, so importing the same file again stores nothing and reports the rows
   as duplicates.  The record type is part of it: a LibreView scan and a strip test in
-  one minute with one value are two readings.  Rows of one file with the same device,
-  kind, record type and local time but different values (two scans in one minute) get
-  distinct identities by their order of appearance; identical rows are one reading.
+  one minute with one value are two readings.  LibreView times have minute resolution:
+  the exported value is part of the identity (``VALUE_KEYED_FORMATS``), so records of
+  one minute do not depend on the order an export lists them in, and rows stored under
+  the older order-based ids are met by content (``meet_stored``).  For the other
+  formats, rows with the same device, kind, record type and local time but different
+  values get distinct identities by their order of appearance; identical rows are one
+  reading.
   Rows that were dead-lettered by an earlier import of the same file (same topic, device,
   line and reason, not yet re-processed) are not dead-lettered again.
 - Local times: read in the patient's ``patients.timezone`` with the gateway's DST policy
@@ -38,11 +42,12 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
 from zoneinfo import ZoneInfo
 
+import msgspec
 import numpy as np
 import orjson
 import pandas as pd
@@ -64,7 +69,7 @@ from ingest.importers import (
 from ingest.patients import upsert_patient
 from ingest.registry import BindingCache, bind_device
 from ingest.writer import write_split
-from readings import Original, Reading, RecordKey, RecordType
+from readings import USUAL_RECORD_TYPE, Original, Reading, RecordKey, RecordType
 
 __all__ = [
     "CHUNK_ROWS",
@@ -109,6 +114,9 @@ class Prepared:
     utc: pd.Series  # datetime64[UTC], NaT where the row is skipped or in error
     ordinal: pd.Series  # int: tells apart rows of one source, type and minute (RecordKey)
     dst_adjusted: int  # local times that were ambiguous or nonexistent (fold=0 applied)
+    # The exported value as identity text (``RecordKey.export_row(value=...)``) for a
+    # format whose times have minute resolution (VALUE_KEYED_FORMATS); else None.
+    value_key: pd.Series | None = None
 
 
 def _localize(local: pd.Series, zone: str) -> tuple[pd.Series, int]:
@@ -142,6 +150,9 @@ def prepare(parsed: Parsed, zones: Mapping[str, str]) -> Prepared:
         utc[index] = converted
         adjusted += odd
     ordinal = pd.Series(0, index=rows.index, dtype=np.int64)
+    if parsed.fmt in VALUE_KEYED_FORMATS:
+        keys = value_keys(rows["value"], rows["unit"], rows["condition"])
+        return Prepared(parsed, utc.where(readable), ordinal, adjusted, keys)
     same = ["device", "kind", "record_type", "device_time"]
     clash = readable & rows[same].duplicated(keep=False)
     if clash.any():
@@ -159,6 +170,69 @@ def prepare(parsed: Parsed, zones: Mapping[str, str]) -> Prepared:
         order = first.groupby(group).cumsum() - 1
         ordinal[sub.index] = key.map(dict(zip(key[first], order[first], strict=True)))
     return Prepared(parsed, utc.where(readable), ordinal, adjusted)
+
+
+# Formats whose times have only minute resolution: several records of one source and
+# type can share a minute, and an export lists them in no stable order, so the exported
+# value is part of their identity (red team A4; docs/import.md, "Idempotency").
+VALUE_KEYED_FORMATS: Final = frozenset({libreview.FORMAT})
+
+
+def value_keys(value: pd.Series, unit: pd.Series, condition: pd.Series) -> pd.Series:
+    """The exported value as identity text: ``130 mg/dL``, ``7.2 mmol/L`` (the number
+    as exported, shortest form), or the condition when the export gave no number."""
+    return pd.Series(
+        [
+            (cond or "") if isinstance(v, float) and math.isnan(v) else f"{v:g} {u}"
+            for v, u, cond in zip(value.tolist(), unit.tolist(), condition.tolist(), strict=True)
+        ],
+        index=value.index,
+        dtype=object,
+    )
+
+
+def meet_stored(conn: psycopg.Connection[Any], readings: list[Reading]) -> list[Reading]:
+    """``readings`` with the id of a row already stored for the same record: same import
+    device, record type, local minute and exported value (and unit).  Rows imported
+    before the value was part of the identity carry ids by file order (``#n``); meeting
+    them by content means a later export stores nothing twice and no id of a stored row
+    changes.  One query per chunk (device index, a time window around the chunk)."""
+    if not readings:
+        return readings
+    devices = sorted({r.device for r in readings})
+    times = sorted({r.device_time for r in readings if r.device_time is not None})
+    first = min(r.time for r in readings) - _ZONE_SLACK
+    last = max(r.time for r in readings) + _ZONE_SLACK
+    rows = conn.execute(
+        "SELECT reading_id::text, device_id, device_time,"
+        " coalesce(record_type, CASE source WHEN 'cgm' THEN 'cgm' ELSE 'strip' END),"
+        " original_value, original_unit FROM glucose"
+        " WHERE device_id = ANY(%s) AND device_time = ANY(%s) AND time BETWEEN %s AND %s"
+        " ORDER BY received_at DESC, reading_id DESC",
+        (devices, times, first, last),
+    ).fetchall()
+    if not rows:
+        return readings
+    # Later rows overwrite earlier ones: the first received (then the smallest id) wins.
+    stored = {(d, t, rt, v, u): str(rid) for rid, d, t, rt, v, u in rows}
+    out = []
+    for r in readings:
+        original = r.original.get(Component.GLUCOSE)
+        key = (
+            r.device,
+            r.device_time,
+            (r.record_type or USUAL_RECORD_TYPE[r.kind]).value,
+            None if original is None else original.value,
+            None if original is None else original.unit,
+        )
+        rid = stored.get(key)
+        out.append(r if rid is None or rid == r.id else msgspec.structs.replace(r, id=rid))
+    return out
+
+
+# A patient's zone may have changed between two imports: the same local time is then
+# up to 26 h apart in UTC (UTC-12 .. UTC+14).
+_ZONE_SLACK: Final = timedelta(hours=27)
 
 
 @dataclass(slots=True)
@@ -202,6 +276,11 @@ def build_chunk(prepared: Prepared, start: int, stop: int, topic: str) -> Chunk:
         times,
         rows["device_time"].tolist(),
         prepared.ordinal.iloc[start:stop].tolist(),
+        (
+            [None] * (stop - start)
+            if prepared.value_key is None
+            else prepared.value_key.iloc[start:stop].tolist()
+        ),
         rows["value"].tolist(),
         rows["unit"].tolist(),
         rows["condition"].tolist(),
@@ -217,6 +296,7 @@ def build_chunk(prepared: Prepared, start: int, stop: int, topic: str) -> Chunk:
         when,
         local,
         ordinal,
+        value_key,
         value,
         unit,
         cond,
@@ -234,7 +314,9 @@ def build_chunk(prepared: Prepared, start: int, stop: int, topic: str) -> Chunk:
         record_type = RecordType(record_text) if isinstance(record_text, str) else None
         chunk.readings.append(
             Reading(
-                id=RecordKey.export_row(device, kind, record_type, local, ordinal).reading_id,
+                id=RecordKey.export_row(
+                    device, kind, record_type, local, ordinal, value_key
+                ).reading_id,
                 device=device,
                 kind=kind,
                 record_type=record_type,
@@ -392,6 +474,8 @@ def import_file(
                 with _gc_paused():
                     chunk = build_chunk(prepared, start, stop, topic)
                 skipped.update(chunk.skipped)
+                if prepared.value_key is not None:
+                    chunk.readings = meet_stored(conn, chunk.readings)
                 flat = Flat()
                 flat.add(Origin(topic, NO_GATEWAY), chunk.readings)
                 split = validate(flat, known, now)

@@ -27,6 +27,7 @@ from ingest.registry import (
     attribute_pending,
     malformed_record_reason,
 )
+from ingest.repeats import set_aside_repeats
 from ingest.writer import WriteResult, write_dead_letters, write_split
 from readings import (
     SCHEMA_EVENT,
@@ -95,8 +96,10 @@ def _reject(message: Message, gateway: str | None, reason: str) -> Rejected:
 
 
 def _decode_readings(message: Message, gateway: str, rejected: list[Rejected]) -> ReadingsBatch:
-    """The batch; a message that is JSON but for NaN/Infinity tokens keeps its good
-    readings, and each bad one becomes its own dead letter (``readings.salvage_batch``)."""
+    """The batch; a message with a sound envelope but some readings the strict decoder
+    refuses (NaN/Infinity tokens, an unknown kind, condition or field, a string for a
+    number) keeps its good readings, and each bad one becomes its own dead letter with
+    the reason (``readings.salvage_batch``)."""
     if message.decoded is not None:
         return message.decoded
     try:
@@ -114,7 +117,7 @@ def _decode_readings(message: Message, gateway: str, rejected: list[Rejected]) -
             Rejected(message.topic, gateway, bad.device, bad.payload, bad.reason, bad.index)
         )
     log.warning(
-        "message on %s: %d readings with NaN/Infinity tokens dead-lettered, %d kept",
+        "message on %s: %d readings dead-lettered one by one, %d kept",
         message.topic,
         len(salvaged.rejected),
         len(salvaged.batch.readings),
@@ -141,21 +144,14 @@ def _reading_outcomes(
     for located in split.by_table.values():
         accepted += np.bincount(origin[located], minlength=size)
     again = np.zeros(size, dtype=np.int64)
-    if duplicates:  # rare (a re-send): which readings were there before this transaction
+    if duplicates:  # rare (a re-send): which readings this transaction did not store
         try:
             with conn.transaction():  # a savepoint: the counts never cost the batch
                 for table, located in split.by_table.items():
                     ids = [flat.readings[i].id for i in located]
-                    rows = conn.execute(
-                        sql.SQL(
-                            "SELECT reading_id::text FROM {} WHERE reading_id = ANY(%s::uuid[])"
-                            " AND received_at < now()"
-                        ).format(sql.Identifier(table)),
-                        (ids,),
-                    ).fetchall()
-                    before = {str(row[0]) for row in rows}
+                    now_stored = _stored_now(conn, table, ids)
                     for i in located:
-                        if flat.readings[i].id in before:
+                        if flat.readings[i].id not in now_stored:
                             again[flat.origin[i]] += 1
         except psycopg.Error as exc:
             if not _about_the_data(exc, conn):
@@ -167,6 +163,31 @@ def _reading_outcomes(
         outcome.duplicate += int(again[k])
         outcome.stored += int(accepted[k] - again[k])
         outcome.dead_lettered += int(total[k] - accepted[k])
+
+
+def _stored_now(conn: psycopg.Connection[Any], table: str, ids: list[str]) -> set[str]:
+    """Which of ``ids`` have a row in ``table`` written by this transaction (``now()`` is
+    its start).  Everything else the writer skipped was claimed before: by an earlier
+    row of this table, or by one of another table (the id under another kind), which a
+    look for earlier rows of this table alone counted as stored."""
+    rows = conn.execute(
+        sql.SQL(
+            "SELECT reading_id::text FROM {} WHERE reading_id = ANY(%s::uuid[])"
+            " AND received_at = now()"
+        ).format(sql.Identifier(table)),
+        (ids,),
+    ).fetchall()
+    return {str(row[0]) for row in rows}
+
+
+def _repeat_outcomes(repeats: dict[int, int], of_origin: dict[int, BatchOutcome]) -> None:
+    """Repeats set aside as duplicates (``ingest.repeats``) are not in the split, so
+    ``_reading_outcomes`` counted them as dead-lettered: they are duplicates."""
+    for k, count in repeats.items():
+        outcome = of_origin.get(k)
+        if outcome is not None:
+            outcome.duplicate += count
+            outcome.dead_lettered -= count
 
 
 def process(
@@ -270,9 +291,13 @@ def process(
             )
         # Only the device's own hub may send its readings, and only into its own chart.
         refuse_foreign(conn, split, cache)
+        # An id twice in the transaction, among the readings still accepted (after custody:
+        # a refused reading must not make its custodian's twin a "duplicate").
+        repeats = set_aside_repeats(split)
         result = write_split(conn, split, cache, rejected)
         if outcomes is not None:
             _reading_outcomes(conn, split, sum(result.duplicates.values()), of_origin)
+            _repeat_outcomes(repeats, of_origin)
         if changed:
             attribute_pending(conn, changed)
     if outcomes is not None:

@@ -4,6 +4,8 @@ Readings are attributed to the patient whose binding covers the measurement time
 device's first binding starts at -infinity (its stored history is the new owner's);
 re-assigning a device ends the old binding at that moment.  Readings that arrived
 before any binding existed keep ``patient_id`` NULL until :func:`attribute_pending`.
+A device its hub released (unpair) and paired again on that same hub for the same
+patient gets its binding back, gap included (:func:`_resume_binding`).
 
 Which hub may pair, unpair or send readings for a device is decided in one place,
 :mod:`ingest.custody`; :func:`apply_event` hands it the pairing events.
@@ -229,6 +231,8 @@ def bind_device(
     ).fetchone()
     if current is not None and current[1] == patient_id:
         return
+    if current is None and _resume_binding(conn, device, patient_id, at):
+        return
     if current is not None:
         conn.execute(
             "UPDATE device_bindings SET valid = tstzrange(lower(valid), %s) WHERE id = %s",
@@ -242,6 +246,43 @@ def bind_device(
         " VALUES (%s, %s, tstzrange(%s, NULL))",
         (device, patient_id, at if had_any else None),
     )
+
+
+def _resume_binding(
+    conn: psycopg.Connection[tuple[object, ...]], device: str, patient_id: int, at: datetime
+) -> bool:
+    """Re-open the device's last binding when the device comes back to the same patient
+    through the same hub that released it (unpair, measure, re-pair on that hub: red team
+    A5).  The readings measured in between belong to that patient; a new binding from
+    ``at`` left them unattributed.  Not when anything else held the device in between
+    (the last binding is another patient's, or another hub took and released it) or
+    when the hub holding it now is not the one that released it.  True if re-opened."""
+    last = conn.execute(
+        "SELECT b.id, b.patient_id, upper(b.valid), d.gateway_id, d.former_gateway_id"
+        " FROM device_bindings b JOIN devices d ON d.id = b.device_id"
+        " WHERE b.device_id = %s ORDER BY upper(b.valid) DESC LIMIT 1 FOR UPDATE OF b",
+        (device,),
+    ).fetchone()
+    if last is None:
+        return False
+    binding, patient, ended, hub, released_by = last
+    if patient != patient_id or hub is None or hub != released_by:
+        return False
+    if not isinstance(ended, datetime) or ended > at:
+        return False
+    conn.execute(
+        "UPDATE device_bindings SET valid = tstzrange(lower(valid), NULL) WHERE id = %s",
+        (binding,),
+    )
+    custody.record(
+        conn,
+        device,
+        "binding.resumed",
+        at,
+        gateway=str(hub),
+        detail={"patient": patient_id, "released_at": ended},
+    )
+    return True
 
 
 def attribute_pending(

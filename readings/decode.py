@@ -168,9 +168,20 @@ def _detail(value: object) -> int | float | str | bool | None:
 
 
 def to_reading(
-    device_id: str, m: Measurement, clock: TimeContext, session: CgmSession | None = None
+    device_id: str,
+    m: Measurement,
+    clock: TimeContext,
+    session: CgmSession | None = None,
+    *,
+    position: int | None = None,
+    received_at: datetime | None = None,
 ) -> Reading:
-    """The wire reading of ``m``; CGM records need their ``session`` to be dated."""
+    """The wire reading of ``m``; CGM records need their ``session`` to be dated.
+
+    ``position`` (1, 2, ... in the session's indication order) and ``received_at`` (when
+    this record arrived, UTC) matter only for a record with neither device time nor
+    record number: its identity is the session's receive time (``clock.received_at``)
+    and its position, its time the moment it arrived (``RecordKey.received``)."""
     details = {key: _detail(value) for key, value in m.details.items()}
     if m.time_offset_minutes is not None:
         details["time_offset_min"] = m.time_offset_minutes
@@ -212,14 +223,17 @@ def to_reading(
         key = RecordKey(device_id, m.kind, record_type, device_time or "", m.sequence, user)
     else:
         device_time = None
-        time = clock.received_at
-        # No device time: with a sequence number the identity is still stable;
-        # without one, the receive time is all there is.
-        key = (
-            RecordKey(device_id, m.kind, record_type, "", m.sequence, user)
-            if m.sequence is not None
-            else RecordKey.received(device_id, m.kind, time, record_type, user)
-        )
+        time = clock.received_at if received_at is None else received_at
+        # No device time: with a sequence number the identity is still stable; without
+        # one, the session's receive time and the record's place in it are all there is.
+        if m.sequence is not None:
+            key = RecordKey(device_id, m.kind, record_type, "", m.sequence, user)
+        else:
+            key = RecordKey.received(
+                device_id, m.kind, clock.received_at, record_type, user, position
+            )
+            # What the id was made of, so it can be checked (and audited) downstream.
+            details["gw_key"] = key.device_time
     return Reading(
         id=key.reading_id,
         device=device_id,

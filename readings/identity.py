@@ -19,6 +19,8 @@ the gateway computes or corrects (skew-corrected UTC, time zone):
   the session-local time (CGM Session Start Time + Time Offset) with the Time Offset
   (CGMS 1.0.1 §3.2.1.3: the offset numbers the records of a session); for devices
   without a record number (blood pressure, weight), the device-reported local time text;
+  for a record with neither (a cuff that keeps no time), the receive time of the gateway
+  session and the record's position in that session (:meth:`RecordKey.received`);
 - ``user``: the User ID of a multi-user device (BLS 1.1 §3.1.1.5, WSS 1.0 §3.1.1.4),
   so two users of one cuff measuring in the same second are two readings.
 
@@ -110,10 +112,20 @@ class RecordKey:
         received_at: datetime,
         record_type: RecordType | None = None,
         user: int | None = None,
+        position: int | None = None,
     ) -> RecordKey:
-        """A record with neither device time nor record number: the time the gateway
-        received it is all that tells it apart (a re-fetch is a new reading)."""
-        return cls(device, kind, record_type, f"gw:{received_at.isoformat()}", None, user)
+        """A record with neither device time nor record number: where and when the
+        gateway received it is all that tells it apart (a re-fetch is a new reading).
+
+        ``received_at`` is the receive time of the *session* (the download), ``position``
+        the record's place in that session's indication order (1, 2, ...): a cuff that
+        holds five undated measurements indicates them in one session, and they are five
+        records (``gw:<session time>#<position>``).  Without a position (a malformed
+        record decoded later from its own event) the text is ``gw:<receive time>``."""
+        text = f"gw:{received_at.isoformat()}"
+        if position is not None:
+            text += f"#{position}"
+        return cls(device, kind, record_type, text, None, user)
 
     @classmethod
     def export_row(
@@ -123,10 +135,17 @@ class RecordKey:
         record_type: RecordType | None,
         device_time: str,
         ordinal: int = 0,
+        value: str | None = None,
     ) -> RecordKey:
         """A row of a vendor export: its local time text; rows of one source, type and
-        minute with different values are told apart by their order (``ordinal``)."""
-        text = device_time if ordinal == 0 else f"{device_time}#{ordinal}"
+        time with different values are told apart by their order (``ordinal``), or, for
+        a source whose times have only minute resolution (LibreView), by the exported
+        ``value`` itself (``<time>#v=<value>``): two records of one source, type, minute
+        and value are the same record, whatever order an export lists them in."""
+        if value is not None:
+            text = f"{device_time}#v={value}"
+        else:
+            text = device_time if ordinal == 0 else f"{device_time}#{ordinal}"
         return cls(device, kind, record_type, text)
 
     def text(self) -> str:
@@ -167,6 +186,16 @@ def _int_field(value: object) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
+def _received_key(reading: Reading) -> str:
+    """The key of a record with neither device time nor number: what the gateway made it
+    of (``details.gw_key``: ``gw:<session time>#<position>``), else ``gw:<time>``.  Any
+    text a hub puts there still names a record of that same device only."""
+    sent = reading.details.get("gw_key") if reading.details else None
+    if isinstance(sent, str) and sent.startswith("gw:"):
+        return sent
+    return f"gw:{reading.time.isoformat()}"
+
+
 def source_key_text(reading: Reading) -> str:
     """The key text of the source record a wire reading says it is, from the reading's
     own fields, as every producer fills them from its :class:`RecordKey`
@@ -195,7 +224,7 @@ def source_key_text(reading: Reading) -> str:
     else:
         user = None
     if device_time is None:
-        device_time = "" if sequence is not None else f"gw:{reading.time.isoformat()}"
+        device_time = "" if sequence is not None else _received_key(reading)
     return key_text(reading.device, reading.kind, device_time, sequence, reading.record_type, user)
 
 
@@ -208,7 +237,7 @@ def source_key_texts(reading: Reading) -> list[str]:
     device_time = reading.device_time
     sequence = reading.seq
     if device_time is None:
-        device_time = "" if sequence is not None else f"gw:{reading.time.isoformat()}"
+        device_time = "" if sequence is not None else _received_key(reading)
     user = _int_field(reading.details.get("user_id")) if reading.details else None
     texts = [
         first,

@@ -321,7 +321,9 @@ def batch_ref(payload: bytes) -> str | None:
 # JSON has no NaN or Infinity; Python's json (and JavaScript's JSON.stringify of some
 # libraries) writes them anyway as bare tokens.  Such a message is not thrown away
 # whole: its readings without them are kept, those with them are dead-lettered one by
-# one (``salvage_batch``).
+# one (``salvage_batch``).  So is a message whose envelope is sound but some reading
+# breaks the contract (a kind, condition or field this ingest does not know yet, a
+# string for a number): one bad reading must not take its batch down.
 _NON_FINITE_TOKENS = (b"NaN", b"Infinity")
 
 
@@ -358,8 +360,8 @@ def _non_finite_path(value: object, path: str) -> tuple[str, float] | None:
 
 
 def _lenient_object(payload: bytes) -> dict[str, object] | None:
-    if not any(token in payload for token in _NON_FINITE_TOKENS):
-        return None
+    """The payload as a JSON object, NaN/Infinity tokens allowed (only on the path of a
+    message the strict decoder refused)."""
     try:
         obj = json.loads(payload)  # accepts NaN, Infinity, -Infinity
     except (ValueError, RecursionError):
@@ -376,10 +378,12 @@ def salvage_batch_id(payload: bytes) -> str | None:
 
 
 def salvage_batch(payload: bytes) -> Salvaged | None:
-    """A readings message that is JSON but for NaN/Infinity tokens: its envelope and good
-    readings, plus each reading holding such a token (or otherwise invalid) apart with
-    the reason.  None when the message is not recoverable (then it is dead-lettered
-    whole, as before)."""
+    """A readings message the strict decoder refused, read reading by reading: its
+    envelope and good readings, plus each reading holding a NaN/Infinity token or
+    otherwise breaking the contract (``invalid reading: <why>``) apart with the reason.
+    None when the message is not recoverable: not a JSON object (tokens allowed), no
+    readings list, an envelope that breaks the contract, too many readings (then it is
+    dead-lettered whole, as before)."""
     _check_size(payload)
     obj = _lenient_object(payload)
     if obj is None or not isinstance(obj.get("readings"), list):
