@@ -26,6 +26,7 @@ from analytics.summary import agp, bp_summary, glucose_summary
 from api.core import audit
 from api.core.config import ApiSettings
 from api.core.principal import Principal
+from api.core.revocation import revoke_session
 from api.core.security import TokenError, csrf_token, csrf_valid, decode_token
 from api.dashboard import charts
 from api.dashboard.body import (
@@ -264,6 +265,10 @@ def logout(
             "<p>That sign-out form had expired; use the button above to sign out.</p>",
             403,
         )
+    if user is not None:
+        # Ended on the server, not only in this browser: a copy of the cookie is dead.
+        revoke_session(conn, user.session_id, user.user_id, settings.access_token_minutes)
+        audit.write(conn, user, "auth.logout", ip=audit.client_ip(request), resource="dashboard")
     response = _to_login()
     response.delete_cookie(SESSION_COOKIE, path=COOKIE_PATH)
     return response
