@@ -152,7 +152,7 @@ def _set_session(
         token,
         max_age=settings.access_token_minutes * 60,
         path=COOKIE_PATH,
-        secure=settings.cookie_secure,
+        secure=settings.secure_cookies,
         httponly=True,
         samesite="strict",
     )
@@ -209,7 +209,7 @@ def login_form(request: Request, error: str | None = None) -> HTMLResponse:
         token,
         max_age=900,
         path=COOKIE_PATH,
-        secure=settings.cookie_secure,
+        secure=settings.secure_cookies,
         httponly=True,
         samesite="strict",
     )
