@@ -19,6 +19,7 @@ from fastapi import APIRouter, FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
@@ -26,7 +27,7 @@ from api.core.config import ApiSettings
 from api.core.db import get_pool
 from api.core.errors import ErrorOut, FieldError
 from api.core.throttle import Throttle
-from api.dashboard.routes import error_page
+from api.dashboard.routes import audit_invalid_form, error_page
 from api.dashboard.routes import router as dashboard_router
 from api.fhir.resources import operation_outcome_response
 from api.fhir.routes import router as fhir_router
@@ -126,6 +127,11 @@ def _install_error_handlers(app: FastAPI) -> None:
             "; ".join(f"{'.'.join(str(p) for p in e.loc)}: {e.msg}" for e in errors[:5])
             or "invalid request"
         )
+        if request.url.path.startswith(DASHBOARD_PREFIX + "/"):
+            # A dashboard form without its CSRF token (or otherwise invalid) is a refusal.
+            await run_in_threadpool(
+                audit_invalid_form, request, status.HTTP_422_UNPROCESSABLE_CONTENT
+            )
         return _error(request, status.HTTP_422_UNPROCESSABLE_CONTENT, summary, errors=errors)
 
     @app.exception_handler(psycopg.DataError)

@@ -81,8 +81,8 @@ def _clinician(db: psycopg.Connection[Any], patient_id: int) -> str:
 def _open_flag(db: psycopg.Connection[Any], patient_id: int) -> int:
     row = db.execute(
         "INSERT INTO flags (patient_id, rule_id, severity, summary, evidence)"
-        " VALUES (%s, 'adherence_no_data', 'low', 'red team', '{}') RETURNING id",
-        (patient_id,),
+        " VALUES (%s, %s, 'low', 'red team', '{}') RETURNING id",
+        (patient_id, f"redteam_{uuid.uuid4().hex[:8]}"),
     ).fetchone()
     assert row is not None
     return int(row[0])
