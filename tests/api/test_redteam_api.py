@@ -23,9 +23,10 @@ from api_helpers import PASSWORD, Auth, Clinic
 from fastapi.testclient import TestClient
 from waiting import wait_until
 
-from api.bootstrap import create_user
+from api.bootstrap import add_to_panel, create_user
 from api.core.config import ApiSettings
 from homevitals.services.system import free_port
+from ingest.patients import upsert_patient
 from ingest.registry import bind_device
 
 REPO = Path(__file__).resolve().parents[2]
@@ -262,6 +263,17 @@ def _subjects(bundle: dict[str, Any]) -> set[str]:
     return out
 
 
+@pytest.fixture(scope="module")
+def empty_patient(db: psycopg.Connection[Any], clinic: Clinic) -> tuple[str, str]:
+    """(a clinician with patient A and a patient E with no data on the panel, E's MRN):
+    a search for E must find nothing, never A's data."""
+    mrn = f"MRN-E-{uuid.uuid4().hex[:8]}".upper()
+    pid = upsert_patient(db, f"rt-{mrn.lower()}", "UTC", "Eve Empty", mrn, None)
+    name = _clinician(db, clinic.patient_a)
+    add_to_panel(db, name, pid)
+    return name, mrn
+
+
 @pytest.mark.parametrize(
     "name",
     [
@@ -275,13 +287,18 @@ def _subjects(bundle: dict[str, Any]) -> set[str]:
 )
 @pytest.mark.parametrize("resource", ["Observation", "Flag"])
 def test_b11_patient_identifier_forms_narrow(
-    client: TestClient, auth: Auth, clinic: Clinic, name: str, resource: str
+    client: TestClient,
+    auth: Auth,
+    clinic: Clinic,
+    empty_patient: tuple[str, str],
+    name: str,
+    resource: str,
 ) -> None:
     """Before: ``subject.identifier``, ``subject:identifier`` and ``patient:identifier``
-    were dropped under lenient handling: patient B's MRN gave patient A's 4000+
+    were dropped under lenient handling: patient E's MRN gave patient A's 4000+
     Observations (the whole panel)."""
-    lee = auth(clinic.dr_lee)
-    mrn_a, mrn_b = f"MRN{clinic.tag}A".upper(), f"MRN{clinic.tag}B".upper()
+    lee = auth(empty_patient[0])
+    mrn_a, mrn_b = f"MRN{clinic.tag}A".upper(), empty_patient[1]
     for_b = client.get(f"/fhir/{resource}?{name}={mrn_b}&_count=5", headers=lee)
     assert for_b.status_code == 200, for_b.text
     assert for_b.json()["total"] == 0
@@ -290,9 +307,11 @@ def test_b11_patient_identifier_forms_narrow(
     assert _subjects(for_a.json()) == {f"Patient/{clinic.patient_a}"}
 
 
-def test_b11_device_identifier_modifier(client: TestClient, auth: Auth, clinic: Clinic) -> None:
-    lee = auth(clinic.dr_lee)
-    mrn_b = f"MRN{clinic.tag}B".upper()
+def test_b11_device_identifier_modifier(
+    client: TestClient, auth: Auth, empty_patient: tuple[str, str]
+) -> None:
+    lee = auth(empty_patient[0])
+    mrn_b = empty_patient[1]
     r = client.get(f"/fhir/Device?patient:identifier={mrn_b}", headers=lee)
     assert r.status_code == 200 and r.json()["total"] == 0
 
