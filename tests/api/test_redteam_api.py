@@ -159,8 +159,10 @@ def test_b8_api_logout_revokes_the_access_token_too(
 # --- B9. the client address is the TCP peer ------------------------------------------------
 
 
-@pytest.fixture
-def api_run(database_url: str, tmp_path: Path) -> Iterator[str]:
+@pytest.fixture(params=[None])
+def api_run(database_url: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
+    """``homevitals api run`` (one worker) as a subprocess; ``request.param``: the value
+    of HOMEVITALS_API_TRUSTED_PROXIES, if any."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("HOMEVITALS_")}
     env.update(
@@ -169,6 +171,8 @@ def api_run(database_url: str, tmp_path: Path) -> Iterator[str]:
         HOMEVITALS_STATE_DIR=str(tmp_path / "state"),
         HOMEVITALS_CONFIG=str(tmp_path / "absent.toml"),
     )
+    if request.param is not None:
+        env["HOMEVITALS_API_TRUSTED_PROXIES"] = request.param
     log_path = tmp_path / "api.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
@@ -219,6 +223,23 @@ def test_b9_forwarded_for_does_not_rotate_the_sign_in_limit(
     assert codes[:5] == [401] * 5 and set(codes[5:]) == {429}, codes
     ips = {row[5] for row in _rows(db, mark, "auth.login") if row[0] == username}
     assert ips == {"127.0.0.1"}
+
+
+@pytest.mark.parametrize("api_run", ["127.0.0.1"], indirect=True)
+def test_b9_trusted_proxies_opt_in(api_run: str, db: psycopg.Connection[Any]) -> None:
+    """Behind a real proxy (HOMEVITALS_API_TRUSTED_PROXIES) its X-Forwarded-For is the
+    client address again."""
+    username = f"rt-xff-{uuid.uuid4().hex[:6]}"
+    mark = _mark(db)
+    with httpx.Client(base_url=api_run, timeout=30.0) as http:
+        r = http.post(
+            "/api/v1/auth/token",
+            data={"username": username, "password": "wrong"},
+            headers={"X-Forwarded-For": "198.51.100.7"},
+        )
+    assert r.status_code == 401
+    ips = {row[5] for row in _rows(db, mark, "auth.login") if row[0] == username}
+    assert ips == {"198.51.100.7"}
 
 
 # --- B10. no redirect built from the Host header -------------------------------------------
