@@ -14,9 +14,10 @@ from fastapi import APIRouter, HTTPException, Request, status
 from api.core import audit
 from api.core.config import ApiSettings
 from api.core.db import count_rows
-from api.core.errors import COMMON, CONFLICT
+from api.core.errors import COMMON, CONFLICT, TOO_MANY
 from api.core.principal import Principal
 from api.core.security import digest, new_code
+from api.core.throttle import Throttle, Throttled
 from api.deps import (
     ConnDep,
     CurrentUser,
@@ -108,7 +109,7 @@ def issue_code(
     response_model=PatientCreated,
     status_code=status.HTTP_201_CREATED,
     summary="Enrol a patient (clinic side) and get their activation code",
-    responses=CONFLICT,
+    responses={**CONFLICT, **TOO_MANY},
 )
 def create_patient(
     body: PatientIn, user: StaffUser, conn: ConnDep, settings: SettingsDep, request: Request
@@ -140,7 +141,15 @@ def create_patient(
     if created is not None:
         return PatientCreated(patient=fetch_patient(conn, created[0]), activation=created[1])
     # Another clinic's patient: one answer whether the MRN or the external id clashed,
-    # naming neither (it said "a patient with this MRN exists"), audited per patient.
+    # naming neither (it said "a patient with this MRN exists"), audited per patient,
+    # and limited like registrations (REGISTER_MAX_ATTEMPTS per window per account), so
+    # the answer cannot be used to sweep MRNs.
+    throttle: Throttle = request.app.state.register_throttle
+    limited: Throttled | None = None
+    try:
+        throttle.acquire(conn, f"enrol-clash|{user.user_id}")
+    except Throttled as exc:
+        limited = exc
     for pid in refused:
         audit.write(
             conn,
@@ -151,6 +160,12 @@ def create_patient(
             resource=request.url.path,
             status=status.HTTP_409_CONFLICT,
             detail={"reason": "enrolment clashes with a patient outside the caller's scope"},
+        )
+    if limited is not None:
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            f"too many refused enrolments; retry in {limited.retry_after} s",
+            headers={"Retry-After": str(limited.retry_after)},
         )
     raise HTTPException(
         status.HTTP_409_CONFLICT, "this patient cannot be enrolled here; ask an administrator"

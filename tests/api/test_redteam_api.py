@@ -549,3 +549,19 @@ def test_device_move_before_the_losing_patients_later_readings_is_refused(
     )
     assert r.status_code == 409, r.text
     assert "last reading" in r.json()["detail"]
+
+
+def test_create_patient_clashes_are_limited(
+    client: TestClient, auth: Auth, clinic: Clinic, db: psycopg.Connection[Any]
+) -> None:
+    """Sweeping MRNs through the enrolment answer meets the registration limit."""
+    sweeper = _clinician(db, clinic.patient_a)
+    body = {"given_name": "X", "family_name": "Y", "birth_date": "1970-01-01", "timezone": "UTC"}
+    mrn_c = f"MRN{clinic.tag}C".upper()
+    codes = [
+        client.post(
+            "/api/v1/patients", json={**body, "mrn": mrn_c}, headers=auth(sweeper)
+        ).status_code
+        for _ in range(11)
+    ]
+    assert codes == [409] * 10 + [429]
