@@ -42,6 +42,8 @@ def create_user(
         " VALUES (%s, %s, %s, %s, %s)"
         " ON CONFLICT (lower(username)) DO UPDATE SET password_hash = EXCLUDED.password_hash,"
         " role = EXCLUDED.role, patient_id = EXCLUDED.patient_id, active = true,"
+        # A reset ends the account's live tokens and sessions (migration 0014).
+        " token_epoch = users.token_epoch + 1,"
         " display_name = coalesce(EXCLUDED.display_name, users.display_name)"
         " RETURNING id",
         (username, hash_password(password), role, patient_id, display_name),

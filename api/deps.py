@@ -75,15 +75,27 @@ def principal_from_token(
         if row is None:
             raise _unauthorized("gateway credentials revoked")
         return Principal("gateway", claims.subject, None, row[0], claims.session_id)
-    if not claims.subject.isdigit():
+    if not claims.subject.isdigit() or claims.epoch is None:
         raise _unauthorized("invalid token")
+    # Revocable server-side (migration 0014): the account must be active, its token
+    # epoch unchanged since the token was issued (a password reset or disabling moves
+    # it on) and the token's session not ended (signed out).
     user = conn.execute(
-        "SELECT username, role, patient_id FROM users WHERE id = %s AND active",
-        (int(claims.subject),),
+        "SELECT username, role, patient_id FROM users WHERE id = %s AND active"
+        " AND token_epoch = %s AND NOT EXISTS"
+        " (SELECT 1 FROM revoked_sessions r WHERE r.session_id = %s)",
+        (int(claims.subject), claims.epoch, claims.session_id),
     ).fetchone()
     if user is None:
-        raise _unauthorized("account disabled or removed")
-    return Principal(user[1], user[0], int(claims.subject), user[2], claims.session_id)
+        raise _unauthorized("session ended, or account disabled or removed")
+    return Principal(
+        user[1],
+        user[0],
+        int(claims.subject),
+        user[2],
+        claims.session_id,
+        token_epoch=claims.epoch,
+    )
 
 
 def get_principal(conn: ConnDep, settings: SettingsDep, token: TokenDep) -> Principal:

@@ -12,19 +12,22 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import quote
 
 import psycopg
 from fastapi import APIRouter, FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from api.core.config import ApiSettings
 from api.core.db import get_pool
 from api.core.errors import ErrorOut, FieldError
 from api.core.throttle import Throttle
-from api.dashboard.routes import error_page
+from api.dashboard.routes import audit_invalid_form, error_page
 from api.dashboard.routes import router as dashboard_router
 from api.fhir.resources import operation_outcome_response
 from api.fhir.routes import router as fhir_router
@@ -80,9 +83,34 @@ def _error(request: Request, status_code: int, detail: str, **extra: Any) -> Res
     return JSONResponse(body, status_code=status_code, headers=extra.get("headers"))
 
 
+def _slash_redirect(request: Request) -> Response | None:
+    """Starlette's trailing-slash redirect, built on ``PUBLIC_BASE_URL``: its own
+    (``redirect_slashes``, off) builds the ``Location`` from the request's ``Host``
+    header, which the client chooses (``Host: evil.example`` on ``/api/v1/patients/``
+    answered 307 to ``https://evil.example/api/v1/patients``).  Only for a path no
+    route matched (``endpoint`` unset) whose twin with/without the slash one does."""
+    if "endpoint" in request.scope:
+        return None
+    path = request.url.path
+    twin = path.rstrip("/") if path.endswith("/") else path + "/"
+    if not twin or twin == path or twin.startswith("//"):
+        return None
+    scope = {**request.scope, "path": twin}
+    if not any(route.matches(scope)[0] != Match.NONE for route in request.app.router.routes):
+        return None
+    settings: ApiSettings = request.app.state.settings
+    query = f"?{request.url.query}" if request.url.query else ""
+    location = settings.public_base_url + quote(twin, safe="/:@!$&'()*+,;=-._~") + query
+    return RedirectResponse(location, status_code=status.HTTP_307_TEMPORARY_REDIRECT)
+
+
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == status.HTTP_404_NOT_FOUND:
+            redirect = _slash_redirect(request)
+            if redirect is not None:
+                return redirect
         return _error(request, exc.status_code, str(exc.detail), headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
@@ -99,6 +127,11 @@ def _install_error_handlers(app: FastAPI) -> None:
             "; ".join(f"{'.'.join(str(p) for p in e.loc)}: {e.msg}" for e in errors[:5])
             or "invalid request"
         )
+        if request.url.path.startswith(DASHBOARD_PREFIX + "/"):
+            # A dashboard form without its CSRF token (or otherwise invalid) is a refusal.
+            await run_in_threadpool(
+                audit_invalid_form, request, status.HTTP_422_UNPROCESSABLE_CONTENT
+            )
         return _error(request, status.HTTP_422_UNPROCESSABLE_CONTENT, summary, errors=errors)
 
     @app.exception_handler(psycopg.DataError)
@@ -148,7 +181,10 @@ def create_app(
         openapi_url=f"{API_PREFIX}/openapi.json",
         docs_url=f"{API_PREFIX}/docs",
         redoc_url=None,
+        # Starlette's redirect is built from the Host header: ours (_slash_redirect) is not.
+        redirect_slashes=False,
     )
+    app.router.redirect_slashes = False
     app.state.settings = settings
     app.state.pool = None
     app.state.provision_gateway = provision_gateway

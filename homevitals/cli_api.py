@@ -54,7 +54,7 @@ def build_app(settings: Settings) -> Any:
         jwt_secret_file=secret_file,
         clinic_timezone=settings.clinic_timezone,
         mqtt_public_url=mqtt_public,
-        cookie_secure=settings.api_host not in ("127.0.0.1", "localhost", "::1"),
+        # cookie_secure: HOMEVITALS_API_COOKIE_SECURE, else follows the public URL's scheme.
     )
     return create_app(api_settings, provision_gateway=provision)
 
@@ -113,6 +113,11 @@ def run(host: str | None, port: int | None, workers: int) -> None:
     app = build_app(settings)
     # Several workers need an import string: each worker process builds its own app.
     target: Any = app if workers == 1 else APP_FACTORY
+    # The client address (audit, sign-in and enrolment limits) is the TCP peer: uvicorn's
+    # default would believe X-Forwarded-For/-Proto from any loopback peer, so anyone on
+    # the host, or any request relayed by a local proxy, could pick their address.
+    # HOMEVITALS_API_TRUSTED_PROXIES opts in for a real reverse proxy.
+    trusted = app.state.settings.trusted_proxies.strip()
     # log_config=None: uvicorn's loggers go through the root set-up (--log-level, --json-logs).
     uvicorn.run(
         target,
@@ -121,6 +126,8 @@ def run(host: str | None, port: int | None, workers: int) -> None:
         port=port or settings.api_port,
         workers=workers,
         log_config=None,
+        proxy_headers=bool(trusted),
+        forwarded_allow_ips=trusted or None,
     )
 
 

@@ -43,7 +43,17 @@ class ApiSettings(BaseSettings):
     login_max_failures: int = Field(default=5, ge=1, description="per username+IP per window")
     login_window_s: int = Field(default=300, ge=1)
     register_max_attempts: int = Field(default=10, ge=1, description="per IP per window")
-    cookie_secure: bool = Field(default=True, description="Secure flag on dashboard cookies")
+    cookie_secure: bool | None = Field(
+        default=None,
+        description="Secure flag on dashboard cookies; default: true when public_base_url is"
+        " https (a local http demo could not keep a Secure cookie)",
+    )
+    trusted_proxies: str = Field(
+        default="",
+        description="reverse proxies whose X-Forwarded-For/-Proto are believed (comma-separated"
+        " IPs or networks, uvicorn's forwarded_allow_ips); empty (default): none, the client"
+        " address is the TCP peer",
+    )
     stale_sync_hours: int = Field(default=48, ge=1, description="device sync older = stale")
 
     @field_validator("clinic_timezone")
@@ -66,6 +76,12 @@ class ApiSettings(BaseSettings):
         return value.strip().rstrip("/")
 
     @model_validator(mode="after")
+    def _cookie_secure(self) -> Self:
+        if self.cookie_secure is None:
+            self.cookie_secure = self.public_base_url.startswith("https://")
+        return self
+
+    @model_validator(mode="after")
     def _load_secret(self) -> Self:
         if self.jwt_secret is None and self.jwt_secret_file is not None:
             self.jwt_secret = SecretStr(self.jwt_secret_file.read_text().strip())
@@ -74,6 +90,11 @@ class ApiSettings(BaseSettings):
         if len(self.jwt_secret.get_secret_value().encode()) < MIN_SECRET_BYTES:
             raise ValueError(f"the JWT secret must be at least {MIN_SECRET_BYTES} bytes")
         return self
+
+    @property
+    def secure_cookies(self) -> bool:
+        """The dashboard cookies' Secure flag (``cookie_secure``, else the URL's scheme)."""
+        return bool(self.cookie_secure)
 
     @property
     def secret(self) -> bytes:

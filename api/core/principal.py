@@ -19,6 +19,8 @@ class Principal:
     # clinician whose panel bounds the patients the client may see.
     scopes: dict[str, frozenset[str]] = field(default_factory=dict)
     panel_of: int | None = None
+    # People only: the account's token epoch (users.token_epoch) their tokens carry.
+    token_epoch: int = 0
 
     @property
     def is_person(self) -> bool:

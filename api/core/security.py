@@ -82,6 +82,7 @@ class TokenClaims:
     session_id: str
     expires: datetime
     scope: str = ""  # SMART scopes of a system client's token
+    epoch: int | None = None  # a person's token epoch when issued (claim "gen")
 
 
 class TokenError(Exception):
@@ -98,6 +99,7 @@ def create_token(
     token_type: TokenType = "access",
     session_id: str | None = None,
     scope: str | None = None,
+    epoch: int | None = None,
 ) -> tuple[str, datetime]:
     now = datetime.now(UTC)
     expires = now + timedelta(minutes=minutes)
@@ -113,6 +115,8 @@ def create_token(
     }
     if scope is not None:
         payload["scope"] = scope
+    if epoch is not None:
+        payload["gen"] = epoch
     return jwt.encode(payload, secret, algorithm=ALGORITHM), expires
 
 
@@ -131,6 +135,7 @@ def decode_token(secret: bytes, token: str, token_type: TokenType = "access") ->
     if role not in ("patient", "clinician", "admin", "gateway", "system"):
         raise TokenError("invalid token")
     pid = payload.get("pid")
+    gen = payload.get("gen")
     return TokenClaims(
         subject=str(payload["sub"]),
         role=role,
@@ -138,6 +143,7 @@ def decode_token(secret: bytes, token: str, token_type: TokenType = "access") ->
         session_id=str(payload.get("sid", "")),
         expires=datetime.fromtimestamp(int(payload["exp"]), UTC),
         scope=str(payload.get("scope", "")),
+        epoch=gen if isinstance(gen, int) and not isinstance(gen, bool) else None,
     )
 
 

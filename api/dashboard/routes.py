@@ -10,7 +10,10 @@ token.  Pages send a strict Content-Security-Policy (no scripts at all).
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import secrets
+import time
 from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
 from html import escape
@@ -26,6 +29,7 @@ from analytics.summary import agp, bp_summary, glucose_summary
 from api.core import audit
 from api.core.config import ApiSettings
 from api.core.principal import Principal
+from api.core.revocation import revoke_session
 from api.core.security import TokenError, csrf_token, csrf_valid, decode_token
 from api.dashboard import charts
 from api.dashboard.body import (
@@ -151,7 +155,7 @@ def _set_session(
         token,
         max_age=settings.access_token_minutes * 60,
         path=COOKIE_PATH,
-        secure=settings.cookie_secure,
+        secure=settings.secure_cookies,
         httponly=True,
         samesite="strict",
     )
@@ -168,6 +172,39 @@ def _session(
     except HTTPException:
         return None
     return user if user.is_person else None
+
+
+def _audit_form_refusal(
+    conn: psycopg.Connection[Any],
+    request: Request,
+    user: Principal | None,
+    code: int,
+    reason: str,
+) -> None:
+    """A refused dashboard form (a forged or expired CSRF token, a form without one) is
+    on record like every other refusal: ``access.denied`` with the path and why."""
+    audit.write(
+        conn,
+        user,
+        "access.denied",
+        ip=audit.client_ip(request),
+        resource=request.url.path,
+        status=code,
+        detail={"reason": reason},
+    )
+
+
+def audit_invalid_form(request: Request, code: int) -> None:
+    """For the app's validation-error handler: a dashboard POST whose form failed
+    validation (e.g. no CSRF field), audited with the session's user if it has one."""
+    if request.method != "POST":
+        return
+    from api.core.db import get_pool
+
+    settings: ApiSettings = request.app.state.settings
+    with get_pool(request.app).connection() as conn:
+        user = _session(request, conn, settings)
+        _audit_form_refusal(conn, request, user, code, "csrf token missing or form invalid")
 
 
 def _to_login() -> RedirectResponse:
@@ -189,9 +226,32 @@ def _render(
 # --- sign-in -------------------------------------------------------------------------------
 
 
+LOGIN_CSRF_SECONDS = 900
+
+
+def _login_csrf_token(secret: bytes) -> str:
+    """``<nonce>.<time>.<HMAC(secret, nonce.time)>``: a value only this server can mint,
+    so a planted cookie/field pair of the attacker's choosing is refused; expires with
+    the form."""
+    body = f"{secrets.token_urlsafe(18)}.{int(time.time())}"
+    mac = hmac.new(secret, b"login-csrf:" + body.encode(), hashlib.sha256).hexdigest()
+    return f"{body}.{mac}"
+
+
+def _login_csrf_valid(secret: bytes, token: str) -> bool:
+    body, _, mac = token.rpartition(".")
+    issued = body.rpartition(".")[2]
+    if not body or not issued.isdigit():
+        return False
+    expected = hmac.new(secret, b"login-csrf:" + body.encode(), hashlib.sha256).hexdigest()
+    fresh = 0 <= time.time() - int(issued) <= LOGIN_CSRF_SECONDS
+    return hmac.compare_digest(expected, mac) and fresh
+
+
 @router.get("/login")
 def login_form(request: Request, error: str | None = None) -> HTMLResponse:
-    token = secrets.token_urlsafe(24)
+    settings: ApiSettings = request.app.state.settings
+    token = _login_csrf_token(settings.secret)
     message = f'<p class="err">{escape(error)}</p>' if error else ""
     body = (
         f'{message}<form method="post" action="{COOKIE_PATH}/login">'
@@ -202,13 +262,12 @@ def login_form(request: Request, error: str | None = None) -> HTMLResponse:
         '<p><button type="submit">Sign in</button></p></form>'
     )
     response = _html(_page("Sign in", body))
-    settings: ApiSettings = request.app.state.settings
     response.set_cookie(
         LOGIN_CSRF_COOKIE,
         token,
-        max_age=900,
+        max_age=LOGIN_CSRF_SECONDS,
         path=COOKIE_PATH,
-        secure=settings.cookie_secure,
+        secure=settings.secure_cookies,
         httponly=True,
         samesite="strict",
     )
@@ -222,10 +281,16 @@ def login(
     settings: SettingsDep,
     username: Annotated[str, Form(max_length=64)],
     password: Annotated[str, Form(max_length=256)],
-    csrf: Annotated[str, Form(max_length=100)],
+    csrf: Annotated[str, Form(max_length=200)],
 ) -> Response:
     expected = request.cookies.get(LOGIN_CSRF_COOKIE, "")
-    if not expected or not secrets.compare_digest(expected, csrf):
+    if (
+        not expected
+        or not secrets.compare_digest(expected, csrf)
+        or not _login_csrf_valid(settings.secret, csrf)
+        or request.headers.get("sec-fetch-site", "same-origin") == "cross-site"
+    ):
+        _audit_form_refusal(conn, request, None, 400, "csrf token of the sign-in form invalid")
         return _html(_page("Sign in", '<p class="err">Form expired; reload and retry.</p>'), 400)
     try:
         user = authenticate(
@@ -255,6 +320,7 @@ def logout(
 ) -> Response:
     user = _session(request, conn, settings)
     if user is not None and not csrf_valid(settings.secret, user.session_id, csrf):
+        _audit_form_refusal(conn, request, user, 403, "csrf token of the sign-out form invalid")
         # Not a silent redirect that leaves the session alive: say so, with a form that
         # works (a cross-site form cannot sign anyone out, one of ours always can).
         return _user_page(
@@ -264,6 +330,10 @@ def logout(
             "<p>That sign-out form had expired; use the button above to sign out.</p>",
             403,
         )
+    if user is not None:
+        # Ended on the server, not only in this browser: a copy of the cookie is dead.
+        revoke_session(conn, user.session_id, user.user_id, settings.access_token_minutes)
+        audit.write(conn, user, "auth.logout", ip=audit.client_ip(request), resource="dashboard")
     response = _to_login()
     response.delete_cookie(SESSION_COOKIE, path=COOKIE_PATH)
     return response
@@ -594,6 +664,7 @@ def _flag_action(
     if user is None:
         return _to_login()
     if not csrf_valid(settings.secret, user.session_id, csrf):
+        _audit_form_refusal(conn, request, user, 403, "csrf token invalid")
         return _user_page(
             settings, user, "Forbidden", "<p>Form expired; go back and reload.</p>", 403
         )

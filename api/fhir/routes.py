@@ -519,6 +519,7 @@ def search_flags(
         list[str] | None, Query(alias="patient.identifier", description="chained, [system|]value")
     ] = None,
     date_: Annotated[list[str] | None, Query(alias="date", max_length=4)] = None,
+    id_: Annotated[list[str] | None, Query(alias="_id", description="repeat = AND")] = None,
     status_: Annotated[
         list[str] | None,
         Query(alias="status", description="active | inactive; repeat = AND", max_length=4),
@@ -538,6 +539,12 @@ def search_flags(
     if ids is not None:
         clauses.append("patient_id = ANY(%s)")
         params.append(ids)
+    for _, value in search.values("_id"):  # each repeat narrows (AND), commas are OR
+        given = [fs.unescape(v).strip() for v in fs.split_or(value)]
+        if not all(fs.FHIR_ID.match(v) for v in given):
+            raise HTTPException(status.HTTP_400_BAD_REQUEST, f"invalid _id {value!r}")
+        clauses.append("id = ANY(%s)")
+        params.append([int(v) for v in given if v.isdigit() and len(v) <= 18])
     for value in status_ or []:
         wanted = set(fs.split_or(value))
         if not wanted <= {"active", "inactive"}:

@@ -38,17 +38,25 @@ from api.fhir import resources as fr
 
 # Parameters every search takes (paging), §3.1.1.5 / §3.1.1.5.9 (``_count``).
 PAGING = frozenset({"_count", "_offset"})
-# Reference parameters naming the patient, and chained identifier searches on it.
+# Reference parameters naming the patient, and identifier searches on it: chained
+# (§3.1.1.4.13, ``patient.identifier``) or with the ``:identifier`` modifier
+# (§3.1.1.4.9, ``subject:identifier=[system|]value``: "search by the identifier rather
+# than the literal reference"; every reference this server emits is to its own
+# Patient, so both resolve to that Patient's identifiers).
 PATIENT_REFERENCE = frozenset({"patient", "patient:Patient"})
 SUBJECT_REFERENCE = frozenset({"subject", "subject:Patient"})
-PATIENT_IDENTIFIER = frozenset(
-    {"patient.identifier", "patient:Patient.identifier", "subject:Patient.identifier"}
+PATIENT_CHAIN = frozenset(
+    {"patient.identifier", "patient:Patient.identifier", "patient:identifier"}
 )
+SUBJECT_CHAIN = frozenset(
+    {"subject.identifier", "subject:Patient.identifier", "subject:identifier"}
+)
+PATIENT_IDENTIFIER = PATIENT_CHAIN | SUBJECT_CHAIN
 # R4 search parameters per resource (only those HomeVitals implements).  Device has no
 # ``subject``: its search parameter for the patient is ``patient`` (Device.patient).
 SUPPORTED: dict[str, frozenset[str]] = {
     "Patient": PAGING | {"_id", "identifier"},
-    "Device": PAGING | PATIENT_REFERENCE | {"patient.identifier", "patient:Patient.identifier"},
+    "Device": PAGING | PATIENT_REFERENCE | PATIENT_CHAIN,
     "Observation": PAGING
     | PATIENT_REFERENCE
     | SUBJECT_REFERENCE
@@ -58,8 +66,19 @@ SUPPORTED: dict[str, frozenset[str]] = {
     | PATIENT_REFERENCE
     | SUBJECT_REFERENCE
     | PATIENT_IDENTIFIER
-    | {"date", "status"},
+    | {"_id", "date", "status"},
 }
+# Unsupported parameters that would have narrowed the search to a patient (or to named
+# resources, possibly another patient's) are refused with 400 even under lenient
+# handling: ignoring them answers with more than was asked (``subject.name=...`` or
+# ``_has:...`` gave the whole panel).  By the name before any modifier or chain.
+NARROWING = frozenset({"patient", "subject", "_id", "_has", "_filter", "_query", "_list"})
+INCLUDES = frozenset({"_include", "_revinclude"})
+# On Patient every search parameter selects patients: only these result parameters may
+# be ignored there.
+PATIENT_HARMLESS = frozenset(
+    {"_format", "_pretty", "_summary", "_elements", "_total", "_contained", "_containedType"}
+)
 MAX_REPEATS = 10
 MAX_VALUE = 300
 FHIR_ID = re.compile(r"^[A-Za-z0-9.-]{1,64}$")
@@ -115,11 +134,35 @@ class Search:
         return f"{base}/{self.resource}" + (f"?{query}" if query else "")
 
 
+def _base_name(name: str) -> str:
+    return re.split(r"[:.]", name, maxsplit=1)[0]
+
+
+def _narrows(resource: str, name: str, value: str) -> bool:
+    """Whether an unsupported parameter would have narrowed the search to a patient (or
+    to named resources): refused, never ignored."""
+    base = _base_name(name)
+    if base in NARROWING or name.startswith("_has"):
+        return True
+    if base in INCLUDES:
+        return re.search(r"patient|subject", value, re.IGNORECASE) is not None
+    return resource == "Patient" and base not in PATIENT_HARMLESS
+
+
 def parse(request: Request, resource: str) -> Search:
     """The accepted parameters of this search (400 for unknown ones under strict
-    handling; ignored and dropped from the self link otherwise)."""
+    handling; ignored and dropped from the self link otherwise, except those that would
+    have narrowed the search to a patient: 400 under either handling)."""
     supported = SUPPORTED[resource]
     items = request.query_params.multi_items()
+    refused = sorted({n for n, v in items if n not in supported and _narrows(resource, n, v)})
+    if refused:
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST,
+            f"search parameter(s) {', '.join(refused)} not supported for {resource}; refused"
+            " rather than ignored, since ignoring them would return more than was asked"
+            f" (supported: {', '.join(sorted(supported))})",
+        )
     unknown = sorted({name for name, _ in items if name not in supported})
     if unknown and _prefers_strict(request):
         raise HTTPException(
@@ -186,19 +229,39 @@ def _identifier_ids(conn: psycopg.Connection[Any], name: str, value: str) -> set
     return {int(r[0]) for r in rows}
 
 
-def patients_asked(conn: psycopg.Connection[Any], search: Search, base: str) -> set[int] | None:
-    """The patients every patient-naming parameter allows (AND over parameters and
-    repeats, OR over commas); None when the search names no patient."""
+def _named(
+    conn: psycopg.Connection[Any], search: Search, name: str, value: str, base: str
+) -> set[int] | None:
+    """Patient ids one patient-naming parameter allows (OR over commas); None if the
+    parameter names no patient."""
+    if name in PATIENT_REFERENCE or name in SUBJECT_REFERENCE:
+        return set().union(*(_reference_ids(name, v, base) for v in split_or(value)))
+    if name in PATIENT_IDENTIFIER or (search.resource == "Patient" and name == "identifier"):
+        return set().union(*(_identifier_ids(conn, name, v) for v in split_or(value)))
+    if search.resource == "Patient" and name == "_id":
+        return set().union(*(_reference_ids(name, v, base) for v in split_or(value)))
+    return None
+
+
+def patients_asked(
+    conn: psycopg.Connection[Any], search: Search, base: str
+) -> tuple[set[int] | None, set[int]]:
+    """(the patients every patient-naming parameter allows: AND over parameters and
+    repeats, OR over commas, None when the search names no patient; every patient any
+    of them named)."""
     asked: set[int] | None = None
+    named: set[int] = set()
     for name, value in search.params:
-        if name in PATIENT_REFERENCE or name in SUBJECT_REFERENCE:
-            ids = set().union(*(_reference_ids(name, v, base) for v in split_or(value)))
-        elif name in PATIENT_IDENTIFIER:
-            ids = set().union(*(_identifier_ids(conn, name, v) for v in split_or(value)))
-        else:
+        ids = _named(conn, search, name, value, base)
+        if ids is None:
             continue
+        named |= ids
         asked = ids if asked is None else asked & ids
-    return asked
+    return asked, named
+
+
+# At most this many access.denied rows per search; the rest are counted in one more.
+MAX_DENIAL_ROWS = 100
 
 
 def patient_scope(
@@ -209,28 +272,44 @@ def patient_scope(
     base: str,
 ) -> list[int] | None:
     """Patients the search covers: those asked for that the caller may see (or all the
-    caller may see; None = all, for an admin).  Asked-for patients outside the caller's
-    scope are left out, as if they did not exist, and audited as ``access.denied``."""
+    caller may see; None = all, for an admin).  Every patient a parameter names outside
+    the caller's scope (``_id=2``, ``identifier=MRN``, ``_id=3,2``, ``patient=3&patient=2``
+    alike) is left out, as if it did not exist, and audited as ``access.denied``."""
     visible = visible_patients(conn, user)
-    asked = patients_asked(conn, search, base)
+    asked, named = patients_asked(conn, search, base)
+    if visible is not None:
+        denied = sorted(named - set(visible))
+        ip = audit.client_ip(request)
+        for pid in denied[:MAX_DENIAL_ROWS]:
+            audit.write(
+                conn,
+                user,
+                "access.denied",
+                ip=ip,
+                patient_id=pid,
+                resource=request.url.path,
+                status=200,
+                detail={"search": search.resource, "outside_scope": True},
+            )
+        if len(denied) > MAX_DENIAL_ROWS:
+            audit.write(
+                conn,
+                user,
+                "access.denied",
+                ip=ip,
+                resource=request.url.path,
+                status=200,
+                detail={
+                    "search": search.resource,
+                    "outside_scope": True,
+                    "more_patients": len(denied) - MAX_DENIAL_ROWS,
+                },
+            )
     if asked is None:
         return visible
-    allowed = asked if visible is None else asked & set(visible)
     if visible is None:
         existing = conn.execute(
             "SELECT id FROM patients WHERE id = ANY(%s)", (sorted(asked),)
         ).fetchall()
-        allowed = {int(r[0]) for r in existing}
-    denied = sorted(asked - allowed) if visible is not None else []
-    for pid in denied:
-        audit.write(
-            conn,
-            user,
-            "access.denied",
-            ip=audit.client_ip(request),
-            patient_id=pid,
-            resource=request.url.path,
-            status=200,
-            detail={"search": search.resource, "outside_scope": True},
-        )
-    return sorted(allowed)
+        return sorted(int(r[0]) for r in existing)
+    return sorted(asked & set(visible))

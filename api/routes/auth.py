@@ -13,6 +13,7 @@ from api.core import audit
 from api.core.config import ApiSettings
 from api.core.errors import COMMON, PUBLIC, TOO_MANY, UNAUTHORIZED
 from api.core.principal import Principal
+from api.core.revocation import revoke_session
 from api.core.security import (
     TokenType,
     create_token,
@@ -85,7 +86,7 @@ def authenticate(
             headers={"Retry-After": str(exc.retry_after)},
         ) from exc
     row = conn.execute(
-        "SELECT id, username, role, patient_id, password_hash, active FROM users"
+        "SELECT id, username, role, patient_id, password_hash, active, token_epoch FROM users"
         " WHERE lower(username) = lower(%s)",
         (username,),
     ).fetchone()
@@ -98,7 +99,7 @@ def authenticate(
             headers={"WWW-Authenticate": "Bearer"},
         )
     throttle.reset(conn, key)
-    principal = Principal(row[2], row[1], int(row[0]), row[3])
+    principal = Principal(row[2], row[1], int(row[0]), row[3], token_epoch=int(row[6]))
     audit.write(conn, principal, "auth.login", ip=ip, patient_id=row[3])
     return principal
 
@@ -119,6 +120,7 @@ def signed_token(
         minutes=settings.access_token_minutes,
         token_type=token_type,
         session_id=session_id,
+        epoch=user.token_epoch,
     )
     return token
 
@@ -129,7 +131,11 @@ def issue_tokens(
     user: Principal,
     family: uuid.UUID | None = None,
 ) -> TokenPair:
-    access = signed_token(settings, user)
+    family = family or uuid.uuid4()
+    # The access token's session is its refresh family: signing out (or a replayed
+    # refresh token) revokes the family and, through ``revoked_sessions``, its access
+    # tokens too.
+    access = signed_token(settings, user, session_id=str(family))
     refresh = new_refresh_token()
     conn.execute(
         "INSERT INTO refresh_tokens (user_id, token_hash, family, expires_at)"
@@ -137,7 +143,7 @@ def issue_tokens(
         (
             user.user_id,
             digest(refresh),
-            family or uuid.uuid4(),
+            family,
             datetime.now(UTC) + timedelta(days=settings.refresh_token_days),
         ),
     )
@@ -210,7 +216,7 @@ def refresh(body: RefreshIn, conn: ConnDep, settings: SettingsDep, request: Requ
     with conn.transaction():
         row = conn.execute(
             "SELECT t.id, t.user_id, t.family, t.expires_at, t.rotated_at, t.revoked_at,"
-            " u.username, u.role, u.patient_id, u.active"
+            " u.username, u.role, u.patient_id, u.active, u.token_epoch"
             " FROM refresh_tokens t JOIN users u ON u.id = t.user_id"
             " WHERE t.token_hash = %s FOR UPDATE OF t",
             (digest(body.refresh_token),),
@@ -218,7 +224,7 @@ def refresh(body: RefreshIn, conn: ConnDep, settings: SettingsDep, request: Requ
         if row is None:
             raise HTTPException(status.HTTP_401_UNAUTHORIZED, "invalid refresh token")
         token_id, user_id, family, expires_at, rotated_at, revoked_at = row[:6]
-        user = Principal(row[7], row[6], int(user_id), row[8])
+        user = Principal(row[7], row[6], int(user_id), row[8], token_epoch=int(row[10]))
         if rotated_at is not None or revoked_at is not None:
             # Committed before answering: a replayed token ends the whole session family.
             conn.execute(
@@ -226,6 +232,7 @@ def refresh(body: RefreshIn, conn: ConnDep, settings: SettingsDep, request: Requ
                 " WHERE family = %s",
                 (family,),
             )
+            revoke_session(conn, str(family), int(user_id), settings.access_token_minutes)
             audit.write(
                 conn, user, "auth.refresh_reuse", ip=ip, status=401, detail={"family": str(family)}
             )
@@ -244,12 +251,28 @@ def refresh(body: RefreshIn, conn: ConnDep, settings: SettingsDep, request: Requ
     summary="Revoke a refresh token (and its rotation family)",
     responses=PUBLIC,
 )
-def logout(body: RefreshIn, conn: ConnDep) -> Response:
-    conn.execute(
-        "UPDATE refresh_tokens SET revoked_at = coalesce(revoked_at, now()) WHERE family ="
-        " (SELECT family FROM refresh_tokens WHERE token_hash = %s)",
-        (digest(body.refresh_token),),
-    )
+def logout(body: RefreshIn, conn: ConnDep, settings: SettingsDep, request: Request) -> Response:
+    """Ends the session: the refresh token's family and the access tokens issued with it."""
+    with conn.transaction():
+        row = conn.execute(
+            "UPDATE refresh_tokens SET revoked_at = coalesce(revoked_at, now()) WHERE family ="
+            " (SELECT family FROM refresh_tokens WHERE token_hash = %s)"
+            " RETURNING family, user_id",
+            (digest(body.refresh_token),),
+        ).fetchone()
+        if row is not None:
+            revoke_session(conn, str(row[0]), int(row[1]), settings.access_token_minutes)
+            who = conn.execute(
+                "SELECT username, role, patient_id FROM users WHERE id = %s", (row[1],)
+            ).fetchone()
+            user = None if who is None else Principal(who[1], who[0], int(row[1]), who[2])
+            audit.write(
+                conn,
+                user,
+                "auth.logout",
+                ip=audit.client_ip(request),
+                detail={"family": str(row[0])},
+            )
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

@@ -88,15 +88,26 @@ def _audited_patients(found: CustodyRequest) -> list[int | None]:
     return [*found.patients] or [None]
 
 
-def _deny(conn: psycopg.Connection[Any], user: Principal, request: Request, what: str) -> None:
-    audit.write(
-        conn,
-        user,
-        "access.denied",
-        ip=audit.client_ip(request),
-        resource=request.url.path,
-        status=404,
-    )
+def _deny(
+    conn: psycopg.Connection[Any],
+    user: Principal,
+    request: Request,
+    what: str,
+    patients: list[int] | None = None,
+) -> None:
+    """404, audited as ``access.denied`` once per patient the refused request is about
+    (each patient's trail shows the attempt), or once without one."""
+    targets: list[int | None] = [*patients] if patients else [None]
+    for patient in targets:
+        audit.write(
+            conn,
+            user,
+            "access.denied",
+            ip=audit.client_ip(request),
+            patient_id=patient,
+            resource=request.url.path,
+            status=404,
+        )
     raise HTTPException(status.HTTP_404_NOT_FOUND, f"{what} not found")
 
 
@@ -117,7 +128,13 @@ def _scoped(
     except CustodyRequestNotFoundError:
         found = None
     if found is None or not _may_decide(conn, user, found):
-        _deny(conn, user, request, f"custody request {request_id}")
+        _deny(
+            conn,
+            user,
+            request,
+            f"custody request {request_id}",
+            None if found is None else found.patients,
+        )
     assert found is not None
     return found
 
@@ -217,16 +234,17 @@ def _decide(
                 )
     except (CustodyConflictError, CustodyInvalidError) as exc:
         code = 409 if isinstance(exc, CustodyConflictError) else 400
-        audit.write(
-            conn,
-            user,
-            action,
-            ip=ip,
-            patient_id=found.from_patient,
-            resource=f"device/{found.device_id}",
-            status=code,
-            detail={**detail, "refused": str(exc)},
-        )
+        for patient in _audited_patients(found):
+            audit.write(
+                conn,
+                user,
+                action,
+                ip=ip,
+                patient_id=patient,
+                resource=f"device/{found.device_id}",
+                status=code,
+                detail={**detail, "refused": str(exc)},
+            )
         raise HTTPException(code, str(exc)) from exc
     return request_out(decided)
 
@@ -272,7 +290,7 @@ def device_events(
     """For a clinician who can see a patient the device was ever bound to (admins all)."""
     patients = device_patients(conn, device_id)
     if user.role != "admin" and not any(can_see(conn, user, p) for p in patients):
-        _deny(conn, user, request, f"device {device_id!r}")
+        _deny(conn, user, request, f"device {device_id!r}", patients)
     audit.write(
         conn,
         user,

@@ -313,9 +313,30 @@ def gateway_token(
     ip = audit.client_ip(request)
     throttle: Throttle = request.app.state.login_throttle
     key = f"gw:{body.gateway_id}|{ip}"
-    attempt = _attempt(throttle, conn, key)
+    actor = body.gateway_id[:64]
+
+    def refused(code: int, reason: str) -> None:
+        # Every gateway sign-in is on record, as people's are (auth.login).
+        audit.write(
+            conn,
+            None,
+            "gateway.token",
+            ip=ip,
+            status=code,
+            actor=actor,
+            role="gateway",
+            resource=f"gateway/{actor}",
+            detail={"reason": reason},
+        )
+
+    try:
+        attempt = _attempt(throttle, conn, key)
+    except HTTPException as exc:
+        refused(exc.status_code, "rate limited")
+        raise
     if is_service_account(body.gateway_id):
         # Never a gateway (enrolment refuses these names); same answer as a wrong secret.
+        refused(status.HTTP_401_UNAUTHORIZED, "reserved service account name")
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "invalid gateway credentials")
     row = conn.execute(
         "SELECT c.secret_hash, g.patient_id FROM gateway_credentials c"
@@ -323,8 +344,17 @@ def gateway_token(
         (body.gateway_id,),
     ).fetchone()
     if not verify_password(body.secret, row[0] if row else None) or row is None:
+        refused(status.HTTP_401_UNAUTHORIZED, "bad credentials")
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "invalid gateway credentials")
     throttle.forgive(conn, key, attempt)
+    audit.write(
+        conn,
+        Principal("gateway", body.gateway_id, None, row[1]),
+        "gateway.token",
+        ip=ip,
+        patient_id=row[1],
+        resource=f"gateway/{actor}",
+    )
     token, _ = create_token(
         settings.secret,
         subject=body.gateway_id,

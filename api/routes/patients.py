@@ -14,8 +14,10 @@ from fastapi import APIRouter, HTTPException, Request, status
 from api.core import audit
 from api.core.config import ApiSettings
 from api.core.db import count_rows
-from api.core.errors import COMMON, CONFLICT
+from api.core.errors import COMMON, CONFLICT, TOO_MANY
+from api.core.principal import Principal
 from api.core.security import digest, new_code
+from api.core.throttle import Throttle, Throttled
 from api.deps import (
     ConnDep,
     CurrentUser,
@@ -39,7 +41,7 @@ from api.schemas import (
 )
 from ingest.custody import record as record_custody
 from ingest.patients import upsert_patient
-from ingest.registry import attribute_pending, bind_device
+from ingest.registry import READING_TABLES, attribute_pending, bind_device
 
 router = APIRouter(prefix="/patients", tags=["patients"], responses=COMMON)
 
@@ -107,7 +109,7 @@ def issue_code(
     response_model=PatientCreated,
     status_code=status.HTTP_201_CREATED,
     summary="Enrol a patient (clinic side) and get their activation code",
-    responses=CONFLICT,
+    responses={**CONFLICT, **TOO_MANY},
 )
 def create_patient(
     body: PatientIn, user: StaffUser, conn: ConnDep, settings: SettingsDep, request: Request
@@ -122,44 +124,85 @@ def create_patient(
             status.HTTP_400_BAD_REQUEST, f"unknown time zone {body.timezone!r}"
         ) from exc
     external_id = body.external_id or f"pt-{secrets.token_hex(6)}"
+    refused: list[int] = []
+    created: tuple[int, CodeOut] | None = None
     with conn.transaction():
-        clash = conn.execute(
-            "SELECT external_id = %s, mrn = %s FROM patients WHERE external_id = %s OR mrn = %s",
-            (external_id, body.mrn, external_id, body.mrn),
-        ).fetchone()
-        if clash is not None:
-            what = "external id" if clash[0] else "MRN"
+        clashes = conn.execute(
+            "SELECT id, external_id = %s FROM patients WHERE external_id = %s OR mrn = %s",
+            (external_id, external_id, body.mrn),
+        ).fetchall()
+        refused = [int(r[0]) for r in clashes if not can_see(conn, user, int(r[0]))]
+        if clashes and not refused:
+            # The caller's own patient: say which identifier; that reveals nothing new.
+            what = "external id" if any(r[1] for r in clashes) else "MRN"
             raise HTTPException(status.HTTP_409_CONFLICT, f"a patient with this {what} exists")
-        patient_id = upsert_patient(
-            conn,
-            external_id,
-            body.timezone,
-            None,
-            body.mrn,
-            body.birth_date,
-        )
-        conn.execute(
-            "UPDATE patients SET given_name = %s, family_name = %s WHERE id = %s",
-            (body.given_name, body.family_name, patient_id),
-        )
-        if user.role == "clinician":
-            conn.execute(
-                "INSERT INTO clinician_panel (clinician_id, patient_id) VALUES (%s, %s)"
-                " ON CONFLICT DO NOTHING",
-                (user.user_id, patient_id),
-            )
-        code = issue_code(
-            conn, "activation_codes", patient_id, user.user_id, settings.activation_code_hours
-        )
+        if not clashes:
+            created = _create_patient(conn, body, external_id, user, settings, request)
+    if created is not None:
+        return PatientCreated(patient=fetch_patient(conn, created[0]), activation=created[1])
+    # Another clinic's patient: one answer whether the MRN or the external id clashed,
+    # naming neither (it said "a patient with this MRN exists"), audited per patient,
+    # and limited like registrations (REGISTER_MAX_ATTEMPTS per window per account), so
+    # the answer cannot be used to sweep MRNs.
+    throttle: Throttle = request.app.state.register_throttle
+    limited: Throttled | None = None
+    try:
+        throttle.acquire(conn, f"enrol-clash|{user.user_id}")
+    except Throttled as exc:
+        limited = exc
+    for pid in refused:
         audit.write(
             conn,
             user,
-            "patient.create",
+            "access.denied",
             ip=audit.client_ip(request),
-            patient_id=patient_id,
-            resource=f"patient/{patient_id}",
+            patient_id=pid,
+            resource=request.url.path,
+            status=status.HTTP_409_CONFLICT,
+            detail={"reason": "enrolment clashes with a patient outside the caller's scope"},
         )
-    return PatientCreated(patient=fetch_patient(conn, patient_id), activation=code)
+    if limited is not None:
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            f"too many refused enrolments; retry in {limited.retry_after} s",
+            headers={"Retry-After": str(limited.retry_after)},
+        )
+    raise HTTPException(
+        status.HTTP_409_CONFLICT, "this patient cannot be enrolled here; ask an administrator"
+    )
+
+
+def _create_patient(
+    conn: psycopg.Connection[Any],
+    body: PatientIn,
+    external_id: str,
+    user: Principal,
+    settings: ApiSettings,
+    request: Request,
+) -> tuple[int, CodeOut]:
+    patient_id = upsert_patient(conn, external_id, body.timezone, None, body.mrn, body.birth_date)
+    conn.execute(
+        "UPDATE patients SET given_name = %s, family_name = %s WHERE id = %s",
+        (body.given_name, body.family_name, patient_id),
+    )
+    if user.role == "clinician":
+        conn.execute(
+            "INSERT INTO clinician_panel (clinician_id, patient_id) VALUES (%s, %s)"
+            " ON CONFLICT DO NOTHING",
+            (user.user_id, patient_id),
+        )
+    code = issue_code(
+        conn, "activation_codes", patient_id, user.user_id, settings.activation_code_hours
+    )
+    audit.write(
+        conn,
+        user,
+        "patient.create",
+        ip=audit.client_ip(request),
+        patient_id=patient_id,
+        resource=f"patient/{patient_id}",
+    )
+    return patient_id, code
 
 
 @router.get("", response_model=Page[PatientOut], summary="Patients visible to the caller")
@@ -315,6 +358,27 @@ def device_holder(conn: psycopg.Connection[Any], device_id: str) -> tuple[bool, 
     return True, None if holder is None else int(holder)
 
 
+def _after_last_reading(
+    conn: psycopg.Connection[Any], device_id: str, holder: int, at: datetime
+) -> None:
+    """409 when the losing patient has a reading from the device at or after ``at``: the
+    readings keep their patient, so such a move would leave that chart holding readings
+    the bindings give to the new patient.  The same rule as a custody approval
+    (``ingest.custody_review._check_unchanged``), on the same index."""
+    for table in READING_TABLES:
+        last = conn.execute(
+            f"SELECT max(time) FROM (SELECT time FROM {table} WHERE patient_id = %s"
+            " AND device_id = %s ORDER BY time DESC LIMIT 1) t".encode(),
+            (holder, device_id),
+        ).fetchone()
+        if last is not None and last[0] is not None and last[0] >= at:
+            raise HTTPException(
+                status.HTTP_409_CONFLICT,
+                f"'at' must be after the device's last reading in patient {holder}'s chart"
+                f" ({last[0].isoformat()})",
+            )
+
+
 @router.post(
     "/{patient_id}/devices",
     response_model=DeviceOut,
@@ -351,6 +415,8 @@ def assign_device(
                 raise HTTPException(
                     status.HTTP_409_CONFLICT, "'at' must be after the current binding's start"
                 )
+            if holder is not None and holder != scope.patient_id:
+                _after_last_reading(conn, body.device_id, holder, at)
             bind_device(conn, body.device_id, scope.patient_id, at)
             attribute_pending(conn, [body.device_id])
             custody = {

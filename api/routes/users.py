@@ -7,6 +7,7 @@ from fastapi import APIRouter, HTTPException, Request, Response, status
 from api.core import audit
 from api.core.db import count_rows
 from api.core.errors import COMMON, CONFLICT
+from api.core.revocation import revoke_all
 from api.core.security import hash_password
 from api.deps import AdminUser, ConnDep, DbId, PageDep
 from api.routes.auth import USER_COLUMNS, user_out
@@ -95,6 +96,8 @@ def patch_user(
                 " WHERE user_id = %s",
                 (user_id,),
             )
+            # Access tokens and dashboard sessions too, not only refresh tokens.
+            revoke_all(conn, user_id)
         changed = sorted(
             k for k, v in body.model_dump(exclude={"password"}).items() if v is not None
         )
