@@ -69,13 +69,11 @@ class Ingest:
         self.committed.wait_for(before + len(messages))
 
 
-@pytest.fixture(scope="module")
-def ingest(
-    database_url: str, ingest_mqtt_url: str, gateway_mqtt_url: Callable[[str], str]
+def running_ingest(
+    database_url: str, ingest_mqtt_url: str, hub_url: Callable[[str], str], group: str
 ) -> Iterator[Ingest]:
-    worker = IngestWorker(
-        IngestConfig(database_url, ingest_mqtt_url, group="custody", max_wait_s=0.01)
-    )
+    """The real worker in a thread, subscribed (SUBACK) before the first test publishes."""
+    worker = IngestWorker(IngestConfig(database_url, ingest_mqtt_url, group=group, max_wait_s=0.01))
     committed = Committed()
     worker.on_commit = committed
     subscribed = threading.Event()
@@ -84,9 +82,16 @@ def ingest(
     thread = threading.Thread(target=worker.run, kwargs={"duration_s": 300}, daemon=True)
     thread.start()
     assert subscribed.wait(15)
-    yield Ingest(worker, committed, gateway_mqtt_url)
+    yield Ingest(worker, committed, hub_url)
     worker.stop()
     thread.join(30)
+
+
+@pytest.fixture(scope="module")
+def ingest(
+    database_url: str, ingest_mqtt_url: str, gateway_mqtt_url: Callable[[str], str]
+) -> Iterator[Ingest]:
+    yield from running_ingest(database_url, ingest_mqtt_url, gateway_mqtt_url, "custody")
 
 
 @pytest.fixture()

@@ -13,7 +13,6 @@ own topic, exactly as an attacker holding that hub could.
 
 from __future__ import annotations
 
-import threading
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -26,12 +25,12 @@ import pytest
 from test_custody_attacks import (
     CUFF,
     T0,
-    Committed,
     Homes,
     Ingest,
     bp_batch,
     chart,
     paired,
+    running_ingest,
     scalar,
     timeline,
     unpaired,
@@ -42,7 +41,6 @@ from device_profiles.model import Component, Kind
 from ingest.bulk_import import import_file
 from ingest.custody_review import decide
 from ingest.patients import enroll_patient
-from ingest.service import IngestConfig, IngestWorker
 from readings import wire
 
 pytestmark = pytest.mark.services
@@ -52,19 +50,7 @@ pytestmark = pytest.mark.services
 def ingest(
     database_url: str, ingest_mqtt_url: str, gateway_mqtt_url: Callable[[str], str]
 ) -> Iterator[Ingest]:
-    worker = IngestWorker(
-        IngestConfig(database_url, ingest_mqtt_url, group="redteam", max_wait_s=0.01)
-    )
-    committed = Committed()
-    worker.on_commit = committed
-    subscribed = threading.Event()
-    worker.client.on_subscribe = lambda *args: subscribed.set()
-    thread = threading.Thread(target=worker.run, kwargs={"duration_s": 300}, daemon=True)
-    thread.start()
-    assert subscribed.wait(15)
-    yield Ingest(worker, committed, gateway_mqtt_url)
-    worker.stop()
-    thread.join(30)
+    yield from running_ingest(database_url, ingest_mqtt_url, gateway_mqtt_url, "redteam")
 
 
 @pytest.fixture()
