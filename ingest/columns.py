@@ -34,8 +34,10 @@ from readings import (
     Original,
     Reading,
     RecordType,
+    id_bytes,
+    source_key_text,
+    source_key_texts,
 )
-from readings.identity import id_bytes, source_key_text, source_key_texts
 
 # Reading ids are written as binary uuid: only the canonical text form is accepted.
 _UUID_TEXT = re.compile(

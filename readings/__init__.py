@@ -38,8 +38,11 @@ from readings.identity import (
     USUAL_RECORD_TYPE,
     RecordKey,
     RecordType,
+    id_bytes,
     reading_id,
     record_type_of,
+    source_key_text,
+    source_key_texts,
     wire_record_type,
 )
 from readings.kinds import (
@@ -215,6 +218,7 @@ __all__ = [
     "gateway_of_topic",
     "gateway_topic_filter",
     "gateway_wall_now",
+    "id_bytes",
     "identity",
     "is_service_account",
     "json_schema",
@@ -234,6 +238,8 @@ __all__ = [
     "session_start_to_utc",
     "setup_logging",
     "shared",
+    "source_key_text",
+    "source_key_texts",
     "stable_skew",
     "status_topic",
     "to_reading",
