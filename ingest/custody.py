@@ -113,12 +113,30 @@ def record(
     actor: str = INGEST_ACTOR,
     detail: dict[str, Any] | None = None,
 ) -> None:
-    """One row on the device's timeline (``device_events``)."""
+    """One row on the device's timeline (``device_events``); a decision ingest takes on
+    its own (a hub's pairing taken, held or refused, readings refused, custody released)
+    also goes on the hash-chained audit log, as the API's decisions do: who (the hub),
+    from where (its broker topic), what and why.  The API audits its own moves."""
     conn.execute(
         "INSERT INTO device_events (device_id, at, gateway_id, actor, action, detail)"
         " VALUES (%s, %s, %s, %s, %s, %s)",
         (device, at, gateway, actor, action, _json(detail or {})),
     )
+    if actor == INGEST_ACTOR:
+        denied = action.endswith((".refused", ".held"))
+        conn.execute(
+            "INSERT INTO audit_log (actor, role, action, patient_id, resource, client_ip,"
+            " status, detail) VALUES (%s, 'gateway', %s, %s, %s, %s, %s, %s)",
+            (
+                gateway or INGEST_ACTOR,
+                action,
+                owner_of(conn, device),
+                f"device/{device}",
+                f"mqtt:{gateway}" if gateway else None,
+                403 if denied else 200,
+                _json({**(detail or {}), "device_time": at.isoformat()}),
+            ),
+        )
 
 
 def _json(value: Any) -> str:

@@ -388,3 +388,25 @@ def test_attack_hub_a_reports_battery_and_errors_for_hub_bs_cuff_is_ignored(
     ).fetchone()
     print(f"sync-report attack: B's cuff now {state}")
     assert state == (80, None, T0)
+
+
+def test_ingest_custody_decisions_are_on_the_hash_chained_audit_log(
+    ingest: Ingest, homes: Homes, db: psycopg.Connection[Any]
+) -> None:
+    """Who (the hub), from where (its topic), what and why: a held pairing and refused
+    readings are audit rows like the API's decisions, and the chain stays intact."""
+    from api.core.audit_chain import verify
+
+    h = homes
+    ingest.send(h.hub_b, paired(h.hub_b, h.cuff, T0 - timedelta(days=1)))
+    mark = scalar(db, "SELECT coalesce(max(id), 0) FROM audit_log")
+    ingest.send(h.hub_a, paired(h.hub_a, h.cuff, T0))
+    ingest.send(h.hub_a, bp_batch(h.hub_a, h.cuff, range(0, 2)))
+    rows = db.execute(
+        "SELECT actor, role, action, patient_id, client_ip, status FROM audit_log"
+        " WHERE id > %s AND resource = %s ORDER BY id",
+        (mark, f"device/{h.cuff}"),
+    ).fetchall()
+    assert (h.hub_a, "gateway", "custody.held", h.patient_b, f"mqtt:{h.hub_a}", 403) in rows
+    assert (h.hub_a, "gateway", "readings.refused", h.patient_b, f"mqtt:{h.hub_a}", 403) in rows
+    assert verify(db).ok
