@@ -96,3 +96,14 @@ def gateway_cli(
     gateway_id = "gw-" + request.node.name.replace("test_", "")[:40].replace("[", "-").strip("]")
     gateway_id = "".join(c if c.isalnum() or c in "-_" else "-" for c in gateway_id)
     return GatewayCli(ble_bed, tmp_path / "gateway", gateway_id, gateway_mqtt_url(gateway_id))
+
+
+@pytest.fixture(autouse=True)
+def _collect_cyclic_garbage() -> Iterator[None]:
+    """paho clients a test dropped (reference cycles through their callbacks) keep their
+    sockets until the cycle collector runs; in one long test process their descriptors
+    passed 1024 and paho's select() failed for every client after them.  Collect them."""
+    yield
+    import gc
+
+    gc.collect()
